@@ -1,0 +1,21 @@
+// Command lockex runs a command while it holds a ZooKeeper lock, or one of
+// N leases of a semaphore, and releases it the moment the command ends:
+//
+//	lockex [flags] -- command [args...]
+//
+// Run lockex --help for the flags. Each flag can also be set as LOCKEX_ and
+// its long name upper-cased with - turned into _ (LOCKEX_SESSION_TIMEOUT);
+// ZKHOSTS is read too. The contract (flags, exit codes, znode layout) is in
+// the README.
+package main
+
+import (
+	"context"
+	"os"
+
+	"github.com/lockex/lockex/internal/app"
+)
+
+func main() {
+	os.Exit(app.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}

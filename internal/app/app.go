@@ -1,0 +1,146 @@
+// Package app wires lockex together: configuration, logger, ZooKeeper
+// session and lock recipe, workload and supervisor. It holds no policy.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/debug"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/lockex/lockex/internal/config"
+	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/logging"
+	"github.com/lockex/lockex/internal/proc"
+	"github.com/lockex/lockex/internal/supervisor"
+)
+
+// Version is stamped at build time with -ldflags "-X ...app.Version=v1.2.3".
+var Version = "dev"
+
+// forwarded are the signals lockex passes on to the workload's process
+// group. SIGCHLD and SIGPIPE are lockex's own, and SIGURG is the Go
+// runtime's preemption signal: none of them is ever forwarded.
+var forwarded = []os.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
+}
+
+// Main runs lockex with args (without the program name) and environ, and
+// returns its exit code.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	cfg, err := config.Parse(args, environ, stdout)
+	if errors.Is(err, config.ErrHelp) {
+		return exitcode.OK
+	}
+	if err != nil {
+		logging.New(stderr, "text", "info").Error("bad usage", "err", err)
+		return exitcode.Usage
+	}
+	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	if !cfg.IsMode() {
+		log = log.With("lock", cfg.Path)
+	}
+
+	switch {
+	case cfg.Version:
+		fmt.Fprintf(stdout, "lockex %s %s\n", version(), runtime.Version())
+		return exitcode.OK
+	case cfg.Install != "":
+		if err := install(cfg.Install); err != nil {
+			log.Error("install failed", "dir", cfg.Install, "err", err)
+			return exitcode.Usage
+		}
+		return exitcode.OK
+	}
+
+	path, err := proc.Resolve(cfg.Command[0], getenv(environ, "PATH"))
+	if err != nil {
+		log.Error("cannot run the command", "err", err)
+		return exitcode.Of(err)
+	}
+
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals, forwarded...)
+	defer signal.Stop(signals)
+
+	locker := newLocker(cfg, log)
+	defer locker.close()
+	return supervisor.Run(ctx, supervisor.Config{
+		Locker: locker,
+		Start: func(env []string) (supervisor.Process, error) {
+			return proc.Start(path, cfg.Command, env)
+		},
+		Env:          environ,
+		Signals:      signals,
+		LockTimeout:  lockTimeout(cfg.LockTimeout),
+		BusyExitCode: cfg.BusyExitCode,
+		MinHold:      cfg.MinHold.D(),
+		Log:          log,
+	})
+}
+
+func lockTimeout(d config.Duration) time.Duration {
+	if d == config.NoLimit {
+		return 0
+	}
+	return max(d.D(), time.Nanosecond) // -t 0: one look, like flock -w 0
+}
+
+// getenv is os.Getenv over environ: the last KEY= wins, as in execve.
+func getenv(environ []string, key string) string {
+	for i := len(environ) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(environ[i], "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
+}
+
+func version() string {
+	if Version != "dev" {
+		return Version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" && info.Main.Version != "(devel)" {
+		return info.Main.Version
+	}
+	return Version
+}
+
+// install copies the running executable to dir/lockex, for init containers
+// that put lockex into a volume shared with any image.
+func install(dir string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(self)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp, err := os.CreateTemp(dir, ".lockex-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := io.Copy(tmp, src); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o755); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), dir+"/lockex")
+}

@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/lockex/lockex/internal/config"
+	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
+)
+
+// zkLocker connects to ZooKeeper and takes the configured recipe, and turns
+// zklock's errors into the exit codes of SPEC section 1.
+type zkLocker struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	session *zklock.Session
+}
+
+func newLocker(cfg *config.Config, log *slog.Logger) *zkLocker {
+	return &zkLocker{cfg: cfg, log: log}
+}
+
+func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
+	c := l.cfg
+	s, err := zklock.Connect(ctx, zklock.Options{
+		Servers:        c.Servers,
+		Chroot:         c.Chroot,
+		SessionTimeout: c.SessionTimeout.D(),
+		ConnectTimeout: c.Timeout.D(),
+		Attempts:       c.Retry,
+		Retries:        c.LockRetry,
+		Logger:         l.log,
+	})
+	if err != nil {
+		return nil, classify(err)
+	}
+	l.session = s
+
+	id := config.Identifier()
+	var lease *zklock.Lease
+	if c.Concurrent > 1 {
+		lease, err = zklock.NewSemaphore(s, c.Path, id, c.Concurrent).Acquire(ctx, c.Blocking)
+	} else {
+		lease, err = zklock.NewMutex(s, c.Path, id).Acquire(ctx, c.Blocking)
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	return lease, nil
+}
+
+// close ends the session, which deletes any node of ours still there.
+func (l *zkLocker) close() {
+	if l.session != nil {
+		l.session.Close()
+	}
+}
+
+func classify(err error) error {
+	switch {
+	case errors.Is(err, zklock.ErrBusy):
+		return exitcode.With(exitcode.Busy, err)
+	case errors.Is(err, zklock.ErrSizeMismatch):
+		return exitcode.With(exitcode.Usage, err)
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err // the supervisor knows why it cancelled
+	}
+	// Unreachable, refused auth, or any other answer but the lock.
+	return exitcode.With(exitcode.Unavailable, err)
+}

@@ -1,0 +1,175 @@
+// Package config turns lockex's command line and environment into one
+// checked Config. A flag beats its LOCKEX_ variable, which beats the default;
+// every value that does not parse, and every combination that cannot work,
+// is an error here, before anything touches ZooKeeper.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/caarlos0/env/v10"
+	"github.com/spf13/pflag"
+)
+
+// EnvPrefix is the prefix of every variable that sets a flag.
+const EnvPrefix = "LOCKEX_"
+
+// ErrHelp is returned by Parse after it printed the usage for --help.
+var ErrHelp = errors.New("config: help requested")
+
+// Config is what one lockex run was asked to do. The fields with env tags
+// are the flags of SPEC section 1; the rest Parse derives from them.
+type Config struct {
+	ZKHosts        string   `env:"ZKHOSTS" envDefault:"localhost:2181"`
+	LockPath       string   `env:"LOCKPATH" envDefault:"lockex"`
+	LockID         string   `env:"LOCKID"`
+	Concurrent     int      `env:"CONCURRENT" envDefault:"1"`
+	Blocking       bool     `env:"BLOCKING" envDefault:"true"`
+	LockTimeout    Duration `env:"LOCKTIMEOUT"`
+	Timeout        Duration `env:"TIMEOUT" envDefault:"30s"`
+	Retry          int      `env:"RETRY" envDefault:"1"`
+	LockRetry      int      `env:"LOCKRETRY" envDefault:"1"`
+	SessionTimeout Duration `env:"SESSION_TIMEOUT" envDefault:"10s"`
+	KillSignal     Signal   `env:"KILL_SIGNAL" envDefault:"TERM"`
+	KillGrace      Duration `env:"KILL_GRACE" envDefault:"3s"`
+	BusyExitCode   int      `env:"BUSY_EXIT_CODE" envDefault:"75"`
+	MinHold        Duration `env:"MIN_HOLD" envDefault:"0"`
+	HTTPAddr       string   `env:"HTTP_ADDR"`
+	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
+	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info"`
+	ZKUser         string   `env:"ZK_USER"`
+	ZKPassword     string   `env:"ZK_PASSWORD"`
+	ZKPasswordFile string   `env:"ZK_PASSWORD_FILE"`
+	ZKACLWorldRead bool     `env:"ZK_ACL_WORLD_READ"`
+	ZKTLSCA        string   `env:"ZK_TLS_CA"`
+	ZKTLSCert      string   `env:"ZK_TLS_CERT"`
+	ZKTLSKey       string   `env:"ZK_TLS_KEY"`
+	Subreaper      bool     `env:"SUBREAPER"`
+	Install        string   `env:"INSTALL"`
+	Status         bool     `env:"STATUS"`
+	Output         string   `env:"OUTPUT" envDefault:"table"`
+	Version        bool     `env:"VERSION"`
+
+	// Command is the workload's argv.
+	Command []string `env:"-"`
+	// Servers are the ZooKeeper host:port pairs and Chroot the path prefix
+	// that --zkhosts ended with ("" for none).
+	Servers []string `env:"-"`
+	Chroot  string   `env:"-"`
+	// Path is P, the lock's znode as the client sees it (inside Chroot).
+	Path string `env:"-"`
+
+	// source names where each flag's value came from, for error messages.
+	source map[string]string
+}
+
+// Parse reads args (without the program name) over environ (KEY=VALUE
+// pairs, as os.Environ gives them) and checks the result. Usage goes to
+// usageOut for --help; errors name the flag or variable and the bad value.
+func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
+	vars := envMap(environ)
+	c := &Config{LockTimeout: NoLimit, source: map[string]string{}}
+	if err := env.ParseWithOptions(c, env.Options{
+		Environment: vars,
+		Prefix:      EnvPrefix,
+		OnSet: func(key string, _ any, isDefault bool) {
+			if !isDefault {
+				c.source[flagName(key)] = key
+			}
+		},
+	}); err != nil {
+		return nil, envError(err, vars)
+	}
+
+	fs := c.flags()
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if help, _ := fs.GetBool("help"); help {
+		fmt.Fprint(usageOut, usage(fs))
+		return nil, ErrHelp
+	}
+	fs.Visit(func(f *pflag.Flag) { c.source[f.Name] = "--" + f.Name })
+	if fs.Changed("no-blocking") {
+		nb, _ := fs.GetBool("no-blocking")
+		c.Blocking = !nb
+	}
+	c.Command = fs.Args()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// envMap turns KEY=VALUE pairs into a map, with ZKHOSTS, the original
+// tool's variable, standing in for LOCKEX_ZKHOSTS when that is not set.
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	if _, ok := m[EnvPrefix+"ZKHOSTS"]; !ok {
+		if v, ok := m["ZKHOSTS"]; ok {
+			m[EnvPrefix+"ZKHOSTS"] = v
+		}
+	}
+	return m
+}
+
+// envError names the variable and the value that did not parse; the
+// library's own message names only the Go field.
+func envError(err error, vars map[string]string) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) || len(agg.Errors) == 0 {
+		return err
+	}
+	var msgs []string
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			key := EnvPrefix + envKey(pe.Name)
+			msgs = append(msgs, fmt.Sprintf("%s=%q: %v", key, vars[key], pe.Err))
+			continue
+		}
+		msgs = append(msgs, e.Error())
+	}
+	return errors.New(strings.Join(msgs, "; "))
+}
+
+// flagName maps LOCKEX_SESSION_TIMEOUT to session-timeout.
+func flagName(envKey string) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(envKey, EnvPrefix)), "_", "-")
+}
+
+// envKey maps a Config field name to its env tag.
+func envKey(field string) string {
+	for _, f := range configFields() {
+		if f.Name == field {
+			return f.Tag.Get("env")
+		}
+	}
+	return strings.ToUpper(field)
+}
+
+// name is how an error message should call a flag: by the variable that set
+// it, or else by the flag.
+func (c *Config) name(flag string) string {
+	if s, ok := c.source[flag]; ok {
+		return s
+	}
+	return "--" + flag
+}
+
+// IsMode reports whether lockex runs a mode that needs no command.
+func (c *Config) IsMode() bool {
+	return c.Install != "" || c.Status || c.Version
+}
+
+func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }

@@ -1,0 +1,126 @@
+package config
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse([]string{"--", "echo", "hi"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ZKHosts != "localhost:2181" || c.Concurrent != 1 || !c.Blocking || c.LockTimeout != NoLimit ||
+		c.Timeout.D() != 30*time.Second || c.SessionTimeout.D() != 10*time.Second || c.KillGrace.D() != 3*time.Second ||
+		c.BusyExitCode != 75 || c.Retry != 1 || c.LockRetry != 1 || c.KillSignal.String() != "TERM" {
+		t.Errorf("defaults: %+v", c)
+	}
+	if want := "/lockex/" + DerivedID([]string{"echo", "hi"}); c.Path != want {
+		t.Errorf("Path = %q, want %q", c.Path, want)
+	}
+	if strings.Join(c.Command, " ") != "echo hi" {
+		t.Errorf("Command = %q", c.Command)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	env := []string{"ZKHOSTS=old:1", "LOCKEX_CONCURRENT=3", "LOCKEX_BLOCKING=false", "LOCKEX_LOCKTIMEOUT=1.5"}
+	c, err := Parse([]string{"cmd"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ZKHosts != "old:1" || c.Concurrent != 3 || c.Blocking || c.LockTimeout.D() != 1500*time.Millisecond {
+		t.Errorf("env not applied: %+v", c)
+	}
+	env = append(env, "LOCKEX_ZKHOSTS=new:2")
+	c, err = Parse([]string{"-c", "5", "--blocking", "-t", "250ms", "--", "cmd"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ZKHosts != "new:2" || c.Concurrent != 5 || !c.Blocking || c.LockTimeout.D() != 250*time.Millisecond {
+		t.Errorf("flags must beat env, LOCKEX_ZKHOSTS beat ZKHOSTS: %+v", c)
+	}
+	c, err = Parse([]string{"--no-blocking", "cmd", "--not-ours", "-c", "9"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Blocking || c.Concurrent != 1 || strings.Join(c.Command, " ") != "cmd --not-ours -c 9" {
+		t.Errorf("flags after the command belong to it: %+v", c)
+	}
+	// An empty variable is the default, as caarlos0/env treats it.
+	if c, err = Parse([]string{"cmd"}, []string{"LOCKEX_CONCURRENT=", "LOCKEX_LOCKPATH="}, io.Discard); err != nil || c.Concurrent != 1 || c.Path[:8] != "/lockex/" {
+		t.Errorf("empty variables: %+v, %v", c, err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string // in the message
+	}{
+		{nil, nil, "no command"},
+		{[]string{"-c", "0", "x"}, nil, `--concurrent "0"`},
+		{[]string{"x"}, []string{"LOCKEX_CONCURRENT=0"}, `LOCKEX_CONCURRENT "0"`},
+		{[]string{"x"}, []string{"LOCKEX_CONCURRENT=many"}, `LOCKEX_CONCURRENT="many"`},
+		{[]string{"-t", "soon", "x"}, nil, `"soon"`},
+		{[]string{"-t", "-1", "x"}, nil, `"-1"`},
+		{[]string{"x"}, []string{"LOCKEX_SESSION_TIMEOUT=10 s"}, `LOCKEX_SESSION_TIMEOUT="10 s"`},
+		{[]string{"--kill-signal", "STOP", "x"}, nil, `"STOP"`},
+		{[]string{"--log-format", "xml", "x"}, nil, `--log-format "xml"`},
+		{[]string{"--log-level", "loud", "x"}, nil, `--log-level "loud"`},
+		{[]string{"x"}, []string{"LOCKEX_BLOCKING=maybe"}, `LOCKEX_BLOCKING="maybe"`},
+		{[]string{"--busy-exit-code", "256", "x"}, nil, `"256"`},
+		{[]string{"-z", "a:2181,,b", "x"}, nil, "empty host"},
+		{[]string{"-z", "a:99999", "x"}, nil, `port "99999"`},
+		{[]string{"-z", "::1:2181", "x"}, nil, "brackets"},
+		{[]string{"-z", "a:2181/app/", "x"}, nil, "chroot"},
+		{[]string{"-p", "a//b", "x"}, nil, `lockpath "a//b"`},
+		{[]string{"-p", "a/../b", "x"}, nil, `".."`},
+		{[]string{"-p", "zookeeper", "x"}, nil, "ZooKeeper's own"},
+		{[]string{"-i", "a/b", "x"}, nil, `lockid "a/b"`},
+		{[]string{"-i", "bad\x01id", "x"}, nil, "U+0001"},
+		{[]string{"--bogus", "x"}, nil, "bogus"},
+		{[]string{"--http-addr", ":9090", "x"}, nil, "not supported"},
+	} {
+		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
+			_, err := Parse(tc.args, tc.env, io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to mention %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestHosts(t *testing.T) {
+	servers, chroot, err := ParseHosts("zk1,zk2:2182,[::1],[fe80::1]:3000/a/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(servers, " "); got != "zk1:2181 zk2:2182 [::1]:2181 [fe80::1]:3000" || chroot != "/a/b" {
+		t.Errorf("servers %q chroot %q", got, chroot)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{"1.5": 1500 * time.Millisecond, "0": 0, "1500ms": 1500 * time.Millisecond, "2m": 2 * time.Minute, "30": 30 * time.Second} {
+		if d, err := ParseDuration(in); err != nil || d.D() != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, d, err, want)
+		}
+	}
+}
+
+func TestDerivedID(t *testing.T) {
+	// The argv boundaries matter: these two commands must not share a lock.
+	a, b := DerivedID([]string{"a", "b c"}), DerivedID([]string{"a b", "c"})
+	if a == b || len(a) != 16 {
+		t.Errorf("DerivedID: %q %q", a, b)
+	}
+	// From printf 'echo\0hi' | sha256sum: a fixed value keeps the id
+	// stable across releases, so a mixed fleet shares the lock.
+	if got := DerivedID([]string{"echo", "hi"}); got != "f956585a54743d20" {
+		t.Errorf("DerivedID(echo hi) = %s", got)
+	}
+}

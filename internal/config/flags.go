@@ -1,0 +1,60 @@
+package config
+
+import (
+	"reflect"
+
+	"github.com/spf13/pflag"
+)
+
+// flags binds every flag to its field in c; the values c already holds
+// (defaults overlaid by the environment) are what an absent flag leaves.
+func (c *Config) flags() *pflag.FlagSet {
+	fs := pflag.NewFlagSet("lockex", pflag.ContinueOnError)
+	// Everything from the first non-flag argument on is the workload's own.
+	fs.SetInterspersed(false)
+	fs.SortFlags = false
+
+	fs.StringVarP(&c.ZKHosts, "zkhosts", "z", c.ZKHosts, "ZooKeeper `hosts`, comma-separated host:port, optional /chroot suffix (also ZKHOSTS)")
+	fs.StringVarP(&c.LockPath, "lockpath", "p", c.LockPath, "parent `path`; the lock lives at /<lockpath>/<lockid>")
+	fs.StringVarP(&c.LockID, "lockid", "i", c.LockID, "lock `name` (default: derived from the command's argv)")
+	fs.IntVarP(&c.Concurrent, "concurrent", "c", c.Concurrent, "`N` > 1 takes one of N leases of a semaphore")
+	fs.BoolVar(&c.Blocking, "blocking", c.Blocking, "wait for the lock")
+	fs.Bool("no-blocking", false, "give up at once if the lock is taken")
+	fs.VarP(&c.LockTimeout, "locktimeout", "t", "give up waiting for the lock after this `duration` (1.5 or 1500ms)")
+	fs.VarP(&c.Timeout, "timeout", "T", "how long each attempt to reach ZooKeeper may take")
+	fs.IntVarP(&c.Retry, "retry", "R", c.Retry, "`attempts` to reach ZooKeeper")
+	fs.IntVarP(&c.LockRetry, "lockretry", "r", c.LockRetry, "`retries` of a failed ZooKeeper operation")
+	fs.Var(&c.SessionTimeout, "session-timeout", "ZooKeeper session timeout to ask for")
+	fs.Var(&c.KillSignal, "kill-signal", "signal for the workload when the lock is lost")
+	fs.Var(&c.KillGrace, "kill-grace", "time between --kill-signal and SIGKILL")
+	fs.IntVar(&c.BusyExitCode, "busy-exit-code", c.BusyExitCode, "exit `code` when the lock was not acquired")
+	fs.Var(&c.MinHold, "min-hold", "hold the lock at least this long, even if the workload ends sooner")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "`address` for /healthz, /readyz, /active and /metrics")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.ZKUser, "zk-user", c.ZKUser, "ZooKeeper digest auth `user`")
+	fs.StringVar(&c.ZKPassword, "zk-password", c.ZKPassword, "ZooKeeper digest auth `password`")
+	fs.StringVar(&c.ZKPasswordFile, "zk-password-file", c.ZKPasswordFile, "read the digest password from this `file`")
+	fs.BoolVar(&c.ZKACLWorldRead, "zk-acl-world-read", c.ZKACLWorldRead, "with auth, let anyone read lockex's nodes")
+	fs.StringVar(&c.ZKTLSCA, "zk-tls-ca", c.ZKTLSCA, "CA `file` for TLS to ZooKeeper")
+	fs.StringVar(&c.ZKTLSCert, "zk-tls-cert", c.ZKTLSCert, "client certificate `file`")
+	fs.StringVar(&c.ZKTLSKey, "zk-tls-key", c.ZKTLSKey, "client key `file`")
+	fs.BoolVar(&c.Subreaper, "subreaper", c.Subreaper, "reap orphaned descendants even when not PID 1")
+	fs.StringVar(&c.Install, "install", c.Install, "copy this executable to `DIR`/lockex and exit")
+	fs.BoolVar(&c.Status, "status", c.Status, "print who holds the lock and who waits, and exit")
+	fs.StringVar(&c.Output, "output", c.Output, "table or json, for --status")
+	fs.BoolVar(&c.Version, "version", c.Version, "print the version and exit")
+	fs.BoolP("help", "h", false, "show this help")
+	return fs
+}
+
+func usage(fs *pflag.FlagSet) string {
+	return "Usage: lockex [flags] -- command [args...]\n\n" +
+		"Runs command while holding a ZooKeeper lock (or one of N leases with -c N).\n" +
+		"Every flag can be set as LOCKEX_<FLAG>, e.g. LOCKEX_SESSION_TIMEOUT=10s.\n\n" +
+		"Flags:\n" + fs.FlagUsages()
+}
+
+func configFields() []reflect.StructField {
+	return reflect.VisibleFields(reflect.TypeFor[Config]())
+}

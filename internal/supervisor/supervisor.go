@@ -1,0 +1,198 @@
+// Package supervisor decides what lockex does, and when: take the lock,
+// start the workload under it, pass signals on, release the lock the moment
+// the workload ends. It owns the policy; the lock, the process and the
+// signals come in through the small interfaces below, so it imports no
+// ZooKeeper, no Prometheus and no syscalls beyond signal numbers.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/lockex/lockex/internal/exitcode"
+)
+
+// Locker takes the lock. Acquire returns when it is held, with an error
+// carrying an exit code when it cannot be, or with ctx's error when ctx
+// ends first; in every error case it has left nothing in ZooKeeper.
+type Locker interface {
+	Acquire(ctx context.Context) (Lease, error)
+}
+
+// Lease is a held lock.
+type Lease interface {
+	Path() string
+	Node() string
+	Token() int64
+	Waited() time.Duration
+	Release() error
+}
+
+// Process is a running workload.
+type Process interface {
+	Pid() int
+	Done() <-chan struct{}
+	ExitCode() int
+	Signal(syscall.Signal) error
+}
+
+// Config is what Run needs.
+type Config struct {
+	Locker Locker
+	// Start starts the workload with the lock's variables added to env.
+	Start func(env []string) (Process, error)
+	// Env is the workload's environment before the lock's variables.
+	Env []string
+	// Signals delivers the signals lockex is asked to pass on.
+	Signals <-chan os.Signal
+	// LockTimeout bounds the wait for the lock; 0 or less waits for ever.
+	LockTimeout  time.Duration
+	BusyExitCode int
+	MinHold      time.Duration
+	Log          *slog.Logger
+}
+
+// errLockTimeout is the cause of an acquire cancelled by --locktimeout.
+var errLockTimeout = errors.New("supervisor: lock timeout")
+
+// stoppedBy is the cause of an acquire cancelled by a signal.
+type stoppedBy struct{ sig syscall.Signal }
+
+func (s stoppedBy) Error() string { return "stopped by " + s.sig.String() }
+
+// Run takes the lock, runs the workload and releases the lock, and returns
+// lockex's exit code: the workload's, or one of package exitcode's.
+func Run(ctx context.Context, c Config) int {
+	lease, code, ok := acquire(ctx, c)
+	if !ok {
+		return code
+	}
+	c.Log.Info("lock acquired", "node", lease.Node(), "fencing_token", lease.Token(), "waited", lease.Waited())
+	heldSince := time.Now()
+	defer release(c, lease)
+
+	proc, err := c.Start(append(c.Env,
+		"LOCKEX_LOCK_PATH="+lease.Path(),
+		"LOCKEX_LOCK_NODE="+lease.Node(),
+		"LOCKEX_FENCING_TOKEN="+strconv.FormatInt(lease.Token(), 10)))
+	if err != nil {
+		c.Log.Error("workload did not start", "err", err)
+		return exitcode.Of(err)
+	}
+	c.Log.Info("workload started", "pid", proc.Pid())
+	code = supervise(c, proc)
+	c.Log.Info("workload exited", "code", code)
+	holdUntil(c, heldSince.Add(c.MinHold))
+	return code
+}
+
+// acquire waits for the lock until it is held, --locktimeout passes, or a
+// terminating signal arrives.
+func acquire(ctx context.Context, c Config) (Lease, int, bool) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if c.LockTimeout > 0 {
+		var cancelTimeout context.CancelFunc
+		ctx, cancelTimeout = context.WithTimeoutCause(ctx, c.LockTimeout, errLockTimeout)
+		defer cancelTimeout()
+	}
+	type result struct {
+		lease Lease
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		lease, err := c.Locker.Acquire(ctx)
+		done <- result{lease, err}
+	}()
+	var r result
+	for waiting := true; waiting; {
+		select {
+		case sig := <-c.Signals:
+			// A resized terminal is no reason to give up the wait.
+			if sig != syscall.SIGWINCH {
+				cancel(stoppedBy{sig.(syscall.Signal)})
+			}
+		case r = <-done:
+			waiting = false
+		}
+	}
+	if r.err == nil && ctx.Err() == nil {
+		return r.lease, 0, true
+	}
+	if r.err == nil {
+		// Taken just as a signal or the timeout arrived: the workload
+		// was not started, so give the lock back.
+		release(c, r.lease)
+		r.err = context.Cause(ctx)
+	}
+	err := r.err
+	var stop stoppedBy
+	switch cause := context.Cause(ctx); {
+	case errors.As(cause, &stop):
+		c.Log.Warn("stopped while waiting for the lock", "signal", stop.sig.String())
+		return nil, exitcode.Signal(stop.sig), false
+	case errors.Is(cause, errLockTimeout):
+		c.Log.Warn("lock not acquired", "reason", fmt.Sprintf("--locktimeout %s passed", c.LockTimeout))
+		return nil, c.BusyExitCode, false
+	}
+	code := exitcode.Of(err)
+	if code == exitcode.Busy {
+		c.Log.Warn("lock not acquired", "reason", "taken, and --no-blocking", "err", err)
+		return nil, c.BusyExitCode, false
+	}
+	c.Log.Error("lock not acquired", "err", err)
+	return nil, code, false
+}
+
+// supervise passes signals on to the workload until it exits.
+func supervise(c Config, proc Process) int {
+	for {
+		select {
+		case sig := <-c.Signals:
+			s := sig.(syscall.Signal)
+			c.Log.Info("forwarding signal to workload", "signal", s.String(), "pid", proc.Pid())
+			if err := proc.Signal(s); err != nil {
+				c.Log.Debug("signal not delivered", "signal", s.String(), "err", err)
+			}
+		case <-proc.Done():
+			return proc.ExitCode()
+		}
+	}
+}
+
+// holdUntil keeps the lock until t (--min-hold), so that a cron job fired a
+// little later on another host still finds it taken; a signal ends it.
+func holdUntil(c Config, t time.Time) {
+	wait := time.Until(t)
+	if wait <= 0 {
+		return
+	}
+	c.Log.Info("holding the lock for --min-hold", "remaining", wait.Round(time.Millisecond))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			return
+		case sig := <-c.Signals:
+			if sig != syscall.SIGWINCH {
+				return
+			}
+		}
+	}
+}
+
+func release(c Config, lease Lease) {
+	if err := lease.Release(); err != nil {
+		c.Log.Warn("lock node not deleted; the session's end removes it", "node", lease.Node(), "err", err)
+		return
+	}
+	c.Log.Info("lock released")
+}

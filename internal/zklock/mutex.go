@@ -1,0 +1,231 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// contender matches the children of a lock node that take part in it:
+// kazoo's Lock writes <uuid>__lock__<seq>, its ReadLock <uuid>__rlock__<seq>.
+var contender = regexp.MustCompile(`(?:__lock__|__rlock__)(-?\d{10})$`)
+
+// Mutex is kazoo's Lock recipe at path P: every contender creates an
+// ephemeral sequential child <uuid>__lock__<seq>; the lowest sequence holds
+// the lock; each waiter watches only its predecessor.
+type Mutex struct {
+	s    *Session
+	path string
+	data []byte
+	// prefix names this contender's node, so that after a create whose
+	// answer was lost it finds the node instead of making a second one.
+	prefix string
+	// sizeCheck refuses a P that holds a semaphore's size: mutex
+	// contenders would not see the semaphore's leases.
+	sizeCheck bool
+}
+
+// NewMutex returns a mutex at path whose node carries identifier.
+func NewMutex(s *Session, path, identifier string) *Mutex {
+	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true}
+}
+
+// giveUpFunc decides, while a contender waits, whether to stop waiting
+// (non-blocking mode); wake, if not nil, fires when it should be asked again.
+type giveUpFunc func() (giveUp bool, wake <-chan zk.Event, err error)
+
+func never() (bool, <-chan zk.Event, error)  { return false, nil, nil }
+func always() (bool, <-chan zk.Event, error) { return true, nil, nil }
+
+// Acquire returns a Lease once this contender holds the lock. If blocking is
+// false it returns ErrBusy when the lock is taken; if ctx ends first it
+// returns ctx's error. Either way its node is deleted before it returns.
+func (m *Mutex) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
+	if m.sizeCheck {
+		if err := m.checkNotSemaphore(); err != nil {
+			return nil, err
+		}
+	}
+	giveUp := never
+	if !blocking {
+		giveUp = always
+	}
+	return m.acquire(ctx, giveUp)
+}
+
+func (m *Mutex) checkNotSemaphore() error {
+	data, _, err := m.s.conn.Get(m.s.abs(m.path))
+	if err != nil {
+		if errors.Is(err, zk.ErrNoNode) {
+			return nil
+		}
+		return fmt.Errorf("read %s: %w", m.path, err)
+	}
+	if n, err := strconv.Atoi(string(data)); err == nil {
+		return fmt.Errorf("%w: %s is a semaphore of size %d in ZooKeeper, asked for a lock (size 1)", ErrSizeMismatch, m.path, n)
+	}
+	return nil
+}
+
+func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, err error) {
+	start := time.Now()
+	r := retrier{s: m.s}
+	var node string // own node's name; "" while there is none
+	defer func() {
+		if err != nil && node != "" {
+			if derr := m.s.deleteNode(join(m.path, node)); derr != nil {
+				m.s.log.Warn("could not delete own lock node; closing the session will", "node", join(m.path, node), "err", derr)
+			}
+		}
+	}()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var wait <-chan zk.Event
+		lease, wait, err = m.round(&node, giveUp, start)
+		if err != nil {
+			if errors.Is(err, ErrBusy) {
+				return nil, err
+			}
+			if err = r.again(ctx, "lock "+m.path, err); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		r.ok()
+		if lease != nil {
+			return lease, nil
+		}
+		if wait == nil {
+			continue
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// round makes one pass of the recipe. It returns a lease when the lock is
+// held, a channel to wait on when it is not, or neither to go again at once.
+func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease, <-chan zk.Event, error) {
+	if *node == "" {
+		if _, err := m.s.ensurePath(m.path, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	children, err := m.s.children(m.path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if *node == "" || !slices.Contains(children, *node) {
+		// List again before looking for a predecessor: contenders that
+		// created their nodes after this listing may be ahead of ours.
+		*node, err = m.adoptOrCreate(children)
+		return nil, nil, err
+	}
+
+	pred, ahead := predecessor(children, *node)
+	if pred == "" {
+		return m.held(node, start)
+	}
+	m.s.log.Info("waiting for lock", "ahead", ahead, "node", join(m.path, *node))
+	stop, wake, err := giveUp()
+	if err != nil {
+		return nil, nil, err
+	}
+	if stop {
+		return nil, nil, fmt.Errorf("%w: %s has %d contenders ahead", ErrBusy, m.path, ahead)
+	}
+	ok, _, watch, err := m.s.conn.ExistsW(m.s.abs(join(m.path, pred)))
+	if err != nil || !ok {
+		return nil, nil, err // gone already: look again at once
+	}
+	return nil, merge(watch, wake), nil
+}
+
+// adoptOrCreate finds this contender's node among children (a create whose
+// answer was lost may have succeeded) or else creates it.
+func (m *Mutex) adoptOrCreate(children []string) (string, error) {
+	for _, name := range hasPrefixIn(children, m.prefix) {
+		_, mine, err := m.s.owned(join(m.path, name))
+		if err != nil {
+			return "", err
+		}
+		if mine {
+			return name, nil
+		}
+	}
+	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	if err != nil {
+		return "", err
+	}
+	name := m.s.rel(created)
+	return name[strings.LastIndexByte(name, '/')+1:], nil
+}
+
+// held confirms that the node is this session's before the lock counts as
+// taken, and reads its czxid, the fencing token.
+func (m *Mutex) held(node *string, start time.Time) (*Lease, <-chan zk.Event, error) {
+	p := join(m.path, *node)
+	stat, mine, err := m.s.owned(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !mine {
+		*node = ""
+		return nil, nil, nil
+	}
+	return &Lease{s: m.s, path: m.path, node: p, token: stat.Czxid, waited: time.Since(start)}, nil, nil
+}
+
+// predecessor returns the contender just ahead of own and how many are
+// ahead. Sequences are compared as strings, exactly as kazoo compares them:
+// two clients that ordered a wrapped (negative) sequence differently could
+// both believe they hold the lock.
+func predecessor(children []string, own string) (pred string, ahead int) {
+	ownSeq := contender.FindStringSubmatch(own)
+	if ownSeq == nil {
+		return "", 0
+	}
+	var before []string
+	for _, c := range children {
+		if seq := contender.FindStringSubmatch(c); seq != nil && seq[1] < ownSeq[1] {
+			before = append(before, c)
+		}
+	}
+	if len(before) == 0 {
+		return "", 0
+	}
+	sort.Slice(before, func(i, j int) bool {
+		return contender.FindStringSubmatch(before[i])[1] < contender.FindStringSubmatch(before[j])[1]
+	})
+	return before[len(before)-1], len(before)
+}
+
+// merge returns a channel that fires when a or b fires; b may be nil.
+func merge(a, b <-chan zk.Event) <-chan zk.Event {
+	if b == nil {
+		return a
+	}
+	out := make(chan zk.Event, 1)
+	go func() {
+		select {
+		case ev := <-a:
+			out <- ev
+		case ev := <-b:
+			out <- ev
+		}
+	}()
+	return out
+}

@@ -1,0 +1,131 @@
+package zklock
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// acl is what lockex's nodes are created with.
+var acl = zk.WorldACL(zk.PermAll)
+
+// retryable reports whether err is a connection problem after which the
+// same operation may succeed: the request may or may not have been applied.
+func retryable(err error) bool {
+	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
+		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrSessionMoved)
+}
+
+// retrier counts consecutive connection failures of one recipe. A success
+// resets it, so a waiter that rides out many short outages keeps waiting,
+// while one that cannot get a single answer gives up after Retries.
+type retrier struct {
+	s        *Session
+	failures int
+}
+
+// again decides after a failed round: nil means try again (the session is
+// usable by now); an error wrapping ErrUnreachable means give up.
+func (r *retrier) again(ctx context.Context, what string, err error) error {
+	if !retryable(err) {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	r.failures++
+	if r.failures > r.s.opts.Retries {
+		return fmt.Errorf("%w: %s: %v (%d retries)", ErrUnreachable, what, err, r.s.opts.Retries)
+	}
+	r.s.log.Warn("zookeeper operation failed, retrying", "op", what, "err", err, "retry", r.failures)
+	wctx, cancel := context.WithTimeout(ctx, r.s.opts.ConnectTimeout)
+	defer cancel()
+	if werr := r.s.WaitConnected(wctx); werr != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w: %s: %v, and no session within %s", ErrUnreachable, what, err, r.s.opts.ConnectTimeout)
+	}
+	return nil
+}
+
+func (r *retrier) ok() { r.failures = 0 }
+
+// ensurePath creates p and its parents as persistent nodes, as kazoo's
+// ensure_path does. It reports whether p itself already existed.
+func (s *Session) ensurePath(p string, data []byte) (existed bool, err error) {
+	_, err = s.conn.Create(s.abs(p), data, 0, acl)
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, zk.ErrNodeExists):
+		return true, nil
+	case errors.Is(err, zk.ErrNoNode):
+		if _, err := s.ensurePath(path.Dir(p), nil); err != nil {
+			return false, err
+		}
+		return s.ensurePath(p, data)
+	}
+	return false, fmt.Errorf("create %s: %w", p, err)
+}
+
+// children lists p's child names.
+func (s *Session) children(p string) ([]string, error) {
+	names, _, err := s.conn.Children(s.abs(p))
+	return names, err
+}
+
+// owned returns the stat of node p if it exists and belongs to this
+// session. A node of an earlier session of ours can still be listed for a
+// moment after that session expired (CURATOR-498); it is never ours.
+func (s *Session) owned(p string) (*zk.Stat, bool, error) {
+	ok, stat, err := s.conn.Exists(s.abs(p))
+	if err != nil || !ok {
+		return nil, false, err
+	}
+	return stat, stat.EphemeralOwner == s.ID(), nil
+}
+
+// deleteNode deletes p now, without waiting longer than the connect
+// timeout: if ZooKeeper cannot be reached, closing the session (which
+// lockex does next) removes the node as well.
+func (s *Session) deleteNode(p string) error {
+	done := make(chan error, 1)
+	go func() { done <- s.conn.Delete(s.abs(p), -1) }()
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, zk.ErrNoNode) {
+			return nil
+		}
+		return fmt.Errorf("delete %s: %w", p, err)
+	case <-time.After(s.opts.ConnectTimeout):
+		return fmt.Errorf("delete %s: no answer within %s", p, s.opts.ConnectTimeout)
+	}
+}
+
+// newPrefix is a kazoo-style node prefix: 32 hex digits of a random UUID.
+func newPrefix() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	b[6] = b[6]&0x0f | 0x40 // version 4
+	b[8] = b[8]&0x3f | 0x80 // RFC 4122 variant
+	return hex.EncodeToString(b[:])
+}
+
+func join(parent, name string) string { return parent + "/" + name }
+
+func hasPrefixIn(names []string, prefix string) []string {
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, prefix) {
+			out = append(out, n)
+		}
+	}
+	return out
+}

@@ -1,0 +1,159 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// Semaphore is kazoo's Semaphore recipe at path P: P holds the size N as
+// decimal text, a Mutex at the sibling P-__lock__ serialises lease taking,
+// and each holder owns an ephemeral child P/<uuid>.
+type Semaphore struct {
+	s     *Session
+	path  string
+	data  []byte
+	size  int
+	lease string // own lease's name
+	mutex *Mutex
+}
+
+// NewSemaphore returns a semaphore of size leases at path.
+func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
+	mutex := NewMutex(s, path+"-__lock__", identifier)
+	mutex.sizeCheck = false
+	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
+}
+
+// Acquire returns a Lease once this contender holds one of the leases. If
+// blocking is false it returns ErrBusy when all leases are taken; if ctx
+// ends first, ctx's error. It returns an error wrapping ErrSizeMismatch when
+// P records another size. Nothing of it is left in ZooKeeper on error.
+func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
+	start := time.Now()
+	if err := m.checkSize(); err != nil {
+		return nil, err
+	}
+	giveUp := never
+	if !blocking {
+		// Waiting for the serialising mutex is only worth it while a lease
+		// is free; a kazoo waiter holds that mutex until one is.
+		giveUp = m.full
+	}
+	turn, err := m.mutex.acquire(ctx, giveUp)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err := turn.Release(); err != nil {
+			m.s.log.Warn("could not release the semaphore's mutex", "err", err)
+		}
+	}()
+
+	r := retrier{s: m.s}
+	for {
+		lease, wait, err := m.take(blocking, start)
+		if err != nil {
+			if errors.Is(err, ErrBusy) {
+				return nil, err
+			}
+			if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
+				m.abandon()
+				return nil, err
+			}
+			continue
+		}
+		r.ok()
+		if lease != nil {
+			return lease, nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// take makes one pass under the mutex: it finds or creates the own lease
+// while fewer than size exist, or returns a watch on the leases.
+func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Event, error) {
+	leases, _, watch, err := m.s.conn.ChildrenW(m.s.abs(m.path))
+	if err != nil {
+		return nil, nil, err
+	}
+	p := join(m.path, m.lease)
+	if !slices.Contains(leases, m.lease) {
+		if len(leases) >= m.size {
+			if !blocking {
+				return nil, nil, fmt.Errorf("%w: all %d leases of %s are held", ErrBusy, m.size, m.path)
+			}
+			m.s.log.Info("waiting for a lease", "held", len(leases), "size", m.size)
+			return nil, watch, nil
+		}
+		if _, err := m.s.conn.Create(m.s.abs(p), m.data, zk.FlagEphemeral, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+			return nil, nil, err
+		}
+	}
+	stat, mine, err := m.s.owned(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !mine {
+		// A lease of an expired session of ours: wait until it is gone.
+		return nil, watch, nil
+	}
+	return &Lease{s: m.s, path: m.path, node: p, token: stat.Czxid, waited: time.Since(start)}, nil, nil
+}
+
+// full reports whether every lease is held, and watches the leases.
+func (m *Semaphore) full() (bool, <-chan zk.Event, error) {
+	leases, _, watch, err := m.s.conn.ChildrenW(m.s.abs(m.path))
+	return len(leases) >= m.size, watch, err
+}
+
+// abandon deletes a lease whose create may have succeeded unseen.
+func (m *Semaphore) abandon() {
+	_ = m.s.deleteNode(join(m.path, m.lease))
+}
+
+// checkSize stores the size on P, or compares it with the one stored there.
+func (m *Semaphore) checkSize() error {
+	want := strconv.Itoa(m.size)
+	existed, err := m.s.ensurePath(m.path, []byte(want))
+	if err != nil || !existed {
+		return err
+	}
+	for {
+		data, stat, err := m.s.conn.Get(m.s.abs(m.path))
+		if err != nil {
+			return fmt.Errorf("read %s: %w", m.path, err)
+		}
+		if len(data) > 0 {
+			if n, err := strconv.Atoi(string(data)); err != nil || n != m.size {
+				return fmt.Errorf("%w: %s holds size %q in ZooKeeper, asked for %d", ErrSizeMismatch, m.path, data, m.size)
+			}
+			return nil
+		}
+		// Empty: a plain lock's node, or a kazoo Semaphore between creating
+		// P and writing its size. Refuse the first; write the size only if
+		// nobody has written since we read.
+		children, err := m.s.children(m.path)
+		if err != nil {
+			return err
+		}
+		for _, c := range children {
+			if contender.MatchString(c) {
+				return fmt.Errorf("%w: %s is a lock (size 1) in ZooKeeper, asked for a semaphore of %d", ErrSizeMismatch, m.path, m.size)
+			}
+		}
+		if _, err := m.s.conn.Set(m.s.abs(m.path), []byte(want), stat.Version); err == nil || !errors.Is(err, zk.ErrBadVersion) {
+			return err
+		}
+	}
+}

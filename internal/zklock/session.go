@@ -1,0 +1,164 @@
+// Package zklock holds lockex's ZooKeeper session and the lock recipes built
+// on it: a mutex and a semaphore whose znodes are laid out exactly as
+// kazoo's Lock and Semaphore lay them out, so the two exclude each other.
+//
+// The recipes are written on zk.Conn rather than on go-zookeeper's own Lock,
+// which takes no context, cannot be cancelled, and leaves its node behind
+// when a call after the create fails.
+package zklock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+var (
+	// ErrUnreachable means no session could be established in time.
+	ErrUnreachable = errors.New("zklock: zookeeper unreachable")
+	// ErrBusy means the lock was taken and the caller chose not to wait.
+	ErrBusy = errors.New("zklock: lock is taken")
+	// ErrSizeMismatch means a semaphore's size differs from the one stored.
+	ErrSizeMismatch = errors.New("zklock: semaphore size mismatch")
+)
+
+// Options configure a session.
+type Options struct {
+	Servers        []string // host:port pairs
+	Chroot         string   // prefix of every path, "" for none
+	SessionTimeout time.Duration
+	ConnectTimeout time.Duration // per attempt
+	Attempts       int           // connection attempts before giving up
+	Retries        int           // retries of a failed operation
+	Logger         *slog.Logger
+}
+
+// Session is one ZooKeeper session. The recipes built on it never watch the
+// connection themselves; they ask the session to wait for it.
+type Session struct {
+	opts Options
+	conn *zk.Conn
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	state   zk.State
+	changed chan struct{} // closed and replaced on every state change
+	dialErr error         // the last failed dial, for error messages
+}
+
+// Connect establishes a session, trying opts.Attempts times for at most
+// opts.ConnectTimeout each. It returns an error wrapping ErrUnreachable when
+// no attempt got a session, and ctx's error when ctx ends first.
+func Connect(ctx context.Context, opts Options) (*Session, error) {
+	var err error
+	for attempt := 1; attempt <= max(opts.Attempts, 1); attempt++ {
+		s := &Session{opts: opts, log: opts.Logger, changed: make(chan struct{})}
+		if err = s.connect(ctx); err == nil {
+			return s, nil
+		}
+		if ctx.Err() != nil || attempt >= opts.Attempts {
+			return nil, err
+		}
+		opts.Logger.Warn("zookeeper not reachable, trying again", "attempt", attempt, "attempts", opts.Attempts, "err", err)
+	}
+	return nil, err
+}
+
+func (s *Session) connect(ctx context.Context) error {
+	s.log.Info("connecting to zookeeper", "servers", s.opts.Servers, "session_timeout", s.opts.SessionTimeout)
+	conn, _, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
+		zk.WithEventCallback(s.onEvent),
+		zk.WithLogger(zkLogger{s.log}),
+		zk.WithDialer(s.dial))
+	if err != nil {
+		// go-zookeeper resolves every host once, here, and fails on the first
+		// that does not resolve.
+		return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	}
+	s.conn = conn
+	waitCtx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
+	defer cancel()
+	if err := s.WaitConnected(waitCtx); err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.dialErr != nil {
+			return fmt.Errorf("%w within %s: %v", ErrUnreachable, s.opts.ConnectTimeout, s.dialErr)
+		}
+		return fmt.Errorf("%w: no session within %s", ErrUnreachable, s.opts.ConnectTimeout)
+	}
+	s.log.Info("connected to zookeeper", "server", conn.Server(), "session_id", fmt.Sprintf("%#x", conn.SessionID()))
+	return nil
+}
+
+func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
+	c, err := net.DialTimeout(network, addr, timeout)
+	if err != nil {
+		s.mu.Lock()
+		s.dialErr = err
+		s.mu.Unlock()
+	}
+	return c, err
+}
+
+// onEvent runs on go-zookeeper's goroutine and must not block. Reading
+// state here instead of from the library's 6-slot event channel means no
+// transition is ever dropped.
+func (s *Session) onEvent(ev zk.Event) {
+	if ev.Type != zk.EventSession {
+		return
+	}
+	s.mu.Lock()
+	s.state = ev.State
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
+	s.log.Debug("zookeeper session event", "state", ev.State.String(), "server", ev.Server)
+}
+
+// WaitConnected returns when the session is usable, or with ctx's error.
+func (s *Session) WaitConnected(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		state, changed := s.state, s.changed
+		s.mu.Unlock()
+		if state == zk.StateHasSession {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// ID is the current session id; it changes when the session expired and
+// go-zookeeper made a new one.
+func (s *Session) ID() int64 { return s.conn.SessionID() }
+
+// Close ends the session; the server deletes its ephemeral nodes at once.
+func (s *Session) Close() { s.conn.Close() }
+
+// abs maps a path as lockex sees it to the path on the server.
+func (s *Session) abs(p string) string { return s.opts.Chroot + p }
+
+// rel maps a server path back inside the chroot.
+func (s *Session) rel(p string) string { return p[len(s.opts.Chroot):] }
+
+// zkLogger sends go-zookeeper's own lines through lockex's logger, at debug:
+// lockex logs every state change that matters itself.
+type zkLogger struct{ log *slog.Logger }
+
+func (l zkLogger) Printf(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "component", "zk")
+}
