@@ -55,22 +55,26 @@ func (r *retrier) again(ctx context.Context, what string, err error) error {
 
 func (r *retrier) ok() { r.failures = 0 }
 
-// ensurePath creates p and its parents as persistent nodes, as kazoo's
-// ensure_path does. It reports whether p itself already existed.
+// ensurePath creates p and its parents (the chroot's too) as persistent
+// nodes, as kazoo's ensure_path does. It reports whether p already existed.
 func (s *Session) ensurePath(p string, data []byte) (existed bool, err error) {
-	_, err = s.conn.Create(s.abs(p), data, 0, acl)
+	return s.ensure(s.abs(p), data)
+}
+
+func (s *Session) ensure(serverPath string, data []byte) (bool, error) {
+	_, err := s.conn.Create(serverPath, data, 0, acl)
 	switch {
 	case err == nil:
 		return false, nil
 	case errors.Is(err, zk.ErrNodeExists):
 		return true, nil
-	case errors.Is(err, zk.ErrNoNode):
-		if _, err := s.ensurePath(path.Dir(p), nil); err != nil {
+	case errors.Is(err, zk.ErrNoNode) && path.Dir(serverPath) != "/":
+		if _, err := s.ensure(path.Dir(serverPath), nil); err != nil {
 			return false, err
 		}
-		return s.ensurePath(p, data)
+		return s.ensure(serverPath, data)
 	}
-	return false, fmt.Errorf("create %s: %w", p, err)
+	return false, fmt.Errorf("create %s: %w", serverPath, err)
 }
 
 // children lists p's child names.
