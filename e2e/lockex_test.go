@@ -37,12 +37,12 @@ func TestExitCodes(t *testing.T) {
 		{"workload killed by KILL", hosts, []string{"--", "sh", "-c", "kill -KILL $$"}, 137, ""},
 		{"command without --", hosts, []string{"sh", "-c", "exit 7"}, 7, ""},
 		{"no command", hosts, nil, 64, "no command"},
-		{"bad duration", hosts, []string{"-t", "soon", "--", "true"}, 64, `"soon"`},
+		{"bad duration", hosts, []string{"-t", "soon", "--", "true"}, 64, `soon`},
 		{"bad duration in env", append(hosts, "LOCKEX_MIN_HOLD=1x"), []string{"--", "true"}, 64, "LOCKEX_MIN_HOLD"},
 		{"concurrent 0", hosts, []string{"-c", "0", "--", "true"}, 64, `--concurrent \"0\"`},
 		{"bad kill signal", hosts, []string{"--kill-signal", "NOPE", "--", "true"}, 64, "NOPE"},
 		{"illegal lockpath", hosts, []string{"-p", "a//b", "--", "true"}, 64, "a//b"},
-		{"illegal lockid", hosts, []string{"-i", "..", "--", "true"}, 64, `".."`},
+		{"illegal lockid", hosts, []string{"-i", "..", "--", "true"}, 64, `lockid \"..\"`},
 		{"malformed zkhosts", nil, []string{"-z", "host:port", "--", "true"}, 64, `port \"port\"`},
 		{"command not found", hosts, []string{"--", "no-such-command-lockex"}, 127, "no-such-command-lockex"},
 		{"command not executable", hosts, []string{"--", notExec}, 126, notExec},
@@ -134,6 +134,17 @@ func TestBusy(t *testing.T) {
 		}
 		if !strings.Contains(r.stderr, "--locktimeout 1.2s passed") {
 			t.Errorf("log does not say why:\n%s", r.stderr)
+		}
+	})
+	t.Run("locktimeout 0 is one look", func(t *testing.T) {
+		if r := lockex(t, env, "-t", "0", "--", "true"); r.code != 75 || !strings.Contains(r.stderr, "no-blocking") {
+			t.Fatalf("exit %d, want 75; log:\n%s", r.code, r.stderr)
+		}
+	})
+	t.Run("locktimeout does not cover reaching zookeeper", func(t *testing.T) {
+		r := lockex(t, nil, "-z", closedPort(t), "-T", "1", "-t", "0.2", "--", "true")
+		if r.code != 69 {
+			t.Fatalf("exit %d, want 69 (unreachable, not busy); log:\n%s", r.code, r.stderr)
 		}
 	})
 	t.Run("locktimeout as duration", func(t *testing.T) {
@@ -239,7 +250,7 @@ func TestSemaphore(t *testing.T) {
 		t.Errorf("/lockex/sem holds %q (%v), want 3", data, err)
 	}
 	r := lockex(t, env, "-c", "5", "--", "echo", "ran")
-	if r.code != 64 || !strings.Contains(r.stderr, `"3"`) || !strings.Contains(r.stderr, "5") || strings.Contains(r.stdout, "ran") {
+	if r.code != 64 || !strings.Contains(r.stderr, `size \"3\" in ZooKeeper, asked for 5`) || strings.Contains(r.stdout, "ran") {
 		t.Errorf("-c 5 on a size-3 semaphore: exit %d; log:\n%s", r.code, r.stderr)
 	}
 	if r := lockex(t, env, "--", "true"); r.code != 64 {

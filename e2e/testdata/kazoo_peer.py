@@ -6,7 +6,8 @@ Runs Debian's python3-kazoo, the library the original Python lockex used:
   kazoo_peer.py HOSTS lock PATH IDENT LOG WHO HOLD          take Lock, record, hold, release
   kazoo_peer.py HOSTS semaphore PATH IDENT N LOG WHO HOLD   the same with Semaphore(N)
   kazoo_peer.py HOSTS try-lock PATH IDENT                   non-blocking Lock: exit 0 taken, 75 busy
-  kazoo_peer.py HOSTS try-semaphore PATH IDENT N            non-blocking Semaphore(N), the same
+  kazoo_peer.py HOSTS try-semaphore PATH IDENT N            non-blocking Semaphore(N), the same;
+                                                            exit 3 when kazoo refuses the size
   kazoo_peer.py HOSTS hold-lock PATH IDENT                  take Lock, print "held", release at EOF on stdin
   kazoo_peer.py HOSTS contenders PATH                       print Lock(PATH).contenders() as JSON
 
@@ -41,8 +42,12 @@ def main(argv):
             own = lambda: recipe.create_path
             argv = argv[:5] + argv[6:]
         if cmd.startswith("try-"):
-            if not recipe.acquire(blocking=False):
-                return 75
+            try:
+                if not recipe.acquire(blocking=False):
+                    return 75
+            except ValueError as e:  # kazoo's "Inconsistent max leases"
+                print(e, file=sys.stderr)
+                return 3
             recipe.release()
             return 0
         recipe.acquire()

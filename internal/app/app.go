@@ -87,11 +87,13 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	})
 }
 
+// lockTimeout is --locktimeout for the supervisor: 0 for no limit (and for
+// -t 0, which the locker turns into --no-blocking).
 func lockTimeout(d config.Duration) time.Duration {
 	if d == config.NoLimit {
 		return 0
 	}
-	return max(d.D(), time.Nanosecond) // -t 0: one look, like flock -w 0
+	return d.D()
 }
 
 // getenv is os.Getenv over environ: the last KEY= wins, as in execve.

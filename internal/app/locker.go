@@ -23,7 +23,7 @@ func newLocker(cfg *config.Config, log *slog.Logger) *zkLocker {
 	return &zkLocker{cfg: cfg, log: log}
 }
 
-func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
+func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	s, err := zklock.Connect(ctx, zklock.Options{
 		Servers:        c.Servers,
@@ -35,16 +35,25 @@ func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
 		Logger:         l.log,
 	})
 	if err != nil {
-		return nil, classify(err)
+		return classify(err)
 	}
 	l.session = s
+	return nil
+}
 
+func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
+	c := l.cfg
+	// -t 0 is one look, as flock -w 0 is flock -n.
+	blocking := c.Blocking && c.LockTimeout != 0
 	id := config.Identifier()
-	var lease *zklock.Lease
+	var (
+		lease *zklock.Lease
+		err   error
+	)
 	if c.Concurrent > 1 {
-		lease, err = zklock.NewSemaphore(s, c.Path, id, c.Concurrent).Acquire(ctx, c.Blocking)
+		lease, err = zklock.NewSemaphore(l.session, c.Path, id, c.Concurrent).Acquire(ctx, blocking)
 	} else {
-		lease, err = zklock.NewMutex(s, c.Path, id).Acquire(ctx, c.Blocking)
+		lease, err = zklock.NewMutex(l.session, c.Path, id).Acquire(ctx, blocking)
 	}
 	if err != nil {
 		return nil, classify(err)

@@ -44,6 +44,9 @@ func (c *Config) validate() error {
 	}
 	id := c.LockID
 	if id == "" {
+		if c.Version || c.Install != "" {
+			return nil // no lock involved
+		}
 		if len(c.Command) == 0 {
 			return fmt.Errorf("--lockid is needed when no command is given to derive it from")
 		}

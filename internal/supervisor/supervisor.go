@@ -18,10 +18,12 @@ import (
 	"github.com/lockex/lockex/internal/exitcode"
 )
 
-// Locker takes the lock. Acquire returns when it is held, with an error
-// carrying an exit code when it cannot be, or with ctx's error when ctx
-// ends first; in every error case it has left nothing in ZooKeeper.
+// Locker takes the lock. Connect returns once the lock service can be
+// asked; Acquire returns when the lock is held. Both return an error
+// carrying an exit code when they cannot, or ctx's error when ctx ends
+// first, and in every error case have left nothing in ZooKeeper.
 type Locker interface {
+	Connect(ctx context.Context) error
 	Acquire(ctx context.Context) (Lease, error)
 }
 
@@ -97,18 +99,30 @@ func Run(ctx context.Context, c Config) int {
 func acquire(ctx context.Context, c Config) (Lease, int, bool) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if c.LockTimeout > 0 {
-		var cancelTimeout context.CancelFunc
-		ctx, cancelTimeout = context.WithTimeoutCause(ctx, c.LockTimeout, errLockTimeout)
-		defer cancelTimeout()
-	}
 	type result struct {
 		lease Lease
 		err   error
 	}
 	done := make(chan result, 1)
 	go func() {
-		lease, err := c.Locker.Acquire(ctx)
+		// --locktimeout bounds the wait for the lock, not for ZooKeeper:
+		// -T and -R bound that, and its failure has an exit code of its own.
+		if err := c.Locker.Connect(ctx); err != nil {
+			done <- result{nil, err}
+			return
+		}
+		actx := ctx
+		if c.LockTimeout > 0 {
+			var cancelTimeout context.CancelFunc
+			actx, cancelTimeout = context.WithTimeoutCause(ctx, c.LockTimeout, errLockTimeout)
+			defer cancelTimeout()
+		}
+		lease, err := c.Locker.Acquire(actx)
+		if err == nil && actx.Err() != nil {
+			// Taken just as the timeout passed: too late, give it back.
+			release(c, lease)
+			lease, err = nil, context.Cause(actx)
+		}
 		done <- result{lease, err}
 	}()
 	var r result
@@ -138,7 +152,7 @@ func acquire(ctx context.Context, c Config) (Lease, int, bool) {
 	case errors.As(cause, &stop):
 		c.Log.Warn("stopped while waiting for the lock", "signal", stop.sig.String())
 		return nil, exitcode.Signal(stop.sig), false
-	case errors.Is(cause, errLockTimeout):
+	case errors.Is(err, errLockTimeout), errors.Is(err, context.DeadlineExceeded):
 		c.Log.Warn("lock not acquired", "reason", fmt.Sprintf("--locktimeout %s passed", c.LockTimeout))
 		return nil, c.BusyExitCode, false
 	}
