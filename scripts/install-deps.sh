@@ -5,7 +5,7 @@
 # with. Only missing packages are installed, so a second run costs nothing.
 set -eu
 
-want="zookeeper default-jre-headless"
+want="zookeeper libslf4j-java default-jre-headless"
 [ "${1:-}" = test ] && want="$want python3 python3-kazoo procps"
 
 missing=""
