@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -79,10 +80,11 @@ func Run(ctx context.Context, c Config) int {
 	heldSince := time.Now()
 	defer release(c, lease)
 
-	proc, err := c.Start(append(c.Env,
-		"LOCKEX_LOCK_PATH="+lease.Path(),
-		"LOCKEX_LOCK_NODE="+lease.Node(),
-		"LOCKEX_FENCING_TOKEN="+strconv.FormatInt(lease.Token(), 10)))
+	proc, err := c.Start(slices.Concat(c.Env, []string{
+		"LOCKEX_LOCK_PATH=" + lease.Path(),
+		"LOCKEX_LOCK_NODE=" + lease.Node(),
+		"LOCKEX_FENCING_TOKEN=" + strconv.FormatInt(lease.Token(), 10),
+	}))
 	if err != nil {
 		c.Log.Error("workload did not start", "err", err)
 		return exitcode.Of(err)
