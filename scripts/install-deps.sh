@@ -6,7 +6,7 @@
 set -eu
 
 want="zookeeper libslf4j-java default-jre-headless"
-[ "${1:-}" = test ] && want="$want python3 python3-kazoo procps"
+[ "${1:-}" = test ] && want="$want python3 python3-kazoo"
 
 missing=""
 for pkg in $want; do
