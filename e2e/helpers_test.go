@@ -80,10 +80,17 @@ type started struct {
 
 func startLockex(t *testing.T, env []string, args ...string) *started {
 	t.Helper()
-	cmd := exec.Command(lockexBin, args...)
-	cmd.Env = append(os.Environ(), env...)
+	return startCommand(t, env, lockexBin, args...)
+}
+
+// startCmd starts cmd, which the test's end kills if it still runs.
+func startCmd(t *testing.T, cmd *exec.Cmd) *started {
+	t.Helper()
 	s := &started{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
 	cmd.Stderr = s.stderr
+	// A process that outlives lockex may hold the stderr pipe open: that is
+	// for the test to find, not a reason for Wait to hang.
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

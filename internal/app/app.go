@@ -67,6 +67,13 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return exitcode.Of(err)
 	}
 
+	reaper, err := proc.NewReaper(log, cfg.Subreaper)
+	if err != nil {
+		log.Error("cannot reap orphans", "err", err)
+		return exitcode.Usage
+	}
+	defer reaper.Close()
+
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, forwarded...)
 	defer signal.Stop(signals)
@@ -76,13 +83,15 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	return supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
 		Start: func(env []string) (supervisor.Process, error) {
-			return proc.Start(path, cfg.Command, env)
+			return reaper.Start(path, cfg.Command, env)
 		},
 		Env:          environ,
 		Signals:      signals,
 		LockTimeout:  lockTimeout(cfg.LockTimeout),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
+		KillSignal:   cfg.KillSignal.Sys(),
+		KillGrace:    cfg.KillGrace.D(),
 		Log:          log,
 	})
 }

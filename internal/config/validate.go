@@ -66,7 +66,6 @@ func (c *Config) unsupported() error {
 	for flag, set := range map[string]bool{
 		"http-addr":         c.HTTPAddr != "",
 		"status":            c.Status,
-		"subreaper":         c.Subreaper,
 		"zk-user":           c.ZKUser != "",
 		"zk-password":       c.ZKPassword != "",
 		"zk-password-file":  c.ZKPasswordFile != "",

@@ -40,9 +40,14 @@ type Lease interface {
 // Process is a running workload.
 type Process interface {
 	Pid() int
+	// Done closes when the workload's main process has exited.
 	Done() <-chan struct{}
 	ExitCode() int
+	// Signal sends a signal to the workload's process group.
 	Signal(syscall.Signal) error
+	// Stop ends whatever still runs under the lock: the signal, then
+	// SIGKILL after grace. It returns when all of it is gone.
+	Stop(sig syscall.Signal, grace time.Duration)
 }
 
 // Config is what Run needs.
@@ -58,7 +63,11 @@ type Config struct {
 	LockTimeout  time.Duration
 	BusyExitCode int
 	MinHold      time.Duration
-	Log          *slog.Logger
+	// KillSignal and KillGrace stop what is still running under the lock
+	// when it has to go: the signal, then SIGKILL after the grace.
+	KillSignal syscall.Signal
+	KillGrace  time.Duration
+	Log        *slog.Logger
 }
 
 // errLockTimeout is the cause of an acquire cancelled by --locktimeout.
@@ -80,6 +89,12 @@ func Run(ctx context.Context, c Config) int {
 	heldSince := time.Now()
 	defer release(c, lease)
 
+	if sig, ok := pendingStop(c.Signals); ok {
+		// Told to stop just as the lock came: do not start what would
+		// only be stopped again.
+		c.Log.Warn("stopped before the workload started", "signal", sig.String())
+		return exitcode.Signal(sig)
+	}
 	proc, err := c.Start(slices.Concat(c.Env, []string{
 		"LOCKEX_LOCK_PATH=" + lease.Path(),
 		"LOCKEX_LOCK_NODE=" + lease.Node(),
@@ -92,6 +107,10 @@ func Run(ctx context.Context, c Config) int {
 	c.Log.Info("workload started", "pid", proc.Pid())
 	code = supervise(c, proc)
 	c.Log.Info("workload exited", "code", code)
+	// Nothing started under the lock may outlive it: a background child
+	// of the workload, or a daemon it left to lockex, would otherwise run
+	// next to the next holder's workload.
+	proc.Stop(c.KillSignal, c.KillGrace)
 	holdUntil(c, heldSince.Add(c.MinHold))
 	return code
 }
@@ -165,6 +184,21 @@ func acquire(ctx context.Context, c Config) (Lease, int, bool) {
 	}
 	c.Log.Error("lock not acquired", "err", err)
 	return nil, code, false
+}
+
+// pendingStop takes a signal that arrived and would have stopped the wait
+// for the lock, if there is one.
+func pendingStop(signals <-chan os.Signal) (syscall.Signal, bool) {
+	for {
+		select {
+		case sig := <-signals:
+			if sig != syscall.SIGWINCH {
+				return sig.(syscall.Signal), true
+			}
+		default:
+			return 0, false
+		}
+	}
 }
 
 // supervise passes signals on to the workload until it exits.

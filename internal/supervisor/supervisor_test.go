@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -38,11 +39,18 @@ func (l *fakeLocker) Acquire(ctx context.Context) (Lease, error) {
 
 type fakeLease struct{ released chan struct{} }
 
+// events records, in order, what Run did to the fakes.
+var events []string
+
 func (fakeLease) Path() string          { return "/lockex/x" }
 func (fakeLease) Node() string          { return "/lockex/x/n__lock__0000000000" }
 func (fakeLease) Token() int64          { return 42 }
 func (fakeLease) Waited() time.Duration { return 0 }
-func (l fakeLease) Release() error      { close(l.released); return nil }
+func (l fakeLease) Release() error {
+	events = append(events, "release")
+	close(l.released)
+	return nil
+}
 
 // fakeProcess exits with code when it receives a signal, or on its own
 // after life.
@@ -58,6 +66,9 @@ func (p *fakeProcess) ExitCode() int         { return p.code }
 func (p *fakeProcess) Signal(s syscall.Signal) error {
 	p.signals <- s
 	return nil
+}
+func (p *fakeProcess) Stop(sig syscall.Signal, grace time.Duration) {
+	events = append(events, fmt.Sprintf("stop %s %s", sig, grace))
 }
 
 func TestRun(t *testing.T) {
@@ -81,6 +92,7 @@ func TestRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.locker.released = make(chan struct{})
+			events = nil
 			signals := make(chan os.Signal, 1)
 			var env []string
 			proc := &fakeProcess{done: make(chan struct{}), code: tc.exit, signals: make(chan syscall.Signal, 1)}
@@ -109,6 +121,8 @@ func TestRun(t *testing.T) {
 				Signals:      signals,
 				LockTimeout:  tc.timeout,
 				BusyExitCode: 9,
+				KillSignal:   syscall.SIGUSR2,
+				KillGrace:    3 * time.Second,
 				Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 			})
 			if got != tc.want {
@@ -127,9 +141,28 @@ func TestRun(t *testing.T) {
 					t.Error("lease not released")
 				}
 			}
+			if want := []string{"stop user defined signal 2 3s", "release"}; started && !slices.Equal(events, want) {
+				t.Errorf("did %q, want %q: what runs under the lock must be stopped before release", events, want)
+			}
 			if started && !slices.Equal(env, []string{"A=1", "LOCKEX_LOCK_PATH=/lockex/x", "LOCKEX_LOCK_NODE=/lockex/x/n__lock__0000000000", "LOCKEX_FENCING_TOKEN=42"}) {
 				t.Errorf("workload env %q", env)
 			}
 		})
+	}
+}
+
+func TestPendingStop(t *testing.T) {
+	signals := make(chan os.Signal, 3)
+	if _, ok := pendingStop(signals); ok {
+		t.Error("no signal, but a stop")
+	}
+	signals <- syscall.SIGWINCH
+	if _, ok := pendingStop(signals); ok {
+		t.Error("SIGWINCH taken for a stop")
+	}
+	signals <- syscall.SIGWINCH
+	signals <- syscall.SIGHUP
+	if sig, ok := pendingStop(signals); !ok || sig != syscall.SIGHUP {
+		t.Errorf("pendingStop = %v, %v; want hangup, true", sig, ok)
 	}
 }

@@ -1,0 +1,167 @@
+package proc
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests fork real processes from the test binary, which the Reaper
+// makes a subreaper. Nothing here may use os/exec: its Wait would race the
+// Reaper, which is the point of the Reaper.
+
+func newReaper(t *testing.T) *Reaper {
+	t.Helper()
+	r, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+func sh(t *testing.T, r *Reaper, script string) *Process {
+	t.Helper()
+	p, err := r.Start("/bin/sh", []string{"sh", "-c", script}, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func waitDone(t *testing.T, p *Process) int {
+	t.Helper()
+	select {
+	case <-p.Done():
+		return p.ExitCode()
+	case <-time.After(10 * time.Second):
+		t.Fatalf("pid %d did not end", p.Pid())
+		return -1
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	r := newReaper(t)
+	for _, tc := range []struct {
+		script string
+		want   int
+	}{
+		{"exit 0", 0}, {"exit 1", 1}, {"exit 42", 42}, {"exit 255", 255},
+		{"kill -TERM $$", 143}, {"kill -KILL $$", 137},
+	} {
+		t.Run(tc.script, func(t *testing.T) {
+			if got := waitDone(t, sh(t, r, tc.script)); got != tc.want {
+				t.Errorf("exit code %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestStatusNeverStolen: many workloads end at once while orphans they
+// leave are reaped by the same wait4(-1) loop; each workload's own status
+// still reaches its Process.
+func TestStatusNeverStolen(t *testing.T) {
+	r := newReaper(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 200)
+	for i := range 200 {
+		wg.Go(func() {
+			code := i % 256
+			p, err := r.Start("/bin/sh", []string{"sh", "-c", fmt.Sprintf(`sh -c 'true &'; exit %d`, code)}, os.Environ())
+			if err != nil {
+				errs <- err
+				return
+			}
+			select {
+			case <-p.Done():
+				if p.ExitCode() != code {
+					errs <- fmt.Errorf("workload %d: exit code %d, want %d", p.Pid(), p.ExitCode(), code)
+				}
+			case <-time.After(30 * time.Second):
+				errs <- fmt.Errorf("workload %d never reported its end", p.Pid())
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestStop: what the workload leaves behind is signalled, killed after the
+// grace if it ignores the signal, and gone when Stop returns.
+func TestStop(t *testing.T) {
+	r := newReaper(t)
+	for _, tc := range []struct {
+		name, script string
+		minTime      time.Duration
+	}{
+		{"nothing left", "exit 0", 0},
+		{"background child", "sleep 1000 & exit 0", 0},
+		{"ignores TERM", `trap "" TERM; sleep 1000 & exit 0`, 200 * time.Millisecond},
+		// The main process waits until the daemon ignores TERM.
+		{"own session", `setsid sh -c 'trap "" TERM; touch "$READY"; sleep 1000' &
+			while [ ! -e "$READY" ]; do sleep 0.01; done`, 200 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("READY", t.TempDir()+"/ready")
+			p := sh(t, r, tc.script)
+			waitDone(t, p)
+			start := time.Now()
+			p.Stop(syscall.SIGTERM, 200*time.Millisecond)
+			if took := time.Since(start); took < tc.minTime {
+				t.Errorf("Stop returned after %s, before the grace of %s had passed", took, tc.minTime)
+			}
+			if syscall.Kill(-p.Pid(), 0) == nil {
+				t.Error("the workload's process group still has members")
+			}
+			r.mu.Lock()
+			left, _ := r.reapLocked()
+			r.mu.Unlock()
+			if left {
+				t.Error("a child of the test is still running")
+			}
+		})
+	}
+}
+
+// TestStopRunningWorkload: Stop of a workload whose main process still
+// runs (as when the lock is lost) ends it too.
+func TestStopRunningWorkload(t *testing.T) {
+	r := newReaper(t)
+	ready := t.TempDir() + "/ready"
+	t.Setenv("READY", ready)
+	p := sh(t, r, `trap "" TERM; touch "$READY"; sleep 1000`)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.Stop(syscall.SIGTERM, 100*time.Millisecond)
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Stop returned while the main process runs")
+	}
+	if got := p.ExitCode(); got != 137 {
+		t.Errorf("exit code %d, want 137 (SIGKILL after the grace)", got)
+	}
+}
+
+func TestParentOf(t *testing.T) {
+	ppid, state, ok := parentOf(os.Getpid())
+	if !ok || ppid != os.Getppid() || !strings.ContainsRune("RS", rune(state)) {
+		t.Errorf("parentOf(self) = %d, %c, %v; want %d, R or S, true", ppid, state, ok, os.Getppid())
+	}
+	if _, _, ok := parentOf(1 << 30); ok {
+		t.Error("parentOf a pid that does not exist succeeded")
+	}
+}

@@ -1,0 +1,173 @@
+package proc
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"syscall"
+)
+
+// Reaper is the only code in lockex that waits for child processes. A
+// second waiter would race it: wait4(-1) in one goroutine can take the
+// status that exec.Cmd.Wait in another is waiting for (go-reap's warning).
+// So the workload is started here, not with os/exec, and its status is
+// matched by pid from the same wait4(-1) loop that reaps the orphans handed
+// to lockex when it is PID 1 or a subreaper.
+type Reaper struct {
+	log *slog.Logger
+	// orphans is set when orphaned descendants are handed to lockex.
+	orphans bool
+
+	// mu is held across a fork and the registration of its pid, and
+	// across every wait4, so no status is collected before the Process it
+	// belongs to is known.
+	mu    sync.Mutex
+	procs map[int]*Process
+
+	sigchld chan os.Signal
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// NewReaper starts reaping. With subreaper, lockex asks the kernel to hand
+// it the orphans among its descendants (PR_SET_CHILD_SUBREAPER), as PID 1
+// gets them anyway.
+func NewReaper(log *slog.Logger, subreaper bool) (*Reaper, error) {
+	if subreaper {
+		if err := setChildSubreaper(); err != nil {
+			return nil, fmt.Errorf("--subreaper: %w", err)
+		}
+	}
+	r := &Reaper{
+		log:     log,
+		orphans: subreaper || os.Getpid() == 1,
+		procs:   map[int]*Process{},
+		sigchld: make(chan os.Signal, 1),
+		stop:    make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	// One buffered slot is enough: reap collects every exited child, so a
+	// SIGCHLD dropped while one is pending is covered by the pending one.
+	signal.Notify(r.sigchld, syscall.SIGCHLD)
+	go r.loop()
+	return r, nil
+}
+
+// Close stops reaping, and returns once no wait4 of r's is in flight.
+func (r *Reaper) Close() {
+	signal.Stop(r.sigchld)
+	close(r.stop)
+	<-r.stopped
+}
+
+func (r *Reaper) loop() {
+	defer close(r.stopped)
+	for {
+		select {
+		case <-r.sigchld:
+			r.reap()
+		case <-r.stop:
+			return
+		}
+	}
+}
+
+// Start runs the file at path with argv and env as the workload: it shares
+// lockex's stdin, stdout and stderr, leads its own process group (and gets
+// the terminal's foreground if lockex has it), and gets SIGKILL if lockex
+// dies.
+func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
+	attr := &syscall.ProcAttr{
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	}
+	tty := ownsTerminal()
+	if tty {
+		// Ctrl-C and Ctrl-Z must reach the workload, and it may read the
+		// terminal; the child makes itself the foreground group before
+		// exec, with its signals still blocked.
+		attr.Sys.Foreground, attr.Sys.Ctty = true, 0
+	}
+
+	r.mu.Lock()
+	// Linux sends the parent-death signal when the thread that forked
+	// exits, not the process (golang/go#27505). A thread that was locked
+	// and is unlocked again lives as long as lockex; without the lock the
+	// fork could run on a thread the runtime is about to retire.
+	runtime.LockOSThread()
+	pid, err := syscall.ForkExec(path, argv, attr)
+	runtime.UnlockOSThread()
+	if err != nil {
+		r.mu.Unlock()
+		return nil, startError(path, err)
+	}
+	p := &Process{pid: pid, reaper: r, tty: tty, done: make(chan struct{})}
+	r.procs[pid] = p
+	r.mu.Unlock()
+
+	if tty {
+		// From now on lockex may be a background process on its own
+		// terminal: taking the foreground back, or logging with TOSTOP
+		// set, must not stop it. Ignoring SIGTTOU only now keeps the
+		// workload, already exec'd, at the default.
+		signal.Ignore(syscall.SIGTTOU)
+	}
+	return p, nil
+}
+
+// reap collects every child that has changed state, and reports whether
+// lockex still has children.
+func (r *Reaper) reap() (childrenLeft bool) {
+	r.mu.Lock()
+	left, stopped := r.reapLocked()
+	r.mu.Unlock()
+	if stopped != nil {
+		stopped.suspend()
+	}
+	return left
+}
+
+// reapLocked is reap with r.mu held; it returns the workload if a
+// job-control stop (Ctrl-Z) stopped it, for the caller to pass on once
+// r.mu is released.
+func (r *Reaper) reapLocked() (childrenLeft bool, stopped *Process) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG|syscall.WUNTRACED, nil)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil: // ECHILD: no children at all
+			return false, stopped
+		case pid == 0:
+			return true, stopped
+		}
+		p := r.procs[pid]
+		switch {
+		case ws.Stopped():
+			if p != nil && p.tty && isJobControlStop(ws.StopSignal()) {
+				stopped = p
+			}
+		case p != nil:
+			delete(r.procs, pid)
+			p.exited(ws)
+		default:
+			r.log.Debug("reaped an orphan", "pid", pid, "status", describe(ws))
+		}
+	}
+}
+
+func describe(ws syscall.WaitStatus) string {
+	if ws.Signaled() {
+		return "killed by " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exited %d", ws.ExitStatus())
+}
+
+func isJobControlStop(sig syscall.Signal) bool {
+	return sig == syscall.SIGTSTP || sig == syscall.SIGTTIN || sig == syscall.SIGTTOU
+}

@@ -1,0 +1,124 @@
+package proc
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// stopPoll is how often Stop looks again. A process group emptying, or a
+// process that is not lockex's child exiting, sends lockex no event, so
+// this is a poll; it only runs while something is left to stop.
+const stopPoll = 10 * time.Millisecond
+
+// Stop ends everything started under the lock: the workload's process
+// group and every orphan handed to lockex (when it is PID 1 or a
+// subreaper). Each gets sig (and SIGCONT, in case it is stopped) once, then
+// SIGKILL when grace has passed. Stop returns only when all of them are
+// gone, so the lock can be released. It is a no-op when the workload ended
+// and left nothing behind.
+func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
+	r := p.reaper
+	deadline := time.Now().Add(grace)
+	signalled := map[int]bool{}
+	groupGone, killing := false, false
+	var tick *time.Ticker
+	for {
+		r.mu.Lock()
+		left, _ := r.reapLocked()
+		var targets []int
+		if !groupGone {
+			// Once empty, the group's id may be reused by someone else:
+			// never signal it again.
+			if syscall.Kill(-p.pid, 0) == nil {
+				targets = append(targets, -p.pid)
+			} else {
+				groupGone = true
+			}
+		}
+		if left && r.orphans {
+			targets = append(targets, r.childrenLocked()...)
+		}
+		if len(targets) == 0 {
+			r.mu.Unlock()
+			return
+		}
+		if !killing && !time.Now().Before(deadline) {
+			killing = true
+			r.log.Warn("still running after --kill-grace; sending SIGKILL", "targets", targets)
+		}
+		for _, t := range targets {
+			switch {
+			case killing:
+				_ = syscall.Kill(t, syscall.SIGKILL)
+			case !signalled[t]:
+				signalled[t] = true
+				r.log.Info("stopping what runs under the lock", "target", describeTarget(t), "signal", sig.String())
+				_ = syscall.Kill(t, sig)
+				_ = syscall.Kill(t, syscall.SIGCONT)
+			}
+		}
+		// r.mu was held from wait4 to kill: no pid signalled above can have
+		// been reaped, and so reused, in between.
+		r.mu.Unlock()
+		if tick == nil {
+			tick = time.NewTicker(stopPoll)
+			defer tick.Stop()
+		}
+		<-tick.C
+	}
+}
+
+func describeTarget(t int) string {
+	if t < 0 {
+		return "process group " + strconv.Itoa(-t)
+	}
+	return "orphan " + strconv.Itoa(t)
+}
+
+// childrenLocked lists lockex's living children other than the workload's
+// main process: the orphans handed to it. There is no system call for
+// this, so it reads each process's parent from /proc. Called with r.mu
+// held, so none of them can be reaped meanwhile.
+func (r *Reaper) childrenLocked() []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		r.log.Warn("cannot list orphans to stop", "err", err)
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || r.procs[pid] != nil {
+			continue
+		}
+		if ppid, state, ok := parentOf(pid); ok && ppid == self && state != 'Z' {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// parentOf reads the parent pid and state from /proc/PID/stat, whose
+// second field (the command name, in parentheses) may itself contain
+// spaces and parentheses.
+func parentOf(pid int) (ppid int, state byte, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	fields := strings.Fields(s[i+1:])
+	if len(fields) < 2 {
+		return 0, 0, false
+	}
+	ppid, err = strconv.Atoi(fields[1])
+	return ppid, fields[0][0], err == nil
+}
