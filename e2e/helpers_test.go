@@ -87,7 +87,9 @@ func startLockex(t *testing.T, env []string, args ...string) *started {
 func startCmd(t *testing.T, cmd *exec.Cmd) *started {
 	t.Helper()
 	s := &started{cmd: cmd, stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stderr = s.stderr
+	if cmd.Stderr == nil {
+		cmd.Stderr = s.stderr
+	}
 	// A process that outlives lockex may hold the stderr pipe open: that is
 	// for the test to find, not a reason for Wait to hang.
 	cmd.WaitDelay = time.Second

@@ -2,11 +2,12 @@
 # Installs, from Debian's packages, what lockex's demo and tests run against:
 # a real ZooKeeper server (and the Java it runs on) and, with "test", kazoo,
 # the Python ZooKeeper library whose Lock and Semaphore lockex interoperates
-# with. Only missing packages are installed, so a second run costs nothing.
+# with, and the tools the PID-1 and terminal tests drive lockex with (unshare
+# and setsid from util-linux, an interactive bash). Only missing packages are installed, so a second run costs nothing.
 set -eu
 
 want="zookeeper libslf4j-java default-jre-headless"
-[ "${1:-}" = test ] && want="$want python3 python3-kazoo"
+[ "${1:-}" = test ] && want="$want python3 python3-kazoo util-linux bash"
 
 missing=""
 for pkg in $want; do
