@@ -1,0 +1,240 @@
+package zktest
+
+import (
+	"context"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// proxyDialTimeout bounds the proxy's connect to its target. The target is
+// on loopback, so a connect that takes long means a paused or dead server;
+// the client's connection is then closed, as if the server refused it.
+const proxyDialTimeout = 5 * time.Second
+
+// proxyBufSize is the most a stalled direction holds in the proxy: one
+// buffer. The rest waits in the kernel's socket buffers and then in the
+// sender, as it would behind a real blackhole.
+const proxyBufSize = 32 << 10
+
+type proxyMode int
+
+const (
+	modePass proxyMode = iota
+	modeStall
+	modeCut
+)
+
+// Proxy is a TCP proxy on a free loopback port in front of one ZooKeeper
+// server, for injecting network faults between a client and the server.
+type Proxy struct {
+	t      testing.TB
+	target string
+	ln     net.Listener
+	ctx    context.Context // cancelled by close, to abort pending dials
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the accept loop and one per connection
+
+	mu     sync.Mutex
+	cond   *sync.Cond // broadcast on every change of mode, closed or a conn's end
+	mode   proxyMode
+	closed bool
+	conns  map[*proxyConn]struct{}
+}
+
+// proxyConn is one client connection and, once dialed, its connection to
+// the target. Its fields are guarded by Proxy.mu.
+type proxyConn struct {
+	client, server net.Conn
+	closed         bool
+}
+
+// StartProxy starts a proxy to target ("host:port") and stops it when the
+// test ends (t.Cleanup).
+func StartProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("zktest: proxy listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Proxy{t: t, target: target, ln: ln, ctx: ctx, cancel: cancel,
+		conns: make(map[*proxyConn]struct{})}
+	p.cond = sync.NewCond(&p.mu)
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+// Addr is the "127.0.0.1:port" clients connect to.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Pass forwards bytes both ways (the initial mode). Connections that were
+// stalled resume: bytes buffered in the kernel flow on, nothing is lost.
+func (p *Proxy) Pass() { p.setMode(modePass) }
+
+// Stall stops forwarding in both directions but keeps every socket open,
+// like a network blackhole: the client sees no error, just silence. That
+// includes the end of a connection: when one side closes, the other learns
+// of it only on Pass. New connections are accepted, but the proxy connects
+// them to the target only on Pass, so the server does not see them either.
+func (p *Proxy) Stall() { p.setMode(modeStall) }
+
+// Cut closes every open connection (both sides) and, until Pass, closes
+// new connections at once after accepting them (a partition that the
+// client notices). The server sees a client disconnect, so a ZooKeeper
+// session lives on until its timeout.
+func (p *Proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = modeCut
+	for pc := range p.conns {
+		p.dropLocked(pc)
+	}
+	p.cond.Broadcast()
+}
+
+// Conns is how many client connections are open now (for tests to wait on
+// a reconnect). Cut takes it to 0 at once.
+func (p *Proxy) Conns() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.conns)
+}
+
+func (p *Proxy) setMode(m proxyMode) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.mode = m
+	p.cond.Broadcast()
+}
+
+// close is the cleanup: it closes the listener and every connection and
+// waits for all the proxy's goroutines to end.
+func (p *Proxy) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.ln.Close()
+	p.cancel()
+	for pc := range p.conns {
+		p.dropLocked(pc)
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func (p *Proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			p.mu.Lock()
+			closed := p.closed
+			p.mu.Unlock()
+			if !closed {
+				// Not expected on loopback; say so rather than go silent.
+				p.t.Errorf("zktest: proxy to %s stopped accepting: %v", p.target, err)
+			}
+			return
+		}
+		p.mu.Lock()
+		if p.closed || p.mode == modeCut {
+			p.mu.Unlock()
+			c.Close()
+			continue
+		}
+		pc := &proxyConn{client: c}
+		p.conns[pc] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go p.serve(pc)
+	}
+}
+
+// serve connects pc to the target once the proxy passes, then forwards
+// both ways until either side ends, Cut or close.
+func (p *Proxy) serve(pc *proxyConn) {
+	defer p.wg.Done()
+	defer p.drop(pc)
+	if !p.waitPass(pc) {
+		return
+	}
+	d := net.Dialer{Timeout: proxyDialTimeout}
+	server, err := d.DialContext(p.ctx, "tcp", p.target)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	if pc.closed { // Cut or close while dialing
+		p.mu.Unlock()
+		server.Close()
+		return
+	}
+	pc.server = server
+	p.mu.Unlock()
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.forward(pc, pc.client, server)
+	}()
+	p.forward(pc, server, pc.client)
+	<-done
+}
+
+// forward copies from src to dst until src ends or a write fails, then
+// ends the connection as a whole. Whatever a read returns, bytes or an
+// error, waits while the proxy stalls, so that a stalled direction holds
+// at most one buffer and passes on nothing, not even the end of the stream.
+func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn) {
+	defer p.drop(pc) // wakes the other direction with an error
+	buf := make([]byte, proxyBufSize)
+	for {
+		n, err := src.Read(buf)
+		if !p.waitPass(pc) {
+			return
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// waitPass waits while the proxy stalls and reports whether pc may go on:
+// false once pc has been dropped (by Cut, close or its other direction).
+func (p *Proxy) waitPass(pc *proxyConn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.mode == modeStall && !pc.closed {
+		p.cond.Wait()
+	}
+	return !pc.closed && p.mode == modePass
+}
+
+func (p *Proxy) drop(pc *proxyConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropLocked(pc)
+	p.cond.Broadcast()
+}
+
+// dropLocked closes both sides of pc, so that client and server both see
+// the connection end, and forgets it. The caller broadcasts.
+func (p *Proxy) dropLocked(pc *proxyConn) {
+	if !pc.closed {
+		pc.closed = true
+		pc.client.Close()
+		if pc.server != nil {
+			pc.server.Close()
+		}
+	}
+	delete(p.conns, pc)
+}

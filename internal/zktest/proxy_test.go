@@ -1,0 +1,351 @@
+package zktest
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// silence is how long a test waits to be sure that nothing arrives;
+// patience is how long it waits for what must happen, generous so that
+// a loaded machine does not fail the test.
+const (
+	silence  = 200 * time.Millisecond
+	patience = 5 * time.Second
+)
+
+// echoServer is a plain TCP echo server, to test the proxy without a JVM.
+type echoServer struct {
+	ln       net.Listener
+	accepted atomic.Int32
+	ended    atomic.Int32 // connections whose client side has gone
+}
+
+func startEcho(t *testing.T) *echoServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &echoServer{ln: ln}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				io.Copy(c, c)
+				c.Close()
+				e.ended.Add(1)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return e
+}
+
+func dial(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, patience)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// echo writes msg and expects it back.
+func echo(t *testing.T, c net.Conn, msg string) {
+	t.Helper()
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	expect(t, c, []byte(msg))
+}
+
+func expect(t *testing.T, c net.Conn, want []byte) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(patience))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(c, got); err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes that differ from the %d written", len(got), len(want))
+	}
+}
+
+// expectSilence fails if anything, data or an error, arrives on c soon.
+func expectSilence(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(silence))
+	var b [1]byte
+	if n, err := c.Read(b[:]); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d bytes, %v; want silence", n, err)
+	}
+}
+
+// expectClosed fails unless c's read ends with EOF or a reset soon.
+func expectClosed(t *testing.T, c net.Conn) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(patience))
+	var b [1]byte
+	n, err := c.Read(b[:])
+	if err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(patience); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %v", what, patience)
+		}
+	}
+}
+
+func waitConns(t *testing.T, p *Proxy, n int) {
+	t.Helper()
+	waitFor(t, "proxy connection count", func() bool { return p.Conns() == n })
+}
+
+func TestProxyPass(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t)
+	p := StartProxy(t, e.ln.Addr().String())
+	if p.Conns() != 0 {
+		t.Fatalf("Conns() = %d before any connection", p.Conns())
+	}
+	c1, c2 := dial(t, p.Addr()), dial(t, p.Addr())
+	echo(t, c1, "hello")
+	echo(t, c2, "world")
+	waitConns(t, p, 2)
+	c1.Close()
+	waitConns(t, p, 1)
+	echo(t, c2, "still there")
+}
+
+func TestProxyStall(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t)
+	p := StartProxy(t, e.ln.Addr().String())
+	c1 := dial(t, p.Addr())
+	echo(t, c1, "before")
+
+	p.Stall()
+	// More than fits in one of the proxy's buffers, and a pattern that
+	// shows reordering; written while stalled, so that it waits in the
+	// proxy and the kernel.
+	big := make([]byte, 4<<20)
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	written := make(chan error, 1)
+	go func() {
+		if _, err := io.WriteString(c1, "during"); err != nil {
+			written <- err
+			return
+		}
+		_, err := c1.Write(big)
+		written <- err
+	}()
+	expectSilence(t, c1)
+	// A new connection is accepted but not passed on to the server.
+	c2 := dial(t, p.Addr())
+	io.WriteString(c2, "new")
+	expectSilence(t, c2)
+	if n := e.accepted.Load(); n != 1 {
+		t.Fatalf("echo server accepted %d connections during Stall; want just the first", n)
+	}
+	waitConns(t, p, 2)
+
+	p.Pass()
+	expect(t, c1, append([]byte("during"), big...))
+	if err := <-written; err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	expect(t, c2, []byte("new"))
+	echo(t, c1, "after")
+	if n := e.accepted.Load(); n != 2 {
+		t.Fatalf("echo server accepted %d connections; want 2", n)
+	}
+}
+
+func TestProxyCut(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t)
+	p := StartProxy(t, e.ln.Addr().String())
+	c1 := dial(t, p.Addr())
+	echo(t, c1, "before")
+	waitConns(t, p, 1)
+
+	p.Cut()
+	if n := p.Conns(); n != 0 {
+		t.Fatalf("Conns() = %d after Cut", n)
+	}
+	expectClosed(t, c1)
+	// The server sees the end too.
+	waitFor(t, "end of the connection at the echo server", func() bool { return e.ended.Load() == 1 })
+	// A new connection is accepted (the kernel does that) but closed at once.
+	c2 := dial(t, p.Addr())
+	expectClosed(t, c2)
+	if n := e.accepted.Load(); n != 1 {
+		t.Fatalf("echo server accepted %d connections during Cut; want just the first", n)
+	}
+
+	p.Pass()
+	c3 := dial(t, p.Addr())
+	echo(t, c3, "after")
+	waitConns(t, p, 1)
+}
+
+func TestProxyCutWhileStalled(t *testing.T) {
+	t.Parallel()
+	e := startEcho(t)
+	p := StartProxy(t, e.ln.Addr().String())
+	c1 := dial(t, p.Addr())
+	echo(t, c1, "before")
+	p.Stall()
+	io.WriteString(c1, "lost")
+	c2 := dial(t, p.Addr()) // waiting for Pass to be connected to the server
+	waitConns(t, p, 2)
+
+	p.Cut()
+	expectClosed(t, c1)
+	expectClosed(t, c2)
+	p.Pass()
+	echo(t, dial(t, p.Addr()), "after")
+}
+
+type quietLogger struct{}
+
+func (quietLogger) Printf(string, ...any) {}
+
+func TestProxyZooKeeper(t *testing.T) {
+	t.Parallel()
+	c := Start(t) // grants session timeouts of up to 4s
+	p := StartProxy(t, c.Servers[0].Addr())
+
+	// A callback sees every state change; the event channel of zk.Connect
+	// drops them when full.
+	states := make(chan zk.State, 100)
+	conn, _, err := zk.Connect([]string{p.Addr()}, 4*time.Second,
+		zk.WithLogInfo(false), zk.WithLogger(quietLogger{}),
+		zk.WithEventCallback(func(ev zk.Event) {
+			if ev.Type == zk.EventSession {
+				select {
+				case states <- ev.State:
+				default:
+				}
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(conn.Close)
+	waitState := func(want zk.State) {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case s := <-states:
+				if s == want {
+					return
+				}
+				if s == zk.StateExpired {
+					t.Fatalf("session expired waiting for %v", want)
+				}
+			case <-timeout:
+				t.Fatalf("no %v after 10s (now %v)", want, conn.State())
+			}
+		}
+	}
+	waitState(zk.StateHasSession)
+	id := conn.SessionID()
+	path, err := conn.Create("/proxy", nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exists := func() {
+		t.Helper()
+		if ok, _, err := conn.Exists(path); err != nil || !ok {
+			t.Fatalf("Exists(%s) = %v, %v; want true", path, ok, err)
+		}
+		if got := conn.SessionID(); got != id {
+			t.Fatalf("session id %#x, was %#x", got, id)
+		}
+	}
+
+	// A stall shorter than the client's read timeout (2/3 of the session
+	// timeout) goes unnoticed: a request made meanwhile is answered after.
+	p.Stall()
+	stalledAt := time.Now()
+	answered := make(chan error, 1)
+	go func() {
+		ok, _, err := conn.Exists(path)
+		if err == nil && !ok {
+			err = errors.New("no node")
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		t.Fatalf("Exists answered during Stall: %v", err)
+	case <-time.After(time.Second - time.Since(stalledAt)):
+	}
+	p.Pass()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Fatalf("Exists after Stall: %v", err)
+		}
+	case <-time.After(patience):
+		t.Fatalf("Exists not answered %v after Pass", patience)
+	}
+	exists()
+	for len(states) > 0 {
+		if s := <-states; s != zk.StateHasSession {
+			t.Fatalf("session state %v during a 1s Stall", s)
+		}
+	}
+
+	// A cut is noticed at once; the session outlives it if the client gets
+	// back within the session timeout.
+	p.Cut()
+	waitState(zk.StateDisconnected)
+	p.Pass()
+	waitState(zk.StateHasSession)
+	exists()
+	waitConns(t, p, 1)
+}
