@@ -156,12 +156,12 @@ func TestStopRunningWorkload(t *testing.T) {
 	}
 }
 
-func TestParentOf(t *testing.T) {
-	ppid, state, ok := parentOf(os.Getpid())
-	if !ok || ppid != os.Getppid() || !strings.ContainsRune("RS", rune(state)) {
-		t.Errorf("parentOf(self) = %d, %c, %v; want %d, R or S, true", ppid, state, ok, os.Getppid())
+func TestStatOf(t *testing.T) {
+	st, ok := statOf(os.Getpid())
+	if !ok || st.ppid != os.Getppid() || st.pgrp != syscall.Getpgrp() || !strings.ContainsRune("RS", rune(st.state)) {
+		t.Errorf("statOf(self) = %+v, %v; want ppid %d, pgrp %d, state R or S", st, ok, os.Getppid(), syscall.Getpgrp())
 	}
-	if _, _, ok := parentOf(1 << 30); ok {
-		t.Error("parentOf a pid that does not exist succeeded")
+	if _, ok := statOf(1 << 30); ok {
+		t.Error("statOf a pid that does not exist succeeded")
 	}
 }

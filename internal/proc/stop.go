@@ -32,7 +32,7 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 		if !groupGone {
 			// Once empty, the group's id may be reused by someone else:
 			// never signal it again.
-			if syscall.Kill(-p.pid, 0) == nil {
+			if groupAlive(p.pid) {
 				targets = append(targets, -p.pid)
 			} else {
 				groupGone = true
@@ -71,6 +71,30 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 	}
 }
 
+// groupAlive reports whether process group pgid has a member that is not a
+// zombie. kill(-pgid, 0) alone counts zombies too: a member orphaned to an
+// init that is slow to reap (or never does, as some container inits) would
+// hold the lock for nothing.
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, ok := statOf(pid); ok && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
+			return true
+		}
+	}
+	return false
+}
+
 func describeTarget(t int) string {
 	if t < 0 {
 		return "process group " + strconv.Itoa(-t)
@@ -95,30 +119,37 @@ func (r *Reaper) childrenLocked() []int {
 		if err != nil || r.procs[pid] != nil {
 			continue
 		}
-		if ppid, state, ok := parentOf(pid); ok && ppid == self && state != 'Z' {
+		if st, ok := statOf(pid); ok && st.ppid == self && st.state != 'Z' {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
 }
 
-// parentOf reads the parent pid and state from /proc/PID/stat, whose
-// second field (the command name, in parentheses) may itself contain
-// spaces and parentheses.
-func parentOf(pid int) (ppid int, state byte, ok bool) {
+// stat is what lockex needs from /proc/PID/stat.
+type stat struct {
+	state      byte
+	ppid, pgrp int
+}
+
+// statOf reads /proc/PID/stat, whose second field (the command name, in
+// parentheses) may itself contain spaces and parentheses.
+func statOf(pid int) (stat, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, 0, false
+		return stat{}, false
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, 0, false
+		return stat{}, false
 	}
-	fields := strings.Fields(s[i+1:])
-	if len(fields) < 2 {
-		return 0, 0, false
+	// After the name: state, ppid, pgrp, ...
+	f := strings.Fields(s[i+1:])
+	if len(f) < 3 {
+		return stat{}, false
 	}
-	ppid, err = strconv.Atoi(fields[1])
-	return ppid, fields[0][0], err == nil
+	ppid, err1 := strconv.Atoi(f[1])
+	pgrp, err2 := strconv.Atoi(f[2])
+	return stat{state: f[0][0], ppid: ppid, pgrp: pgrp}, err1 == nil && err2 == nil
 }
