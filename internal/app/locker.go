@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 
 	"github.com/lockex/lockex/internal/config"
@@ -32,12 +33,18 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 		ConnectTimeout: c.Timeout.D(),
 		Attempts:       c.Retry,
 		Retries:        c.LockRetry,
+		StopGrace:      c.KillGrace.D(),
 		Logger:         l.log,
 	})
 	if err != nil {
 		return classify(err)
 	}
 	l.session = s
+	if granted := s.Granted(); c.KillGrace.D() >= granted/10*9 {
+		return exitcode.With(exitcode.Usage, fmt.Errorf(
+			"--kill-grace %s leaves no room: it must be less than 90%% of the session timeout the server granted, %s (asked for %s)",
+			c.KillGrace, granted, c.SessionTimeout))
+	}
 	return nil
 }
 

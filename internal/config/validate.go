@@ -28,6 +28,12 @@ func (c *Config) validate() error {
 		{!oneOf(c.LogLevel, "debug", "info", "warn", "error"), "log-level", c.LogLevel, "debug, info, warn or error"},
 		{!oneOf(c.Output, "table", "json"), "output", c.Output, "table or json"},
 		{c.ZKPassword != "" && c.ZKPasswordFile != "", "zk-password-file", c.ZKPasswordFile, "not together with --zk-password"},
+		// SPEC section 4: the workload is told to stop at session timeout
+		// − kill grace − 10%, so a grace of 90% or more leaves no time at
+		// all. The server may grant less than asked; lockex checks again
+		// once it knows.
+		{c.KillGrace.D() >= c.SessionTimeout.D()/10*9, "kill-grace", c.KillGrace,
+			fmt.Sprintf("less than 90%% of %s (%s), or the lock could be lost before the workload is stopped", c.name("session-timeout"), c.SessionTimeout)},
 	}
 	for _, ch := range checks {
 		if ch.bad {

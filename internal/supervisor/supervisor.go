@@ -34,6 +34,10 @@ type Lease interface {
 	Node() string
 	Token() int64
 	Waited() time.Duration
+	// Done closes when the lock is lost, or will be unless the workload
+	// stops within KillGrace; Err says why.
+	Done() <-chan struct{}
+	Err() error
 	Release() error
 }
 
@@ -89,6 +93,10 @@ func Run(ctx context.Context, c Config) int {
 	heldSince := time.Now()
 	defer release(c, lease)
 
+	if err := lease.Err(); err != nil {
+		c.Log.Error("lock lost before the workload started", "reason", err)
+		return exitcode.LockLost
+	}
 	if sig, ok := pendingStop(c.Signals); ok {
 		// Told to stop just as the lock came: do not start what would
 		// only be stopped again.
@@ -105,13 +113,16 @@ func Run(ctx context.Context, c Config) int {
 		return exitcode.Of(err)
 	}
 	c.Log.Info("workload started", "pid", proc.Pid())
-	code = supervise(c, proc)
+	code, lost := supervise(c, lease, proc)
+	if lost {
+		return code
+	}
 	c.Log.Info("workload exited", "code", code)
 	// Nothing started under the lock may outlive it: a background child
 	// of the workload, or a daemon it left to lockex, would otherwise run
 	// next to the next holder's workload.
 	proc.Stop(c.KillSignal, c.KillGrace)
-	holdUntil(c, heldSince.Add(c.MinHold))
+	holdUntil(c, lease, heldSince.Add(c.MinHold))
 	return code
 }
 
@@ -201,8 +212,9 @@ func pendingStop(signals <-chan os.Signal) (syscall.Signal, bool) {
 	}
 }
 
-// supervise passes signals on to the workload until it exits.
-func supervise(c Config, proc Process) int {
+// supervise passes signals on to the workload until it exits, and stops it
+// when the lock is lost: then lost is set and code is 76.
+func supervise(c Config, lease Lease, proc Process) (code int, lost bool) {
 	for {
 		select {
 		case sig := <-c.Signals:
@@ -212,14 +224,20 @@ func supervise(c Config, proc Process) int {
 				c.Log.Debug("signal not delivered", "signal", s.String(), "err", err)
 			}
 		case <-proc.Done():
-			return proc.ExitCode()
+			return proc.ExitCode(), false
+		case <-lease.Done():
+			c.Log.Error("lock lost; stopping the workload", "reason", lease.Err(),
+				"signal", c.KillSignal.String(), "kill_grace", c.KillGrace)
+			proc.Stop(c.KillSignal, c.KillGrace)
+			c.Log.Error("workload stopped because the lock was lost", "reason", lease.Err())
+			return exitcode.LockLost, true
 		}
 	}
 }
 
 // holdUntil keeps the lock until t (--min-hold), so that a cron job fired a
 // little later on another host still finds it taken; a signal ends it.
-func holdUntil(c Config, t time.Time) {
+func holdUntil(c Config, lease Lease, t time.Time) {
 	wait := time.Until(t)
 	if wait <= 0 {
 		return
@@ -230,6 +248,8 @@ func holdUntil(c Config, t time.Time) {
 	for {
 		select {
 		case <-timer.C:
+			return
+		case <-lease.Done():
 			return
 		case sig := <-c.Signals:
 			if sig != syscall.SIGWINCH {

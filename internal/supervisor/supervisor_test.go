@@ -20,6 +20,7 @@ import (
 type fakeLocker struct {
 	wait     time.Duration
 	err      error
+	loseAt   time.Duration // after acquiring, 0 for never
 	released chan struct{}
 }
 
@@ -34,18 +35,31 @@ func (l *fakeLocker) Acquire(ctx context.Context) (Lease, error) {
 	if l.err != nil {
 		return nil, l.err
 	}
-	return fakeLease{l.released}, nil
+	lease := fakeLease{released: l.released, lost: make(chan struct{})}
+	if l.loseAt > 0 {
+		time.AfterFunc(l.loseAt, func() { close(lease.lost) })
+	}
+	return lease, nil
 }
 
-type fakeLease struct{ released chan struct{} }
+type fakeLease struct{ released, lost chan struct{} }
 
 // events records, in order, what Run did to the fakes.
 var events []string
 
-func (fakeLease) Path() string          { return "/lockex/x" }
-func (fakeLease) Node() string          { return "/lockex/x/n__lock__0000000000" }
-func (fakeLease) Token() int64          { return 42 }
-func (fakeLease) Waited() time.Duration { return 0 }
+func (fakeLease) Path() string            { return "/lockex/x" }
+func (fakeLease) Node() string            { return "/lockex/x/n__lock__0000000000" }
+func (fakeLease) Token() int64            { return 42 }
+func (fakeLease) Waited() time.Duration   { return 0 }
+func (l fakeLease) Done() <-chan struct{} { return l.lost }
+func (l fakeLease) Err() error {
+	select {
+	case <-l.lost:
+		return errors.New("session expired")
+	default:
+		return nil
+	}
+}
 func (l fakeLease) Release() error {
 	events = append(events, "release")
 	close(l.released)
@@ -89,6 +103,7 @@ func TestRun(t *testing.T) {
 		{name: "busy", locker: fakeLocker{err: exitcode.With(exitcode.Busy, errors.New("taken"))}, want: 9},
 		{name: "unreachable", locker: fakeLocker{err: exitcode.With(exitcode.Unavailable, errors.New("down"))}, want: 69},
 		{name: "signal forwarded while running", signal: syscall.SIGUSR1, exit: 138, want: 138, started: true, released: true},
+		{name: "lock lost while running", locker: fakeLocker{loseAt: 50 * time.Millisecond}, exit: 0, want: 76, started: true, released: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.locker.released = make(chan struct{})

@@ -1,13 +1,54 @@
 package zklock
 
-import "time"
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
 
-// Lease is a held lock or semaphore lease.
+	"github.com/go-zookeeper/zk"
+)
+
+// The ways a held lease is lost. Each closes Done at once; SPEC section 4.
+var (
+	// ErrSessionExpired: the server expired the session, and with it the
+	// node; another contender may hold the lock already.
+	ErrSessionExpired = errors.New("zklock: session expired")
+	// ErrSuspendedTooLong: the server has not answered for so long that it
+	// may expire the session before the holder could stop.
+	ErrSuspendedTooLong = errors.New("zklock: no answer from zookeeper for too long")
+	// ErrNodeDeleted: the own node is gone or belongs to another session.
+	ErrNodeDeleted = errors.New("zklock: own lock node deleted")
+)
+
+// Lease is a held lock or semaphore lease. From the moment it is handed
+// out it watches for its own loss.
 type Lease struct {
 	s          *Session
 	path, node string
 	token      int64
 	waited     time.Duration
+	session    int64 // the ephemeralOwner of node
+	expiries   int   // the session's expiry count when the node was held
+
+	done     chan struct{}
+	lost     sync.Once
+	err      error
+	release  chan struct{} // closes when Release starts: the watch ends
+	released sync.Once
+}
+
+func newLease(s *Session, path, node string, stat *zk.Stat, waited time.Duration) *Lease {
+	_, expiries, _ := s.current()
+	l := &Lease{
+		s: s, path: path, node: node, token: stat.Czxid, waited: waited,
+		session: stat.EphemeralOwner, expiries: expiries,
+		done: make(chan struct{}), release: make(chan struct{}),
+	}
+	go l.watchNode()
+	go l.watchSession()
+	go l.watchDeadline()
+	return l
 }
 
 // Path is P, the lock's znode, as the client sees it (inside the chroot).
@@ -23,9 +64,187 @@ func (l *Lease) Token() int64 { return l.token }
 // Waited is how long acquiring took.
 func (l *Lease) Waited() time.Duration { return l.waited }
 
+// Done closes when the lease is lost, or is about to be: the holder must
+// stop its work now (it has Options.StopGrace to do so). Err says why.
+func (l *Lease) Done() <-chan struct{} { return l.done }
+
+// Err is why Done closed: it wraps ErrSessionExpired, ErrSuspendedTooLong
+// or ErrNodeDeleted. It is nil while Done is open.
+func (l *Lease) Err() error {
+	select {
+	case <-l.done:
+		return l.err
+	default:
+		return nil
+	}
+}
+
+func (l *Lease) lose(err error) {
+	l.lost.Do(func() {
+		l.err = err
+		close(l.done)
+	})
+}
+
 // Release deletes the holder's node at once, so the next contender need not
 // wait for the session to end. It returns without waiting longer than the
 // connect timeout; closing the session then removes the node all the same.
+// A lost lease has nothing left to delete that closing the session would
+// not remove.
 func (l *Lease) Release() error {
+	l.released.Do(func() { close(l.release) })
+	if l.Err() != nil {
+		return nil
+	}
 	return l.s.deleteNode(l.node)
+}
+
+// watchNode ends the lease when the own node is deleted, by an operator or
+// by the server when the session expires.
+func (l *Lease) watchNode() {
+	for {
+		ok, stat, events, err := l.s.conn.ExistsW(l.s.abs(l.node))
+		if err != nil {
+			// Connection trouble: watchDeadline keeps the time; look again
+			// once the session changes state.
+			_, _, changed := l.s.current()
+			select {
+			case <-changed:
+				continue
+			case <-l.release:
+				return
+			}
+		}
+		if err := l.check(ok, stat); err != nil {
+			l.lose(err)
+			return
+		}
+		select {
+		case ev := <-events:
+			if ev.Type == zk.EventNodeDeleted {
+				l.lose(l.cause(fmt.Errorf("%w: %s", ErrNodeDeleted, l.node)))
+				return
+			}
+			// The watch ended without the deletion (the session expired or
+			// is closing): set it again, or learn why not.
+		case <-l.release:
+			return
+		}
+	}
+}
+
+// watchSession ends the lease when the session expires, and after every
+// reconnect checks that the node is still there and still this session's
+// before the lease counts as held again (Curator's CURATOR-696 fix: a
+// reconnect alone proves nothing about the node).
+func (l *Lease) watchSession() {
+	suspended := false
+	for {
+		state, expiries, changed := l.s.current()
+		switch {
+		case expiries > l.expiries || state == zk.StateExpired:
+			l.lose(fmt.Errorf("%w: session %#x", ErrSessionExpired, l.session))
+			return
+		case l.Err() != nil:
+			return // lost already; nothing more to say
+		case state == zk.StateHasSession && suspended:
+			suspended = false
+			ok, stat, err := l.s.conn.Exists(l.s.abs(l.node))
+			if err == nil {
+				if err := l.check(ok, stat); err != nil {
+					l.lose(err)
+					return
+				}
+				l.s.log.Info("reconnected to zookeeper; lock still held", "session_id", fmt.Sprintf("%#x", l.session), "server", l.s.conn.Server())
+			}
+		case state != zk.StateHasSession && !suspended:
+			suspended = true
+			_, last := l.s.live.snapshot()
+			l.s.log.Warn("disconnected from zookeeper; the workload keeps running until the session could expire",
+				"stop_in", time.Until(l.deadline(last)).Round(time.Millisecond))
+		}
+		select {
+		case <-changed:
+		case <-l.release:
+			return
+		}
+	}
+}
+
+// watchDeadline ends the lease when the server has not answered for so long
+// that it could expire the session before the holder stops: at
+// lastAnswered + granted − StopGrace − granted/10 (SPEC section 4). While
+// connected, it also asks the server something every third of that budget,
+// because go-zookeeper's own pings (every third of the session timeout)
+// may be too rare for a small budget.
+func (l *Lease) watchDeadline() {
+	granted, _ := l.s.live.snapshot()
+	beat := max(l.budget(granted)/3, time.Millisecond)
+	heartbeat := time.NewTicker(beat)
+	defer heartbeat.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-timer.C:
+			_, last := l.s.live.snapshot()
+			at := l.deadline(last)
+			if wait := time.Until(at); wait > 0 {
+				timer.Reset(wait)
+				continue
+			}
+			granted, _ := l.s.live.snapshot()
+			l.lose(fmt.Errorf("%w: last answer to a request sent %s ago; session timeout %s, stop grace %s",
+				ErrSuspendedTooLong, time.Since(last).Round(time.Millisecond), granted, l.s.opts.StopGrace))
+			return
+		case <-heartbeat.C:
+			if state, _, _ := l.s.current(); state == zk.StateHasSession {
+				go l.beat()
+			}
+		case <-l.release:
+			return
+		}
+	}
+}
+
+// beat is one request whose answer moves lastAnswered on; that it checks
+// the node's owner again costs nothing more.
+func (l *Lease) beat() {
+	ok, stat, err := l.s.conn.Exists(l.s.abs(l.node))
+	if err == nil {
+		if err := l.check(ok, stat); err != nil {
+			l.lose(err)
+		}
+	}
+}
+
+func (l *Lease) budget(granted time.Duration) time.Duration {
+	return granted - l.s.opts.StopGrace - granted/10
+}
+
+// deadline is when the holder must be told to stop, given the send time of
+// the last request the server answered.
+func (l *Lease) deadline(lastAnswered time.Time) time.Time {
+	granted, _ := l.s.live.snapshot()
+	return lastAnswered.Add(l.budget(granted))
+}
+
+// check is whether the node, as just seen, is still this lease's.
+func (l *Lease) check(exists bool, stat *zk.Stat) error {
+	switch {
+	case !exists:
+		return l.cause(fmt.Errorf("%w: %s", ErrNodeDeleted, l.node))
+	case stat.EphemeralOwner != l.session:
+		return l.cause(fmt.Errorf("%w: %s now belongs to session %#x", ErrNodeDeleted, l.node, stat.EphemeralOwner))
+	}
+	return nil
+}
+
+// cause names an expired session rather than its consequence, the node's
+// deletion, when both are true.
+func (l *Lease) cause(err error) error {
+	if _, expiries, _ := l.s.current(); expiries > l.expiries || l.s.ID() != l.session {
+		return fmt.Errorf("%w: session %#x", ErrSessionExpired, l.session)
+	}
+	return err
 }

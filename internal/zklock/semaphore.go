@@ -108,7 +108,7 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 		// A lease of an expired session of ours: wait until it is gone.
 		return nil, watch, nil
 	}
-	return &Lease{s: m.s, path: m.path, node: p, token: stat.Czxid, waited: time.Since(start)}, nil, nil
+	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
 }
 
 // full reports whether every lease is held, and watches the leases.

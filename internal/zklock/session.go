@@ -36,7 +36,12 @@ type Options struct {
 	ConnectTimeout time.Duration // per attempt
 	Attempts       int           // connection attempts before giving up
 	Retries        int           // retries of a failed operation
-	Logger         *slog.Logger
+	// StopGrace is how long the lock holder needs to stop its work once
+	// told the lock is at risk: a lease's Done closes that long, plus a
+	// tenth of the granted session timeout, before the server could expire
+	// the session.
+	StopGrace time.Duration
+	Logger    *slog.Logger
 }
 
 // Session is one ZooKeeper session. The recipes built on it never watch the
@@ -46,10 +51,13 @@ type Session struct {
 	conn *zk.Conn
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	state   zk.State
-	changed chan struct{} // closed and replaced on every state change
-	dialErr error         // the last failed dial, for error messages
+	live liveness // what the wire shows: granted timeout, last answer
+
+	mu       sync.Mutex
+	state    zk.State
+	changed  chan struct{} // closed and replaced on every state change
+	expiries int           // sessions of ours the server refused as expired
+	dialErr  error         // the last failed dial, for error messages
 }
 
 // Connect establishes a session, trying opts.Attempts times for at most
@@ -96,8 +104,16 @@ func (s *Session) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: no session within %s", ErrUnreachable, s.opts.ConnectTimeout)
 	}
-	s.log.Info("connected to zookeeper", "server", conn.Server(), "session_id", fmt.Sprintf("%#x", conn.SessionID()))
+	s.log.Info("connected to zookeeper", "server", conn.Server(), "session_id", fmt.Sprintf("%#x", conn.SessionID()),
+		"session_timeout", s.Granted())
 	return nil
+}
+
+// Granted is the session timeout the server granted, which may differ from
+// the one asked for (the server clamps it to its own bounds).
+func (s *Session) Granted() time.Duration {
+	granted, _ := s.live.snapshot()
+	return granted
 }
 
 func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
@@ -106,8 +122,9 @@ func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, e
 		s.mu.Lock()
 		s.dialErr = err
 		s.mu.Unlock()
+		return nil, err
 	}
-	return c, err
+	return newWireConn(c, &s.live), nil
 }
 
 // onEvent runs on go-zookeeper's goroutine and must not block. Reading
@@ -119,10 +136,22 @@ func (s *Session) onEvent(ev zk.Event) {
 	}
 	s.mu.Lock()
 	s.state = ev.State
+	if ev.State == zk.StateExpired {
+		// Sticky: the states that follow (a new session) must not hide it.
+		s.expiries++
+	}
 	close(s.changed)
 	s.changed = make(chan struct{})
 	s.mu.Unlock()
 	s.log.Debug("zookeeper session event", "state", ev.State.String(), "server", ev.Server)
+}
+
+// current is the session's state, how many expiries it has seen, and a
+// channel that closes at the next change.
+func (s *Session) current() (state zk.State, expiries int, changed <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.state, s.expiries, s.changed
 }
 
 // WaitConnected returns when the session is usable, or with ctx's error.
