@@ -169,7 +169,7 @@ func TestBusy(t *testing.T) {
 		})
 	}
 	t.Run("killed waiter's node goes with its session", func(t *testing.T) {
-		waiter := startLockex(t, env, "--session-timeout", "2s", "--", "true")
+		waiter := startLockex(t, env, "--session-timeout", "2s", "--kill-grace", "1s", "--", "true")
 		eventually(t, 10*time.Second, "waiter queued", func() bool { return len(children(t, conn, "/lockex/busy")) == 2 })
 		_ = waiter.cmd.Process.Kill()
 		waiter.wait(t, 5*time.Second)
