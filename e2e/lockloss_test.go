@@ -50,32 +50,33 @@ func TestKillGraceLeavesNoRoom(t *testing.T) {
 	}
 }
 
-// TestNodeDeleted: an operator deleting the holder's node stops the
-// workload at once, and lockex exits 76.
+// TestNodeDeleted: an operator deleting the holder's node (a semaphore's
+// lease) stops the workload at once, and lockex exits 76.
 func TestNodeDeleted(t *testing.T) {
 	zk := startZK(t)
 	conn := zkClient(t, zk.Hosts())
-	logPath := filepath.Join(t.TempDir(), "log")
-	a := startLockex(t, nil, lossArgs(zk.Hosts(), "deleted", ticker(logPath, "a", 0, false))...)
-	waitRecord(t, logPath, "a")
-	kids := children(t, conn, "/lockex/deleted")
-	if len(kids) != 1 {
-		t.Fatalf("children %v", kids)
-	}
-	deleted := time.Now()
-	if err := conn.Delete("/lockex/deleted/"+kids[0], -1); err != nil {
-		t.Fatal(err)
-	}
-	if code := a.wait(t, 10*time.Second); code != 76 {
-		t.Fatalf("exit %d, want 76; log:\n%s", code, a.stderr)
-	}
-	t.Logf("exited 76 %s after the delete", time.Since(deleted).Round(time.Millisecond))
-	if !strings.Contains(a.stderr.String(), "own lock node deleted") {
-		t.Errorf("no reason in the log:\n%s", a.stderr)
-	}
-	runs := readRuns(t, logPath)
-	if last := time.Unix(0, runs[0].last); last.After(time.Now()) || runs[0].last < deleted.UnixNano()-int64(time.Second) {
-		t.Errorf("workload's last record at %s", last)
+	for _, concurrent := range []string{"1", "2"} {
+		t.Run("-c "+concurrent, func(t *testing.T) {
+			id := "deleted" + concurrent
+			logPath := filepath.Join(t.TempDir(), "log")
+			a := startLockex(t, nil, append([]string{"-c", concurrent}, lossArgs(zk.Hosts(), id, ticker(logPath, "a", 0, false))...)...)
+			waitRecord(t, logPath, "a")
+			kids := children(t, conn, "/lockex/"+id)
+			if len(kids) != 1 {
+				t.Fatalf("children %v", kids)
+			}
+			deleted := time.Now()
+			if err := conn.Delete("/lockex/"+id+"/"+kids[0], -1); err != nil {
+				t.Fatal(err)
+			}
+			if code := a.wait(t, 10*time.Second); code != 76 {
+				t.Fatalf("exit %d, want 76; log:\n%s", code, a.stderr)
+			}
+			t.Logf("exited 76 %s after the delete", time.Since(deleted).Round(time.Millisecond))
+			if !strings.Contains(a.stderr.String(), "own lock node deleted") {
+				t.Errorf("no reason in the log:\n%s", a.stderr)
+			}
+		})
 	}
 }
 

@@ -178,8 +178,7 @@ func (l *Lease) watchSession() {
 // because go-zookeeper's own pings (every third of the session timeout)
 // may be too rare for a small budget.
 func (l *Lease) watchDeadline() {
-	granted, _ := l.s.live.snapshot()
-	beat := max(l.budget(granted)/3, time.Millisecond)
+	beat := max(l.budget(l.s.Granted())/3, time.Millisecond)
 	heartbeat := time.NewTicker(beat)
 	defer heartbeat.Stop()
 	timer := time.NewTimer(0)
@@ -193,9 +192,8 @@ func (l *Lease) watchDeadline() {
 				timer.Reset(wait)
 				continue
 			}
-			granted, _ := l.s.live.snapshot()
 			l.lose(fmt.Errorf("%w: last answer to a request sent %s ago; session timeout %s, stop grace %s",
-				ErrSuspendedTooLong, time.Since(last).Round(time.Millisecond), granted, l.s.opts.StopGrace))
+				ErrSuspendedTooLong, time.Since(last).Round(time.Millisecond), l.s.Granted(), l.s.opts.StopGrace))
 			return
 		case <-heartbeat.C:
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
@@ -225,8 +223,7 @@ func (l *Lease) budget(granted time.Duration) time.Duration {
 // deadline is when the holder must be told to stop, given the send time of
 // the last request the server answered.
 func (l *Lease) deadline(lastAnswered time.Time) time.Time {
-	granted, _ := l.s.live.snapshot()
-	return lastAnswered.Add(l.budget(granted))
+	return lastAnswered.Add(l.budget(l.s.Granted()))
 }
 
 // check is whether the node, as just seen, is still this lease's.

@@ -113,6 +113,11 @@ func (s *Session) connect(ctx context.Context) error {
 // the one asked for (the server clamps it to its own bounds).
 func (s *Session) Granted() time.Duration {
 	granted, _ := s.live.snapshot()
+	if granted == 0 {
+		// Not seen on the wire (it always is from a real server): trust
+		// the request rather than count from zero.
+		return s.opts.SessionTimeout
+	}
 	return granted
 }
 

@@ -1,9 +1,15 @@
 package zklock
 
 import (
+	"context"
 	"encoding/binary"
+	"io"
+	"log/slog"
 	"slices"
 	"testing"
+	"time"
+
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 func packet(body ...byte) []byte {
@@ -37,5 +43,35 @@ func TestFramer(t *testing.T) {
 		if f.packets != 4 {
 			t.Errorf("cut %d: %d packets counted", cut, f.packets)
 		}
+	}
+}
+
+// TestLivenessFromTheWire: against a real server, the granted timeout is
+// the server's (it clamps the 30s asked for to its maximum of 20s), and
+// each answered request moves lastAnswered to its send time.
+func TestLivenessFromTheWire(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
+	s, err := Connect(context.Background(), Options{
+		Servers: []string{zkc.Servers[0].Addr()}, SessionTimeout: 30 * time.Second,
+		ConnectTimeout: 5 * time.Second, Attempts: 1, Retries: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := s.Granted(); got != 20*time.Second {
+		t.Errorf("granted %s, want the server's maximum 20s", got)
+	}
+	_, connected := s.live.snapshot()
+	before := time.Now()
+	if _, _, err := s.conn.Exists("/"); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now()
+	_, last := s.live.snapshot()
+	if !last.After(connected) || last.Before(before) || last.After(after) {
+		t.Errorf("lastAnswered %s; want the send time of the request, between %s and %s",
+			last.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
 	}
 }
