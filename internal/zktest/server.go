@@ -104,7 +104,44 @@ func (s *Server) Kill() error { return s.signalAndWait(syscall.SIGKILL) }
 // Pause freezes the JVM with SIGSTOP: its connections stay open, but it
 // answers nothing, like a hung server or a long GC pause. Sessions on it
 // expire from the other members' point of view.
-func (s *Server) Pause() error { return s.signal(syscall.SIGSTOP) }
+// It returns once every thread of the JVM has stopped: a stop takes effect
+// thread by thread, and on a loaded machine a thread could still answer a
+// request after the signal was sent.
+func (s *Server) Pause() error {
+	if err := s.signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	pid := s.proc.Pid
+	s.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if allStopped(pid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("zktest: server %d: not every thread stopped within 5s", s.id)
+		}
+	}
+}
+
+// allStopped reports whether every thread of pid is stopped (state T).
+func allStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		st := string(b)
+		if f := strings.Fields(st[strings.LastIndexByte(st, ')')+1:]); len(f) == 0 || f[0] != "T" {
+			return false
+		}
+	}
+	return true
+}
 
 // Resume lets a paused JVM run again (SIGCONT).
 func (s *Server) Resume() error { return s.signal(syscall.SIGCONT) }
