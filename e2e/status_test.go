@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// statusJSON is what --status --output json prints, as a script reads it.
+type statusJSON struct {
+	Lock    string       `json:"lock"`
+	Kind    string       `json:"kind"`
+	Size    int          `json:"size"`
+	Held    *bool        `json:"held"`
+	Holders []statusNode `json:"holders"`
+	Waiting []statusNode `json:"waiting"`
+}
+
+type statusNode struct {
+	Node       string    `json:"node"`
+	Identifier string    `json:"identifier"`
+	Created    time.Time `json:"created"`
+	Token      int64     `json:"token"`
+	Position   int       `json:"position"`
+}
+
+// statusOf runs --status --output json with args and decodes its answer.
+func statusOf(t *testing.T, env []string, wantCode int, args ...string) statusJSON {
+	t.Helper()
+	r := lockex(t, env, append([]string{"--status", "--output", "json"}, args...)...)
+	if r.code != wantCode {
+		t.Fatalf("--status %q: exit %d, want %d; stdout:\n%s\nlog:\n%s", args, r.code, wantCode, r.stdout, r.stderr)
+	}
+	var st statusJSON
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
+		t.Fatalf("--output json printed no JSON (%v):\n%s", err, r.stdout)
+	}
+	if st.Held == nil || st.Holders == nil || st.Waiting == nil {
+		t.Errorf("held, holders and waiting must always be there (lists as [], not null):\n%s", r.stdout)
+	}
+	return st
+}
+
+// TestStatusUsage covers the --status runs that end before a lock is read.
+func TestStatusUsage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		say  string
+	}{
+		{"no lockid and no command", []string{"--status", "-z", "127.0.0.1:1"}, 64, "--lockid"},
+		{"bad output", []string{"--status", "-i", "x", "--output", "yaml"}, 64, "yaml"},
+		{"unreachable zookeeper", []string{"--status", "-i", "x", "-z", "127.0.0.1:1", "-T", "1s"}, 69, "127.0.0.1:1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := lockex(t, nil, tc.args...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d; log:\n%s", r.code, tc.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.say) {
+				t.Errorf("log does not mention %s:\n%s", tc.say, r.stderr)
+			}
+			if r.stdout != "" {
+				t.Errorf("printed a status anyway:\n%s", r.stdout)
+			}
+			if lines := strings.Count(strings.TrimSpace(r.stderr), "\n") + 1; lines > 3 {
+				t.Errorf("want a line or two of log, got %d:\n%s", lines, r.stderr)
+			}
+		})
+	}
+}
+
+// TestStatusFree: a lock nobody holds is free (exit 1), whether its path
+// exists or not, and asking creates nothing.
+func TestStatusFree(t *testing.T) {
+	zk := startZK(t)
+	env := []string{"LOCKEX_ZKHOSTS=" + zk.Hosts()}
+	conn := zkClient(t, zk.Hosts())
+	// A lock that was used and released leaves its persistent path.
+	if r := lockex(t, env, "-i", "used", "--", "true"); r.code != 0 {
+		t.Fatalf("exit %d; log:\n%s", r.code, r.stderr)
+	}
+	before := children(t, conn, "/lockex")
+	for _, tc := range []struct {
+		id    string
+		args  []string
+		kind  string
+		size  int
+		title string
+	}{
+		{"never-used", nil, "lock", 1, "/lockex/never-used (lock): free"},
+		{"used", nil, "lock", 1, "/lockex/used (lock): free"},
+		{"never-used-sem", []string{"-c", "3"}, "semaphore", 3, "/lockex/never-used-sem (semaphore of 3): free"},
+	} {
+		t.Run(tc.id, func(t *testing.T) {
+			args := append([]string{"-i", tc.id}, tc.args...)
+			r := lockex(t, env, append([]string{"--status"}, args...)...)
+			if r.code != 1 || r.stdout != tc.title+"\n" {
+				t.Errorf("exit %d, stdout %q; want 1 and %q; log:\n%s", r.code, r.stdout, tc.title+"\n", r.stderr)
+			}
+			st := statusOf(t, env, 1, args...)
+			if st.Lock != "/lockex/"+tc.id || st.Kind != tc.kind || st.Size != tc.size || *st.Held || len(st.Holders)+len(st.Waiting) != 0 {
+				t.Errorf("status %+v, want a free %s of %d at /lockex/%s", st, tc.kind, tc.size, tc.id)
+			}
+		})
+	}
+	if after := children(t, conn, "/lockex"); !slices.Equal(before, after) {
+		t.Errorf("--status changed /lockex: before %q, after %q", before, after)
+	}
+}
+
+// TestStatusHeld: a holder and two waiters, in the order they queued.
+func TestStatusHeld(t *testing.T) {
+	zk := startZK(t)
+	env := []string{"LOCKEX_ZKHOSTS=" + zk.Hosts(), "LOCKEX_LOCKID=held"}
+	conn := zkClient(t, zk.Hosts())
+	var pids []int
+	for i := range 3 {
+		c := startLockex(t, env, "--", "sleep", "60")
+		pids = append(pids, c.cmd.Process.Pid)
+		eventually(t, 20*time.Second, fmt.Sprintf("contender %d queued", i+1), func() bool { return len(children(t, conn, "/lockex/held")) == i+1 })
+	}
+
+	r := lockex(t, env, "--status")
+	if r.code != 0 {
+		t.Fatalf("exit %d, want 0; log:\n%s", r.code, r.stderr)
+	}
+	t.Logf("table:\n%s", r.stdout)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if len(lines) != 5 || lines[0] != "/lockex/held (lock): held, 2 waiting" || !strings.HasPrefix(lines[1], "ROLE ") {
+		t.Fatalf("want a title, a header and 3 rows:\n%s", r.stdout)
+	}
+	for i, role := range []string{"holder", "waiting", "waiting"} {
+		row := strings.Fields(lines[2+i])
+		if len(row) < 5 || row[0] != role || !strings.HasPrefix(row[1], "/lockex/held/") || !strings.HasSuffix(row[2], fmt.Sprintf(":%d", pids[i])) {
+			t.Errorf("row %d = %q, want %s of lockex pid %d", i+1, lines[2+i], role, pids[i])
+		}
+	}
+
+	st := statusOf(t, env, 0)
+	t.Logf("%+v", st)
+	if st.Lock != "/lockex/held" || st.Kind != "lock" || st.Size != 1 || !*st.Held || len(st.Holders) != 1 || len(st.Waiting) != 2 {
+		t.Fatalf("status %+v, want a held lock with 2 waiting", st)
+	}
+	checkNodes(t, "holder", st.Holders, "/lockex/held/", pids[:1])
+	checkNodes(t, "waiting", st.Waiting, "/lockex/held/", pids[1:])
+	if st.Holders[0].Token >= st.Waiting[0].Token || st.Waiting[0].Token >= st.Waiting[1].Token {
+		t.Errorf("tokens not in queue order: %+v", st)
+	}
+	if kids := children(t, conn, "/lockex/held"); len(kids) != 3 {
+		t.Errorf("--status changed the lock's children: %q", kids)
+	}
+}
+
+// TestStatusSemaphore: two leases of two held, one contender waiting.
+func TestStatusSemaphore(t *testing.T) {
+	zk := startZK(t)
+	env := []string{"LOCKEX_ZKHOSTS=" + zk.Hosts(), "LOCKEX_LOCKID=sem"}
+	conn := zkClient(t, zk.Hosts())
+	var pids []int
+	for i := range 2 {
+		c := startLockex(t, env, "-c", "2", "--", "sleep", "60")
+		pids = append(pids, c.cmd.Process.Pid)
+		eventually(t, 20*time.Second, fmt.Sprintf("lease %d held", i+1), func() bool { return len(children(t, conn, "/lockex/sem")) == i+1 })
+	}
+	w := startLockex(t, env, "-c", "2", "--", "sleep", "60")
+	pids = append(pids, w.cmd.Process.Pid)
+	eventually(t, 20*time.Second, "third contender queued", func() bool { return len(children(t, conn, "/lockex/sem-__lock__")) == 1 })
+
+	r := lockex(t, env, "--status", "-c", "2")
+	t.Logf("table:\n%s", r.stdout)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "/lockex/sem (semaphore of 2): held, 2 of 2 leases, 1 waiting\n") {
+		t.Fatalf("exit %d, stdout:\n%s\nlog:\n%s", r.code, r.stdout, r.stderr)
+	}
+	// The size is read from ZooKeeper: --status without -c finds it too.
+	for _, args := range [][]string{{"-c", "2"}, nil} {
+		st := statusOf(t, env, 0, args...)
+		if st.Kind != "semaphore" || st.Size != 2 || !*st.Held || len(st.Holders) != 2 || len(st.Waiting) != 1 {
+			t.Fatalf("status %+v, want a semaphore of 2, both held, 1 waiting", st)
+		}
+		checkNodes(t, "holder", st.Holders, "/lockex/sem/", pids[:2])
+		checkNodes(t, "waiting", st.Waiting, "/lockex/sem-__lock__/", pids[2:])
+	}
+}
+
+// checkNodes compares the nodes of one list with the lockex processes
+// expected there, in order.
+func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pids []int) {
+	t.Helper()
+	if len(nodes) != len(pids) {
+		t.Fatalf("%d %s, want %d", len(nodes), role, len(pids))
+	}
+	for i, n := range nodes {
+		if !strings.HasPrefix(n.Node, under) || !strings.HasSuffix(n.Identifier, fmt.Sprintf(":%d", pids[i])) ||
+			n.Position != i+1 || n.Token <= 0 || time.Since(n.Created) > 5*time.Minute || time.Since(n.Created) < -time.Minute {
+			t.Errorf("%s %d = %+v, want a node under %s of lockex pid %d", role, i+1, n, under, pids[i])
+		}
+	}
+}
