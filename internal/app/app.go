@@ -17,9 +17,13 @@ import (
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/httpapi"
 	"github.com/lockex/lockex/internal/logging"
+	"github.com/lockex/lockex/internal/metrics"
 	"github.com/lockex/lockex/internal/proc"
+	"github.com/lockex/lockex/internal/status"
 	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
 )
 
 // Version is stamped at build time with -ldflags "-X ...app.Version=v1.2.3".
@@ -53,6 +57,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	case cfg.Version:
 		fmt.Fprintf(stdout, "lockex %s %s\n", version(), runtime.Version())
 		return exitcode.OK
+	case cfg.Status:
+		return runStatus(ctx, cfg, stdout, log)
 	case cfg.Install != "":
 		if err := install(cfg.Install); err != nil {
 			log.Error("install failed", "dir", cfg.Install, "err", err)
@@ -78,7 +84,21 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	signal.Notify(signals, forwarded...)
 	defer signal.Stop(signals)
 
-	locker := newLocker(cfg, log)
+	// One record of the state; the log lines, the metrics and the probes
+	// all come from it.
+	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version())
+	rec := status.New(log, cfg.Path, cfg.Concurrent, zklock.LossReason, m)
+	if cfg.HTTPAddr != "" {
+		// Before the lock is sought: a waiting standby answers its probes.
+		srv, err := httpapi.Start(cfg.HTTPAddr, rec.Snapshot, registry, log)
+		if err != nil {
+			log.Error("cannot serve probes and metrics", "err", err)
+			return exitcode.Usage
+		}
+		defer srv.Close()
+	}
+
+	locker := newLocker(cfg, log, rec)
 	defer locker.close()
 	return supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
@@ -92,6 +112,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		MinHold:      cfg.MinHold.D(),
 		KillSignal:   cfg.KillSignal.Sys(),
 		KillGrace:    cfg.KillGrace.D(),
+		Observer:     rec,
 		Log:          log,
 	})
 }

@@ -17,25 +17,17 @@ import (
 type zkLocker struct {
 	cfg     *config.Config
 	log     *slog.Logger
+	obs     zklock.Observer
 	session *zklock.Session
 }
 
-func newLocker(cfg *config.Config, log *slog.Logger) *zkLocker {
-	return &zkLocker{cfg: cfg, log: log}
+func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.Observer) *zkLocker {
+	return &zkLocker{cfg: cfg, log: log, obs: obs}
 }
 
 func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
-	s, err := zklock.Connect(ctx, zklock.Options{
-		Servers:        c.Servers,
-		Chroot:         c.Chroot,
-		SessionTimeout: c.SessionTimeout.D(),
-		ConnectTimeout: c.Timeout.D(),
-		Attempts:       c.Retry,
-		Retries:        c.LockRetry,
-		StopGrace:      c.KillGrace.D(),
-		Logger:         l.log,
-	})
+	s, err := zklock.Connect(ctx, sessionOptions(c, l.log, l.obs))
 	if err != nil {
 		return classify(err)
 	}
@@ -66,6 +58,21 @@ func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
 		return nil, classify(err)
 	}
 	return lease, nil
+}
+
+// sessionOptions are the ZooKeeper session's options for cfg.
+func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.Observer) zklock.Options {
+	return zklock.Options{
+		Servers:        cfg.Servers,
+		Chroot:         cfg.Chroot,
+		SessionTimeout: cfg.SessionTimeout.D(),
+		ConnectTimeout: cfg.Timeout.D(),
+		Attempts:       cfg.Retry,
+		Retries:        cfg.LockRetry,
+		StopGrace:      cfg.KillGrace.D(),
+		Logger:         log,
+		Observer:       obs,
+	}
 }
 
 // close ends the session, which deletes any node of ours still there.

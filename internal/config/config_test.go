@@ -83,7 +83,7 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"-i", "a/b", "x"}, nil, `lockid "a/b"`},
 		{[]string{"-i", "bad\x01id", "x"}, nil, "U+0001"},
 		{[]string{"--bogus", "x"}, nil, "bogus"},
-		{[]string{"--http-addr", ":9090", "x"}, nil, "not supported"},
+		{[]string{"--zk-user", "u", "x"}, nil, "not supported"},
 	} {
 		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
 			_, err := Parse(tc.args, tc.env, io.Discard)

@@ -70,8 +70,6 @@ func (c *Config) validate() error {
 // than an error.
 func (c *Config) unsupported() error {
 	for flag, set := range map[string]bool{
-		"http-addr":         c.HTTPAddr != "",
-		"status":            c.Status,
 		"zk-user":           c.ZKUser != "",
 		"zk-password":       c.ZKPassword != "",
 		"zk-password-file":  c.ZKPasswordFile != "",

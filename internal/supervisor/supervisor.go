@@ -54,6 +54,24 @@ type Process interface {
 	Stop(sig syscall.Signal, grace time.Duration)
 }
 
+// Observer is told of the lock's and the workload's changes, for logs,
+// metrics and probes; it logs them, so Run does not.
+type Observer interface {
+	Acquired(node string, token int64, waited time.Duration)
+	WorkloadStarted(pid int)
+	WorkloadExited(code int)
+	Lost(err error)
+	Released()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Acquired(string, int64, time.Duration) {}
+func (nopObserver) WorkloadStarted(int)                   {}
+func (nopObserver) WorkloadExited(int)                    {}
+func (nopObserver) Lost(error)                            {}
+func (nopObserver) Released()                             {}
+
 // Config is what Run needs.
 type Config struct {
 	Locker Locker
@@ -71,6 +89,7 @@ type Config struct {
 	// when it has to go: the signal, then SIGKILL after the grace.
 	KillSignal syscall.Signal
 	KillGrace  time.Duration
+	Observer   Observer
 	Log        *slog.Logger
 }
 
@@ -85,11 +104,14 @@ func (s stoppedBy) Error() string { return "stopped by " + s.sig.String() }
 // Run takes the lock, runs the workload and releases the lock, and returns
 // lockex's exit code: the workload's, or one of package exitcode's.
 func Run(ctx context.Context, c Config) int {
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
 	lease, code, ok := acquire(ctx, c)
 	if !ok {
 		return code
 	}
-	c.Log.Info("lock acquired", "node", lease.Node(), "fencing_token", lease.Token(), "waited", lease.Waited())
+	c.Observer.Acquired(lease.Node(), lease.Token(), lease.Waited())
 	heldSince := time.Now()
 	defer release(c, lease)
 
@@ -112,12 +134,12 @@ func Run(ctx context.Context, c Config) int {
 		c.Log.Error("workload did not start", "err", err)
 		return exitcode.Of(err)
 	}
-	c.Log.Info("workload started", "pid", proc.Pid())
+	c.Observer.WorkloadStarted(proc.Pid())
 	code, lost := supervise(c, lease, proc)
 	if lost {
 		return code
 	}
-	c.Log.Info("workload exited", "code", code)
+	c.Observer.WorkloadExited(code)
 	// Nothing started under the lock may outlive it: a background child
 	// of the workload, or a daemon it left to lockex, would otherwise run
 	// next to the next holder's workload.
@@ -226,8 +248,7 @@ func supervise(c Config, lease Lease, proc Process) (code int, lost bool) {
 		case <-proc.Done():
 			return proc.ExitCode(), false
 		case <-lease.Done():
-			c.Log.Error("lock lost; stopping the workload", "reason", lease.Err(),
-				"signal", c.KillSignal.String(), "kill_grace", c.KillGrace)
+			c.Observer.Lost(lease.Err())
 			proc.Stop(c.KillSignal, c.KillGrace)
 			c.Log.Error("workload stopped because the lock was lost", "reason", lease.Err())
 			return exitcode.LockLost, true
@@ -262,7 +283,6 @@ func holdUntil(c Config, lease Lease, t time.Time) {
 func release(c Config, lease Lease) {
 	if err := lease.Release(); err != nil {
 		c.Log.Warn("lock node not deleted; the session's end removes it", "node", lease.Node(), "err", err)
-		return
 	}
-	c.Log.Info("lock released")
+	c.Observer.Released()
 }

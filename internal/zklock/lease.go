@@ -155,13 +155,11 @@ func (l *Lease) watchSession() {
 					l.lose(err)
 					return
 				}
-				l.s.log.Info("reconnected to zookeeper; lock still held", "session_id", fmt.Sprintf("%#x", l.session), "server", l.s.conn.Server())
 			}
 		case state != zk.StateHasSession && !suspended:
 			suspended = true
 			_, last := l.s.live.snapshot()
-			l.s.log.Warn("disconnected from zookeeper; the workload keeps running until the session could expire",
-				"stop_in", time.Until(l.deadline(last)).Round(time.Millisecond))
+			l.s.log.Debug("suspended while holding", "stop_in", time.Until(l.deadline(last)).Round(time.Millisecond))
 		}
 		select {
 		case <-changed:
@@ -244,4 +242,18 @@ func (l *Lease) cause(err error) error {
 		return fmt.Errorf("%w: session %#x", ErrSessionExpired, l.session)
 	}
 	return err
+}
+
+// LossReason names a loss for the lockex_lock_lost_total metric's reason
+// label (SPEC section 5).
+func LossReason(err error) string {
+	switch {
+	case errors.Is(err, ErrSessionExpired):
+		return "session_expired"
+	case errors.Is(err, ErrNodeDeleted):
+		return "node_deleted"
+	case errors.Is(err, ErrSuspendedTooLong):
+		return "suspend_deadline"
+	}
+	return "unknown"
 }

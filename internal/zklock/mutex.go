@@ -31,11 +31,14 @@ type Mutex struct {
 	// sizeCheck refuses a P that holds a semaphore's size: mutex
 	// contenders would not see the semaphore's leases.
 	sizeCheck bool
+	// obs is told of contenders and waiting; a semaphore's inner mutex
+	// reports nothing, the semaphore reports its leases.
+	obs Observer
 }
 
 // NewMutex returns a mutex at path whose node carries identifier.
 func NewMutex(s *Session, path, identifier string) *Mutex {
-	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true}
+	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true, obs: s.obs}
 }
 
 // giveUpFunc decides, while a contender waits, whether to stop waiting
@@ -136,10 +139,12 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	}
 
 	pred, ahead := predecessor(children, *node)
+	m.obs.Contenders(countContenders(children))
 	if pred == "" {
 		return m.held(node, start)
 	}
-	m.s.log.Info("waiting for lock", "ahead", ahead, "node", join(m.path, *node))
+	m.obs.Waiting(ahead)
+	m.s.log.Debug("waiting behind", "predecessor", join(m.path, pred), "node", join(m.path, *node))
 	stop, wake, err := giveUp()
 	if err != nil {
 		return nil, nil, err
@@ -211,6 +216,16 @@ func predecessor(children []string, own string) (pred string, ahead int) {
 		return contender.FindStringSubmatch(before[i])[1] < contender.FindStringSubmatch(before[j])[1]
 	})
 	return before[len(before)-1], len(before)
+}
+
+func countContenders(children []string) int {
+	n := 0
+	for _, c := range children {
+		if contender.MatchString(c) {
+			n++
+		}
+	}
+	return n
 }
 
 // merge returns a channel that fires when a or b fires; b may be nil.

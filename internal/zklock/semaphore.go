@@ -26,6 +26,7 @@ type Semaphore struct {
 // NewSemaphore returns a semaphore of size leases at path.
 func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 	mutex := NewMutex(s, path+"-__lock__", identifier)
+	mutex.obs = nopObserver{}
 	mutex.sizeCheck = false
 	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
 }
@@ -93,7 +94,8 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 			if !blocking {
 				return nil, nil, fmt.Errorf("%w: all %d leases of %s are held", ErrBusy, m.size, m.path)
 			}
-			m.s.log.Info("waiting for a lease", "held", len(leases), "size", m.size)
+			m.s.obs.Contenders(len(leases))
+			m.s.obs.Waiting(0)
 			return nil, watch, nil
 		}
 		if _, err := m.s.conn.Create(m.s.abs(p), m.data, zk.FlagEphemeral, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
@@ -108,6 +110,11 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 		// A lease of an expired session of ours: wait until it is gone.
 		return nil, watch, nil
 	}
+	held := len(leases)
+	if !slices.Contains(leases, m.lease) {
+		held++
+	}
+	m.s.obs.Contenders(held)
 	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
 }
 

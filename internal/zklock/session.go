@@ -42,7 +42,34 @@ type Options struct {
 	// the session.
 	StopGrace time.Duration
 	Logger    *slog.Logger
+	// Observer is told of the session's changes; nil for none.
+	Observer Observer
 }
+
+// Observer is told what the session and the recipes see, for logs, metrics
+// and probes. Its methods must not block: some run on go-zookeeper's event
+// goroutine.
+type Observer interface {
+	Connecting(servers []string, timeout time.Duration)
+	Connected(server string, session int64, granted time.Duration)
+	Disconnected()
+	Reconnected(server string)
+	Expired()
+	// Contenders is how many contenders (a semaphore: lease holders) a
+	// recipe saw; Waiting, that the lock is taken, with ahead before us.
+	Contenders(n int)
+	Waiting(ahead int)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Connecting([]string, time.Duration)     {}
+func (nopObserver) Connected(string, int64, time.Duration) {}
+func (nopObserver) Disconnected()                          {}
+func (nopObserver) Reconnected(string)                     {}
+func (nopObserver) Expired()                               {}
+func (nopObserver) Contenders(int)                         {}
+func (nopObserver) Waiting(int)                            {}
 
 // Session is one ZooKeeper session. The recipes built on it never watch the
 // connection themselves; they ask the session to wait for it.
@@ -50,6 +77,7 @@ type Session struct {
 	opts Options
 	conn *zk.Conn
 	log  *slog.Logger
+	obs  Observer
 
 	live liveness // what the wire shows: granted timeout, last answer
 
@@ -58,6 +86,9 @@ type Session struct {
 	changed  chan struct{} // closed and replaced on every state change
 	expiries int           // sessions of ours the server refused as expired
 	dialErr  error         // the last failed dial, for error messages
+	up       bool          // connected with a session since the last report
+	reported int64         // the session id last reported as connected
+	closing  bool          // Close was called: the disconnect is ours
 }
 
 // Connect establishes a session, trying opts.Attempts times for at most
@@ -66,7 +97,10 @@ type Session struct {
 func Connect(ctx context.Context, opts Options) (*Session, error) {
 	var err error
 	for attempt := 1; attempt <= max(opts.Attempts, 1); attempt++ {
-		s := &Session{opts: opts, log: opts.Logger, changed: make(chan struct{})}
+		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{})}
+		if s.obs == nil {
+			s.obs = nopObserver{}
+		}
 		if err = s.connect(ctx); err == nil {
 			return s, nil
 		}
@@ -79,7 +113,7 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 }
 
 func (s *Session) connect(ctx context.Context) error {
-	s.log.Info("connecting to zookeeper", "servers", s.opts.Servers, "session_timeout", s.opts.SessionTimeout)
+	s.obs.Connecting(s.opts.Servers, s.opts.SessionTimeout)
 	conn, _, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
 		zk.WithEventCallback(s.onEvent),
 		zk.WithLogger(zkLogger{s.log}),
@@ -104,8 +138,10 @@ func (s *Session) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("%w: no session within %s", ErrUnreachable, s.opts.ConnectTimeout)
 	}
-	s.log.Info("connected to zookeeper", "server", conn.Server(), "session_id", fmt.Sprintf("%#x", conn.SessionID()),
-		"session_timeout", s.Granted())
+	s.mu.Lock()
+	s.up, s.reported = true, conn.SessionID()
+	s.mu.Unlock()
+	s.obs.Connected(conn.Server(), conn.SessionID(), s.Granted())
 	return nil
 }
 
@@ -147,8 +183,31 @@ func (s *Session) onEvent(ev zk.Event) {
 	}
 	close(s.changed)
 	s.changed = make(chan struct{})
+	// Report going down once and coming back once; the first session is
+	// reported by connect, and the disconnect Close causes not at all.
+	var report func()
+	switch {
+	case s.closing:
+	case ev.State == zk.StateExpired:
+		report = s.obs.Expired
+	case ev.State == zk.StateHasSession && !s.up && s.reported != 0:
+		s.up = true
+		if id := s.conn.SessionID(); id != s.reported {
+			// After an expiry go-zookeeper makes a new session.
+			s.reported = id
+			report = func() { s.obs.Connected(ev.Server, id, s.Granted()) }
+		} else {
+			report = func() { s.obs.Reconnected(ev.Server) }
+		}
+	case ev.State != zk.StateHasSession && ev.State != zk.StateConnected && s.up:
+		s.up = false
+		report = s.obs.Disconnected
+	}
 	s.mu.Unlock()
 	s.log.Debug("zookeeper session event", "state", ev.State.String(), "server", ev.Server)
+	if report != nil {
+		report()
+	}
 }
 
 // current is the session's state, how many expiries it has seen, and a
@@ -181,7 +240,12 @@ func (s *Session) WaitConnected(ctx context.Context) error {
 func (s *Session) ID() int64 { return s.conn.SessionID() }
 
 // Close ends the session; the server deletes its ephemeral nodes at once.
-func (s *Session) Close() { s.conn.Close() }
+func (s *Session) Close() {
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.conn.Close()
+}
 
 // abs maps a path as lockex sees it to the path on the server.
 func (s *Session) abs(p string) string { return s.opts.Chroot + p }

@@ -1,0 +1,111 @@
+// Package metrics turns the state changes that package status records into
+// the Prometheus metrics of SPEC section 5, on a registry of lockex's own.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/lockex/lockex/internal/status"
+)
+
+// LossReasons are the values of lockex_lock_lost_total's reason label.
+// Each series exists from the start at 0, so that an alert on increase()
+// fires on the first loss too.
+var LossReasons = []string{"session_expired", "node_deleted", "suspend_deadline"}
+
+// Metrics is a status.Observer that keeps the metrics.
+type Metrics struct {
+	held, contenders, maxHolders, connected, running prometheus.Gauge
+	wait                                             prometheus.Observer
+	lost                                             *prometheus.CounterVec
+	disconnects, expirations                         prometheus.Counter
+}
+
+// New registers lockex's metrics for lock P, and the Go and process
+// collectors, on a new registry.
+func New(lock string, maxHolders int, version string) (*Metrics, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := factory{reg: reg, labels: prometheus.Labels{"lock": lock}}
+	m := &Metrics{
+		held:       f.gauge("lockex_lock_held", "1 while this instance holds the lock or a lease."),
+		contenders: f.gauge("lockex_lock_contenders", "Contenders (mutex) or lease holders (semaphore) last seen."),
+		maxHolders: f.gauge("lockex_lock_max_holders", "Holders allowed at once: 1 for a mutex, N for a semaphore."),
+		connected:  f.gauge("lockex_zk_connected", "1 while connected to ZooKeeper with a live session."),
+		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
+		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start until the lock was held.",
+			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
+		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
+		disconnects: f.counter("lockex_zk_disconnects_total", "Connection losses to ZooKeeper."),
+		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
+	}
+	m.maxHolders.Set(float64(maxHolders))
+	for _, r := range LossReasons {
+		m.lost.WithLabelValues(r)
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "lockex_build_info", Help: "1, labelled with lockex's version and the Go version it was built with.",
+		ConstLabels: f.labels,
+	}, []string{"version", "goversion"})
+	reg.MustRegister(build)
+	build.WithLabelValues(version, runtime.Version()).Set(1)
+	return m, reg
+}
+
+// Observe implements status.Observer.
+func (m *Metrics) Observe(ch status.Change, s status.Snapshot) {
+	m.held.Set(bool01(s.Held()))
+	m.running.Set(bool01(s.Phase == status.Running))
+	m.connected.Set(bool01(s.Connected))
+	m.contenders.Set(float64(s.Contenders))
+	switch ch.Event {
+	case status.EvAcquired:
+		m.wait.Observe(ch.Waited.Seconds())
+	case status.EvLost:
+		m.lost.WithLabelValues(s.LostReason).Inc()
+	case status.EvDisconnected:
+		m.disconnects.Inc()
+	case status.EvExpired:
+		m.expirations.Inc()
+	}
+}
+
+func bool01(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// factory makes collectors labelled with the lock and registers them.
+type factory struct {
+	reg    *prometheus.Registry
+	labels prometheus.Labels
+}
+
+func (f factory) gauge(name, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help, ConstLabels: f.labels})
+	f.reg.MustRegister(g)
+	return g
+}
+
+func (f factory) counter(name, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: f.labels})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(name, help string, label string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: f.labels}, []string{label})
+	f.reg.MustRegister(c)
+	return c
+}
+
+func (f factory) histogram(name, help string, buckets []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name, Help: help, ConstLabels: f.labels, Buckets: buckets})
+	f.reg.MustRegister(h)
+	return h
+}
