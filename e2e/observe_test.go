@@ -25,9 +25,9 @@ type observed struct {
 	base string // http://host:port
 }
 
-func startObserved(t *testing.T, args ...string) *observed {
+func startObserved(t *testing.T, env []string, args ...string) *observed {
 	t.Helper()
-	s := startLockex(t, nil, append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)...)
+	s := startLockex(t, env, append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)...)
 	o := &observed{started: s}
 	eventually(t, 10*time.Second, "lockex serves http", func() bool {
 		for _, line := range logLines(t, s) {
@@ -174,7 +174,7 @@ func TestObservability(t *testing.T) {
 	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
 	const lock = "/lockex/obs"
 	logPath := filepath.Join(t.TempDir(), "log")
-	a := startObserved(t, lossArgs(proxy.Addr(), "obs", ticker(logPath, "a", 0, true))...)
+	a := startObserved(t, nil, lossArgs(proxy.Addr(), "obs", ticker(logPath, "a", 0, true))...)
 	waitRecord(t, logPath, "a")
 
 	t.Run("holding", func(t *testing.T) {
@@ -192,7 +192,7 @@ func TestObservability(t *testing.T) {
 		}
 	})
 
-	b := startObserved(t, lossArgs(zk.Hosts(), "obs", ticker(logPath, "b", 100*time.Millisecond, false))...)
+	b := startObserved(t, nil, lossArgs(zk.Hosts(), "obs", ticker(logPath, "b", 100*time.Millisecond, false))...)
 	t.Run("waiting", func(t *testing.T) {
 		eventually(t, 10*time.Second, "b waits", func() bool { _, body := b.get(t, "/active"); return strings.Contains(body, "waiting") })
 		b.probes(t, 200, 200, 503)
@@ -293,7 +293,7 @@ func checkLog(t *testing.T, s *started, lock string, msgs map[string][]string) {
 // TestSemaphoreMetrics: -c 3 reports max holders 3 and a held lease.
 func TestSemaphoreMetrics(t *testing.T) {
 	zk := startZK(t)
-	c := startObserved(t, "-z", zk.Hosts(), "-i", "obs-sem", "-c", "3", "--", "sleep", "1000")
+	c := startObserved(t, nil, "-z", zk.Hosts(), "-i", "obs-sem", "-c", "3", "--", "sleep", "1000")
 	eventually(t, 10*time.Second, "the lease is held", func() bool { code, _ := c.get(t, "/active"); return code == 200 })
 	check(t, c.metrics(t), "/lockex/obs-sem", map[string]want{
 		"lockex_lock_max_holders": gauge(3), "lockex_lock_held": gauge(1), "lockex_lock_contenders": gauge(1),

@@ -48,6 +48,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		logging.New(stderr, "text", "info").Error("bad usage", "err", err)
 		return exitcode.Usage
 	}
+	hideSecrets(len(cfg.Command), cfg.ZKPassword)
 	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
 	if !cfg.IsMode() {
 		log = log.With("lock", cfg.Path)
@@ -105,7 +106,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Start: func(env []string) (supervisor.Process, error) {
 			return reaper.Start(path, cfg.Command, env)
 		},
-		Env:          environ,
+		Env:          workloadEnv(environ),
 		Signals:      signals,
 		LockTimeout:  lockTimeout(cfg.LockTimeout),
 		BusyExitCode: cfg.BusyExitCode,

@@ -72,6 +72,10 @@ func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.Observer) z
 		StopGrace:      cfg.KillGrace.D(),
 		Logger:         log,
 		Observer:       obs,
+		User:           cfg.ZKUser,
+		Password:       cfg.ZKPassword,
+		WorldRead:      cfg.ZKACLWorldRead,
+		TLS:            cfg.TLS,
 	}
 }
 

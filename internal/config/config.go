@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -62,6 +63,8 @@ type Config struct {
 	Chroot  string   `env:"-"`
 	// Path is P, the lock's znode as the client sees it (inside Chroot).
 	Path string `env:"-"`
+	// TLS is the configuration for TLS to ZooKeeper, nil for plain TCP.
+	TLS *tls.Config `env:"-"`
 
 	// source names where each flag's value came from, for error messages.
 	source map[string]string
@@ -77,7 +80,8 @@ func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
 		Environment: vars,
 		Prefix:      EnvPrefix,
 		OnSet: func(key string, _ any, isDefault bool) {
-			if !isDefault {
+			// The library reports unset variables too; an empty one is unset.
+			if !isDefault && vars[key] != "" {
 				c.source[flagName(key)] = key
 			}
 		},
@@ -85,6 +89,7 @@ func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
 		return nil, envError(err, vars)
 	}
 
+	envPassword := c.ZKPassword
 	fs := c.flags()
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
@@ -95,6 +100,12 @@ func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
 		return nil, ErrHelp
 	}
 	fs.Visit(func(f *pflag.Flag) { c.source[f.Name] = "--" + f.Name })
+	if !fs.Changed("zk-password") {
+		c.ZKPassword = envPassword
+	}
+	// The flag's value shares memory with the process's argv, which the
+	// app overwrites so that ps does not show the password.
+	c.ZKPassword = strings.Clone(c.ZKPassword)
 	if fs.Changed("no-blocking") {
 		nb, _ := fs.GetBool("no-blocking")
 		c.Blocking = !nb

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"io"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -83,7 +85,13 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"-i", "a/b", "x"}, nil, `lockid "a/b"`},
 		{[]string{"-i", "bad\x01id", "x"}, nil, "U+0001"},
 		{[]string{"--bogus", "x"}, nil, "bogus"},
-		{[]string{"--zk-user", "u", "x"}, nil, "not supported"},
+		{[]string{"--zk-user", "u", "x"}, nil, "needs a password"},
+		{[]string{"--zk-password", "s3cret", "x"}, nil, "--zk-user"},
+		{[]string{"--zk-user", "a:b", "--zk-password", "p", "x"}, nil, "no colon"},
+		{[]string{"--zk-acl-world-read", "x"}, nil, "without auth"},
+		{[]string{"--zk-user", "u", "--zk-password-file", "/nonexistent/pw", "x"}, nil, "--zk-password-file: open /nonexistent/pw"},
+		{[]string{"--zk-tls-cert", "c.pem", "x"}, nil, "--zk-tls-cert and --zk-tls-key together"},
+		{[]string{"--zk-tls-ca", "/nonexistent/ca.pem", "x"}, nil, "--zk-tls-ca: open /nonexistent/ca.pem"},
 	} {
 		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
 			_, err := Parse(tc.args, tc.env, io.Discard)
@@ -122,5 +130,41 @@ func TestDerivedID(t *testing.T) {
 	// stable across releases, so a mixed fleet shares the lock.
 	if got := DerivedID([]string{"echo", "hi"}); got != "f956585a54743d20" {
 		t.Errorf("DerivedID(echo hi) = %s", got)
+	}
+}
+
+// TestPassword: the password comes from the flag, the variable or a file
+// (without its newline), and --help never shows the variable's value.
+func TestPassword(t *testing.T) {
+	file := t.TempDir() + "/pw"
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		env  []string
+		want string
+	}{
+		{[]string{"--zk-user", "u", "--zk-password", "from-flag", "x"}, []string{"LOCKEX_ZK_PASSWORD=from-env"}, "from-flag"},
+		{[]string{"--zk-user", "u", "x"}, []string{"LOCKEX_ZK_PASSWORD=from-env"}, "from-env"},
+		{[]string{"--zk-user", "u", "--zk-password-file", file, "x"}, nil, "from-file"},
+	} {
+		c, err := Parse(tc.args, tc.env, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.ZKPassword != tc.want {
+			t.Errorf("%q %q: password %q, want %q", tc.args, tc.env, c.ZKPassword, tc.want)
+		}
+	}
+	var help strings.Builder
+	if _, err := Parse([]string{"--help"}, []string{"LOCKEX_ZK_PASSWORD=hunter2"}, &help); !errors.Is(err, ErrHelp) {
+		t.Fatal(err)
+	}
+	if strings.Contains(help.String(), "hunter2") {
+		t.Errorf("--help shows the password:\n%s", help.String())
+	}
+	if !strings.Contains(help.String(), "Secrets: LOCKEX_ZK_PASSWORD") {
+		t.Errorf("--help does not say which variables hold secrets:\n%s", help.String())
 	}
 }

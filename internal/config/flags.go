@@ -33,7 +33,10 @@ func (c *Config) flags() *pflag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.ZKUser, "zk-user", c.ZKUser, "ZooKeeper digest auth `user`")
-	fs.StringVar(&c.ZKPassword, "zk-password", c.ZKPassword, "ZooKeeper digest auth `password`")
+	// The default shown by --help must never be the password from the
+	// environment: the flag starts empty, and Parse puts the variable's
+	// value back when the flag is not given.
+	fs.StringVar(&c.ZKPassword, "zk-password", "", "ZooKeeper digest auth `password` (secret; visible to ps for a moment: prefer LOCKEX_ZK_PASSWORD or --zk-password-file)")
 	fs.StringVar(&c.ZKPasswordFile, "zk-password-file", c.ZKPasswordFile, "read the digest password from this `file`")
 	fs.BoolVar(&c.ZKACLWorldRead, "zk-acl-world-read", c.ZKACLWorldRead, "with auth, let anyone read lockex's nodes")
 	fs.StringVar(&c.ZKTLSCA, "zk-tls-ca", c.ZKTLSCA, "CA `file` for TLS to ZooKeeper")
@@ -51,7 +54,10 @@ func (c *Config) flags() *pflag.FlagSet {
 func usage(fs *pflag.FlagSet) string {
 	return "Usage: lockex [flags] -- command [args...]\n\n" +
 		"Runs command while holding a ZooKeeper lock (or one of N leases with -c N).\n" +
-		"Every flag can be set as LOCKEX_<FLAG>, e.g. LOCKEX_SESSION_TIMEOUT=10s.\n\n" +
+		"Every flag can be set as LOCKEX_<FLAG>, e.g. LOCKEX_SESSION_TIMEOUT=10s.\n" +
+		"Secrets: LOCKEX_ZK_PASSWORD (or the file named by LOCKEX_ZK_PASSWORD_FILE) and\n" +
+		"the key file of LOCKEX_ZK_TLS_KEY; lockex never logs or shows them, and does\n" +
+		"not pass LOCKEX_ZK_PASSWORD on to the workload.\n\n" +
 		"Flags:\n" + fs.FlagUsages()
 }
 

@@ -1,8 +1,11 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // validate checks each value against its range and the values against each
@@ -28,6 +31,9 @@ func (c *Config) validate() error {
 		{!oneOf(c.LogLevel, "debug", "info", "warn", "error"), "log-level", c.LogLevel, "debug, info, warn or error"},
 		{!oneOf(c.Output, "table", "json"), "output", c.Output, "table or json"},
 		{c.ZKPassword != "" && c.ZKPasswordFile != "", "zk-password-file", c.ZKPasswordFile, "not together with --zk-password"},
+		{strings.Contains(c.ZKUser, ":"), "zk-user", c.ZKUser, "no colon: digest auth is user:password"},
+		{c.ZKACLWorldRead && c.ZKUser == "", "zk-acl-world-read", c.ZKACLWorldRead, "--zk-user: without auth every node is world-readable anyway"},
+		{(c.ZKTLSCert == "") != (c.ZKTLSKey == ""), "zk-tls-key", c.ZKTLSKey, "--zk-tls-cert and --zk-tls-key together"},
 		// SPEC section 4: the workload is told to stop at session timeout
 		// − kill grace − 10%, so a grace of 90% or more leaves no time at
 		// all. The server may grant less than asked; lockex checks again
@@ -40,11 +46,21 @@ func (c *Config) validate() error {
 			return fmt.Errorf("%s %q: want %s", c.name(ch.flag), fmt.Sprint(ch.val), ch.want)
 		}
 	}
-	if err := c.unsupported(); err != nil {
+	if c.ZKUser == "" && (c.ZKPassword != "" || c.ZKPasswordFile != "") {
+		// Never name the password's value, not even in an error.
+		return fmt.Errorf("a ZooKeeper password needs a user: set --zk-user")
+	}
+	if err := c.readPasswordFile(); err != nil {
 		return err
 	}
-
 	var err error
+	if c.TLS, err = c.loadTLS(); err != nil {
+		return err
+	}
+	if c.ZKUser != "" && c.ZKPassword == "" {
+		return fmt.Errorf("%s %q: needs a password (--zk-password, LOCKEX_ZK_PASSWORD or --zk-password-file)", c.name("zk-user"), c.ZKUser)
+	}
+
 	if c.Servers, c.Chroot, err = ParseHosts(c.ZKHosts); err != nil {
 		return fmt.Errorf("%s: %w", c.name("zkhosts"), err)
 	}
@@ -64,25 +80,51 @@ func (c *Config) validate() error {
 	return nil
 }
 
-// unsupported refuses, rather than silently ignores, the flags whose
-// features this build does not have yet: a flag that is accepted but does
-// nothing (auth that is not sent, a probe that never answers) is worse
-// than an error.
-func (c *Config) unsupported() error {
-	for flag, set := range map[string]bool{
-		"zk-user":           c.ZKUser != "",
-		"zk-password":       c.ZKPassword != "",
-		"zk-password-file":  c.ZKPasswordFile != "",
-		"zk-acl-world-read": c.ZKACLWorldRead,
-		"zk-tls-ca":         c.ZKTLSCA != "",
-		"zk-tls-cert":       c.ZKTLSCert != "",
-		"zk-tls-key":        c.ZKTLSKey != "",
-	} {
-		if set {
-			return fmt.Errorf("%s: not supported by this build of lockex yet", c.name(flag))
-		}
+// readPasswordFile reads --zk-password-file (a mounted Kubernetes Secret,
+// say), without its trailing newline. Its errors name the file, never what
+// is in it.
+func (c *Config) readPasswordFile() error {
+	if c.ZKPasswordFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.ZKPasswordFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.name("zk-password-file"), err)
+	}
+	c.ZKPassword = strings.TrimRight(string(b), "\r\n")
+	if c.ZKPassword == "" {
+		return fmt.Errorf("%s %s: the file is empty", c.name("zk-password-file"), c.ZKPasswordFile)
 	}
 	return nil
+}
+
+// loadTLS reads the files of --zk-tls-ca, --zk-tls-cert and --zk-tls-key.
+// The server's certificate is verified: against --zk-tls-ca, or the
+// system's roots without it. A client certificate makes it mutual TLS.
+func (c *Config) loadTLS() (*tls.Config, error) {
+	if c.ZKTLSCA == "" && c.ZKTLSCert == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.ZKTLSCA != "" {
+		pem, err := os.ReadFile(c.ZKTLSCA)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name("zk-tls-ca"), err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s %s: no PEM certificate in it", c.name("zk-tls-ca"), c.ZKTLSCA)
+		}
+	}
+	if c.ZKTLSCert != "" {
+		// tls's errors describe the files, never the key in them.
+		pair, err := tls.LoadX509KeyPair(c.ZKTLSCert, c.ZKTLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s, %s %s: %w", c.name("zk-tls-cert"), c.ZKTLSCert, c.name("zk-tls-key"), c.ZKTLSKey, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // Identifier is what lockex stores in its znodes, as the original tool did:

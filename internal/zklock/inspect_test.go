@@ -30,7 +30,7 @@ func TestInspect(t *testing.T) {
 		if owner != nil {
 			c, flags = owner, zk.FlagEphemeral
 		}
-		if _, err := c.conn.Create(p, []byte(data), flags, acl); err != nil {
+		if _, err := c.conn.Create(p, []byte(data), flags, zk.WorldACL(zk.PermAll)); err != nil {
 			t.Fatalf("create %s: %v", p, err)
 		}
 	}

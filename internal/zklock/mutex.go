@@ -171,7 +171,7 @@ func (m *Mutex) adoptOrCreate(children []string) (string, error) {
 			return name, nil
 		}
 	}
-	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, m.s.acl)
 	if err != nil {
 		return "", err
 	}

@@ -59,7 +59,7 @@ func TestAdoptsNodeOfLostCreate(t *testing.T) {
 	if _, err := s.ensurePath("/adopt", nil); err != nil {
 		t.Fatal(err)
 	}
-	lost, err := s.conn.Create("/adopt/"+m.prefix, m.data, zk.FlagEphemeral|zk.FlagSequence, acl)
+	lost, err := s.conn.Create("/adopt/"+m.prefix, m.data, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestNeverAdoptsAnotherSessionsNode(t *testing.T) {
 	if _, err := other.ensurePath("/foreign", nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.conn.Create("/foreign/"+m.prefix, nil, zk.FlagEphemeral|zk.FlagSequence, acl); err != nil {
+	if _, err := other.conn.Create("/foreign/"+m.prefix, nil, zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll)); err != nil {
 		t.Fatal(err)
 	}
 	_, err := m.Acquire(context.Background(), false)

@@ -13,9 +13,6 @@ import (
 	"github.com/go-zookeeper/zk"
 )
 
-// acl is what lockex's nodes are created with.
-var acl = zk.WorldACL(zk.PermAll)
-
 // retryable reports whether err is a connection problem after which the
 // same operation may succeed: the request may or may not have been applied.
 func retryable(err error) bool {
@@ -34,6 +31,9 @@ type retrier struct {
 // again decides after a failed round: nil means try again (the session is
 // usable by now); an error wrapping ErrUnreachable means give up.
 func (r *retrier) again(ctx context.Context, what string, err error) error {
+	if errors.Is(err, zk.ErrNoAuth) {
+		return fmt.Errorf("%w: %s: %v (check --zk-user and the password, and the ACL of the lock path)", ErrNotAuthorized, what, err)
+	}
 	if !retryable(err) {
 		return fmt.Errorf("%s: %w", what, err)
 	}
@@ -62,7 +62,7 @@ func (s *Session) ensurePath(p string, data []byte) (existed bool, err error) {
 }
 
 func (s *Session) ensure(serverPath string, data []byte) (bool, error) {
-	_, err := s.conn.Create(serverPath, data, 0, acl)
+	_, err := s.conn.Create(serverPath, data, 0, s.acl)
 	switch {
 	case err == nil:
 		return false, nil

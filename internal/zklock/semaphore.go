@@ -98,7 +98,7 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 			m.s.obs.Waiting(0)
 			return nil, watch, nil
 		}
-		if _, err := m.s.conn.Create(m.s.abs(p), m.data, zk.FlagEphemeral, acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		if _, err := m.s.conn.Create(m.s.abs(p), m.data, zk.FlagEphemeral, m.s.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
 			return nil, nil, err
 		}
 	}

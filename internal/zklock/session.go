@@ -9,6 +9,7 @@ package zklock
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,9 @@ var (
 	ErrBusy = errors.New("zklock: lock is taken")
 	// ErrSizeMismatch means a semaphore's size differs from the one stored.
 	ErrSizeMismatch = errors.New("zklock: semaphore size mismatch")
+	// ErrNotAuthorized means ZooKeeper refused an operation for the ACLs:
+	// no, or the wrong, digest credentials.
+	ErrNotAuthorized = errors.New("zklock: not authorized by zookeeper")
 )
 
 // Options configure a session.
@@ -44,6 +48,14 @@ type Options struct {
 	Logger    *slog.Logger
 	// Observer is told of the session's changes; nil for none.
 	Observer Observer
+	// User and Password, when set, are sent as digest auth on every
+	// connection, and lockex's nodes are then created creator-only, plus
+	// readable by anyone with WorldRead.
+	User, Password string
+	WorldRead      bool
+	// TLS, when set, is the configuration for TLS to the servers (their
+	// secure client port).
+	TLS *tls.Config
 }
 
 // Observer is told what the session and the recipes see, for logs, metrics
@@ -78,6 +90,7 @@ type Session struct {
 	conn *zk.Conn
 	log  *slog.Logger
 	obs  Observer
+	acl  []zk.ACL // what lockex's nodes are created with
 
 	live liveness // what the wire shows: granted timeout, last answer
 
@@ -86,6 +99,8 @@ type Session struct {
 	changed  chan struct{} // closed and replaced on every state change
 	expiries int           // sessions of ours the server refused as expired
 	dialErr  error         // the last failed dial, for error messages
+	fatal    error         // a failure no retry can mend: stop trying
+	tlsFails int           // consecutive certificate failures
 	up       bool          // connected with a session since the last report
 	reported int64         // the session id last reported as connected
 	closing  bool          // Close was called: the disconnect is ours
@@ -100,6 +115,14 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{})}
 		if s.obs == nil {
 			s.obs = nopObserver{}
+		}
+		s.acl = zk.WorldACL(zk.PermAll)
+		if opts.User != "" {
+			// "auth": whoever created the node with these credentials.
+			s.acl = zk.AuthACL(zk.PermAll)
+			if opts.WorldRead {
+				s.acl = append(s.acl, zk.WorldACL(zk.PermRead)...)
+			}
 		}
 		if err = s.connect(ctx); err == nil {
 			return s, nil
@@ -126,13 +149,27 @@ func (s *Session) connect(ctx context.Context) error {
 	s.conn = conn
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
 	defer cancel()
-	if err := s.WaitConnected(waitCtx); err != nil {
+	err = s.WaitConnected(waitCtx)
+	if err == nil && s.opts.User != "" {
+		// go-zookeeper sends it again on every reconnect by itself.
+		err = conn.AddAuth("digest", []byte(s.opts.User+":"+s.opts.Password))
+		if err != nil {
+			err = fmt.Errorf("%w: digest auth as %q: %v", ErrUnreachable, s.opts.User, err)
+		}
+	}
+	if err != nil {
 		conn.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		if s.fatal != nil {
+			return fmt.Errorf("%w: %v", ErrUnreachable, s.fatal)
+		}
+		if !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
 		if s.dialErr != nil {
 			return fmt.Errorf("%w within %s: %v", ErrUnreachable, s.opts.ConnectTimeout, s.dialErr)
 		}
@@ -158,14 +195,43 @@ func (s *Session) Granted() time.Duration {
 }
 
 func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := net.DialTimeout(network, addr, timeout)
-	if err != nil {
-		s.mu.Lock()
+	c, err := s.dialTransport(network, addr, timeout)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cert *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &cert):
+		// A certificate that does not verify will not verify on the next
+		// attempt either; once every server has failed so, give up.
+		s.tlsFails++
+		if s.tlsFails >= len(s.opts.Servers) {
+			s.fatal = fmt.Errorf("tls to %s: %w", addr, err)
+			close(s.changed)
+			s.changed = make(chan struct{})
+		}
+		fallthrough
+	case err != nil:
 		s.dialErr = err
-		s.mu.Unlock()
 		return nil, err
 	}
+	s.tlsFails = 0
 	return newWireConn(c, &s.live), nil
+}
+
+// dialTransport connects to one server, in TLS if configured. The TLS
+// handshake happens here, so that its failure is a dial error with a
+// reason, not a silent session that never comes.
+func (s *Session) dialTransport(network, addr string, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	if s.opts.TLS == nil {
+		return d.Dial(network, addr)
+	}
+	cfg := s.opts.TLS.Clone()
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(addr)
+		cfg.ServerName = host
+	}
+	return tls.DialWithDialer(d, network, addr, cfg)
 }
 
 // onEvent runs on go-zookeeper's goroutine and must not block. Reading
@@ -222,8 +288,11 @@ func (s *Session) current() (state zk.State, expiries int, changed <-chan struct
 func (s *Session) WaitConnected(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		state, changed := s.state, s.changed
+		state, changed, fatal := s.state, s.changed, s.fatal
 		s.mu.Unlock()
+		if fatal != nil {
+			return fatal
+		}
 		if state == zk.StateHasSession {
 			return nil
 		}
