@@ -86,7 +86,11 @@ func TestLeaderKilled(t *testing.T) {
 	ens := zktest.StartEnsemble(t, 3, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
 	conn := zkClient(t, ens.Hosts())
 	logPath := filepath.Join(t.TempDir(), "log")
-	a := startLockex(t, nil, lossArgs(ens.Hosts(), "leader", ticker(logPath, "a", 0, false))...)
+	// A session timeout nearer the default (10s): an election on a loaded
+	// machine can take longer than the 2.6s the other tests allow, and
+	// then stopping would be right, not spurious.
+	a := startLockex(t, nil, append([]string{"-z", ens.Hosts(), "-i", "leader", "--session-timeout", "8s", "--kill-grace", "1s", "--"},
+		ticker(logPath, "a", 0, false)...)...)
 	waitRecord(t, logPath, "a")
 	_, before, err := conn.Exists("/lockex/leader/" + children(t, conn, "/lockex/leader")[0])
 	if err != nil {

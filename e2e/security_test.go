@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 // password is unlikely to appear anywhere by chance.
@@ -113,5 +114,56 @@ exec sleep 1000`)...)
 	}
 	if !strings.Contains(output.String(), "lock acquired") {
 		t.Error("the grep saw no log at all")
+	}
+}
+
+// TestTLS: lockex reaches ZooKeeper's secure client port when the server's
+// certificate verifies against --zk-tls-ca, and with a client certificate
+// when the server demands one; an untrusted server is 69 at once, naming
+// the reason, and a missing client certificate is 69 too.
+func TestTLS(t *testing.T) {
+	for _, clientAuth := range []string{"none", "need"} {
+		t.Run("clientAuth "+clientAuth, func(t *testing.T) {
+			zkc := zktest.Start(t, zktest.TLS(clientAuth), zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
+			certs := zkc.TLS
+			base := []string{"-z", zkc.SecureHosts(), "-i", "tls", "-T", "5s"}
+			client := []string{"--zk-tls-cert", certs.ClientCert, "--zk-tls-key", certs.ClientKey}
+			var output strings.Builder
+			run := func(flags ...string) result {
+				r := lockex(t, nil, append(append(base, flags...), "--", "true")...)
+				output.WriteString(r.stdout + r.stderr)
+				return r
+			}
+
+			var r result
+			if clientAuth == "need" {
+				r = run(append([]string{"--zk-tls-ca", certs.CA}, client...)...)
+			} else {
+				r = run("--zk-tls-ca", certs.CA)
+			}
+			if r.code != 0 {
+				t.Errorf("trusted: exit %d; log:\n%s", r.code, r.stderr)
+			}
+
+			r = run(append([]string{"--zk-tls-ca", certs.OtherCA}, client...)...)
+			if r.code != 69 || !strings.Contains(r.stderr, "certificate signed by unknown authority") || r.took > 3*time.Second {
+				t.Errorf("untrusted server: exit %d after %s, want 69 at once naming the reason; log:\n%s", r.code, r.took, r.stderr)
+			}
+
+			if clientAuth == "need" {
+				r = run("--zk-tls-ca", certs.CA)
+				if r.code != 69 || !strings.Contains(r.stderr, "certificate") {
+					t.Errorf("no client certificate: exit %d, want 69 naming the certificate; log:\n%s", r.code, r.stderr)
+				}
+			}
+			key, err := os.ReadFile(certs.ClientKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			secret := strings.Split(strings.TrimSpace(string(key)), "\n")[1] // a line of the key itself
+			if strings.Contains(output.String(), secret) {
+				t.Error("the client key appears in lockex's output")
+			}
+		})
 	}
 }

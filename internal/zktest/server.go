@@ -26,7 +26,13 @@ const (
 	// start (a port taken, say) would leave no trace in server.log; at
 	// level warn the log stays short.
 	slf4jSimple = "/usr/share/java/slf4j-simple.jar"
-	mainClass   = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
+	// Debian's zookeeper.jar lists netty-handler and netty-transport in its
+	// manifest's Class-Path but not netty-codec, which the Netty connection
+	// factory (the TLS option) needs for every connection: without it each
+	// one fails with a NoClassDefFoundError and the server never answers.
+	// It comes with libnetty-java, which ZooKeeper's package depends on.
+	nettyCodec = "/usr/share/java/netty-codec.jar"
+	mainClass  = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 
 	startTimeout = 30 * time.Second
 	pollInterval = 50 * time.Millisecond
@@ -49,7 +55,9 @@ type Server struct {
 	dir        string
 	java       string
 	clientPort int
-	ensemble   bool // whether "serving" means leader/follower, not standalone
+	securePort int    // 0 without TLS
+	tls        *Certs // nil without TLS
+	ensemble   bool   // whether "serving" means leader/follower, not standalone
 
 	mu   sync.Mutex
 	proc *os.Process
@@ -213,7 +221,7 @@ func (s *Server) launch() error {
 		// the start-up time and footprint of a short-lived test server.
 		"-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
 		"-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-		"-cp", zkJar+":"+slf4jSimple+":"+s.dir,
+		"-cp", zkJar+":"+slf4jSimple+":"+nettyCodec+":"+s.dir,
 		mainClass, filepath.Join(s.dir, "zoo.cfg"))
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile

@@ -15,6 +15,9 @@ func TestStandalone(t *testing.T) {
 	if s.ID() != 1 || c.Hosts() != s.Addr() {
 		t.Fatalf("ID %d, Hosts %q, Addr %q", s.ID(), c.Hosts(), s.Addr())
 	}
+	if c.TLS != nil || c.SecureHosts() != "" || s.SecureAddr() != "" {
+		t.Fatalf("without TLS: TLS %v, SecureHosts %q, SecureAddr %q", c.TLS, c.SecureHosts(), s.SecureAddr())
+	}
 	if mode, err := s.Mode(); err != nil || mode != "standalone" {
 		t.Fatalf("Mode() = %q, %v; want standalone", mode, err)
 	}
