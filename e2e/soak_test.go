@@ -53,6 +53,10 @@ type soak struct {
 	proxies [][]*zktest.Proxy // [contender][server]
 	logPath string
 
+	// repairs tracks the undoing of faults (a pass, a resume, a restart),
+	// which must be over before the soak reports and the cluster goes.
+	repairs sync.WaitGroup
+
 	mu       sync.Mutex
 	running  []*soakRun     // each contender's current lockex, nil between runs
 	frozen   []freezeWindow // when each run's lockex and workload were frozen
@@ -105,6 +109,7 @@ func (s *soak) run(length time.Duration) {
 		s.inject()
 	}
 	wg.Wait()
+	s.repairs.Wait()
 }
 
 // contend runs lockex for contender i again and again until end.
@@ -160,7 +165,7 @@ func (s *soak) inject() {
 		for _, p := range s.proxies[i] {
 			fault(p)
 		}
-		time.AfterFunc(d, func() {
+		s.after(d, func() {
 			for _, p := range s.proxies[i] {
 				p.Pass()
 			}
@@ -173,7 +178,7 @@ func (s *soak) inject() {
 	case 3:
 		if r := s.running[i]; r != nil {
 			s.faults["freeze"]++
-			go s.freeze(r, d)
+			s.repairs.Go(func() { s.freeze(r, d) })
 		}
 	case 4:
 		j := s.rng.IntN(len(s.ens.Servers))
@@ -184,7 +189,7 @@ func (s *soak) inject() {
 		s.serverUp[j] = false
 		srv := s.ens.Servers[j]
 		_ = srv.Kill()
-		time.AfterFunc(d, func() {
+		s.after(d, func() {
 			if err := srv.Start(); err != nil {
 				s.t.Errorf("restarting server %d: %v", srv.ID(), err)
 			}
@@ -193,6 +198,15 @@ func (s *soak) inject() {
 			s.mu.Unlock()
 		})
 	}
+}
+
+// after runs a repair after d, counted in s.repairs.
+func (s *soak) after(d time.Duration, repair func()) {
+	s.repairs.Add(1)
+	time.AfterFunc(d, func() {
+		defer s.repairs.Done()
+		repair()
+	})
 }
 
 // holder is the contender that wrote the log's last record.
