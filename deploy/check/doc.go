@@ -1,0 +1,2 @@
+// Package check holds the deploy checks; see its tests.
+package check

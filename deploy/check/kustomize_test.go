@@ -1,0 +1,166 @@
+package check
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func kustomizeBuild(t *testing.T, dir string) manifests {
+	t.Helper()
+	return decodeStrict(t, run(t, "kustomize", "build", filepath.Join(kustDir, dir)))
+}
+
+// lockexConfig is the ConfigMap lockex reads its LOCKEX_ variables from.
+func lockexConfig(t *testing.T, objs manifests, c *corev1.Container) *corev1.ConfigMap {
+	t.Helper()
+	if len(c.EnvFrom) != 1 || c.EnvFrom[0].ConfigMapRef == nil {
+		t.Fatalf("container %s: want envFrom one ConfigMap, got %+v", c.Name, c.EnvFrom)
+	}
+	r := &podRun{t: t, objs: objs}
+	return r.configMap(c.EnvFrom[0].ConfigMapRef.Name)
+}
+
+func TestKustomize(t *testing.T) {
+	tests := []struct {
+		dir       string
+		namespace string
+		kinds     []string
+		replicas  int32
+		config    map[string]string // LOCKEX_ variables the overlay sets
+	}{
+		{"base", "", []string{"ConfigMap", "Deployment", "PodDisruptionBudget"}, 2, nil},
+		{"overlays/example", "lockex-example",
+			[]string{"Namespace", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "PrometheusRule", "ServiceMonitor"}, 3,
+			map[string]string{"LOCKEX_CONCURRENT": "2", "LOCKEX_LOCKPATH": "lockex/lockex-example"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.dir, func(t *testing.T) {
+			objs := kustomizeBuild(t, tc.dir)
+			if got, want := slices.Sorted(slices.Values(objs.kinds())), slices.Sorted(slices.Values(tc.kinds)); !slices.Equal(got, want) {
+				t.Errorf("kinds %v, want %v", got, want)
+			}
+			for _, o := range objs {
+				m, err := meta.Accessor(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, ok := o.(*corev1.Namespace); !ok && m.GetNamespace() != tc.namespace {
+					t.Errorf("%T %s: namespace %q, want %q", o, m.GetName(), m.GetNamespace(), tc.namespace)
+				}
+			}
+			dep := only[*appsv1.Deployment](t, objs)
+			main := &dep.Spec.Template.Spec.Containers[0]
+			// The container's command is lockex's, ending in --; its args
+			// are the workload, which an overlay replaces on its own.
+			if n := len(main.Command); n == 0 || main.Command[n-1] != "--" {
+				t.Errorf("command %q: want lockex's, ending in --", main.Command)
+			}
+			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, readiness: "/readyz"})
+			checkSelectors(t, objs, dep)
+			if *dep.Spec.Replicas != tc.replicas {
+				t.Errorf("replicas %d, want %d", *dep.Spec.Replicas, tc.replicas)
+			}
+			cfg := lockexConfig(t, objs, main)
+			for k, v := range tc.config {
+				if cfg.Data[k] != v {
+					t.Errorf("%s=%q, want %q", k, cfg.Data[k], v)
+				}
+			}
+
+			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
+			r.install()
+			if code, out := r.validate(); code != 0 || !strings.HasPrefix(out, "lockex ") {
+				t.Errorf("lockex rejects the kustomized configuration: exit %d\n%s", code, out)
+			}
+		})
+	}
+}
+
+// TestKustomizeMatchesChart: the kustomize base is the chart with its
+// defaults. The pod (but for names and labels), the budget and lockex's
+// settings (flags in the chart, LOCKEX_ variables in kustomize) must agree,
+// so a fix to one that the other lacks fails here.
+func TestKustomizeMatchesChart(t *testing.T) {
+	kobjs := kustomizeBuild(t, "base")
+	kdep := only[*appsv1.Deployment](t, kobjs)
+	kmain := &kdep.Spec.Template.Spec.Containers[0]
+	cfg := lockexConfig(t, kobjs, kmain)
+
+	// The chart, given what the base leaves to the user: image, workload,
+	// ZooKeeper hosts, lock name.
+	image, tag, _ := strings.Cut(kmain.Image, ":")
+	hobjs := helmTemplate(t, "rel", "ns",
+		"--set", "image.repository="+image, "--set", "image.tag="+tag,
+		"--set-json", "command="+jsonList(t, kmain.Args),
+		"--set", "zookeeper.hosts="+cfg.Data["LOCKEX_ZKHOSTS"],
+		"--set", "lock.path="+cfg.Data["LOCKEX_LOCKPATH"], "--set", "lock.id="+cfg.Data["LOCKEX_LOCKID"])
+	hdep := only[*appsv1.Deployment](t, hobjs)
+	hmain := &hdep.Spec.Template.Spec.Containers[0]
+
+	// lockex's settings: every flag the chart passes is the variable
+	// kustomize sets, or a flag in the base's command.
+	ha := argv(hmain)
+	for _, f := range ha[1:slices.Index(ha, "--")] {
+		name, val, _ := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		if slices.Contains(kmain.Command, f) {
+			continue
+		}
+		env := "LOCKEX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if got, ok := cfg.Data[env]; !ok || got != val {
+			t.Errorf("chart passes %s; kustomize base has %s=%q", f, env, got)
+		}
+	}
+
+	// The pods, with what legitimately differs taken out.
+	norm := func(d *appsv1.Deployment) appsv1.DeploymentSpec {
+		s := *d.Spec.DeepCopy()
+		s.Selector = nil
+		s.Template.ObjectMeta = metav1.ObjectMeta{}
+		if a := s.Template.Spec.Affinity; a != nil && a.PodAntiAffinity != nil {
+			for i := range a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution {
+				a.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution[i].PodAffinityTerm.LabelSelector = nil
+			}
+		}
+		c := &s.Template.Spec.Containers[0]
+		c.Command, c.Args, c.Env, c.EnvFrom = nil, nil, nil, nil
+		return s
+	}
+	if diff := cmp.Diff(norm(hdep), norm(kdep)); diff != "" {
+		t.Errorf("chart (-) and kustomize base (+) Deployments differ:\n%s", diff)
+	}
+	hpdb := only[*policyv1.PodDisruptionBudget](t, hobjs).Spec
+	kpdb := only[*policyv1.PodDisruptionBudget](t, kobjs).Spec
+	hpdb.Selector, kpdb.Selector = nil, nil
+	if diff := cmp.Diff(hpdb, kpdb); diff != "" {
+		t.Errorf("chart (-) and kustomize base (+) PodDisruptionBudgets differ:\n%s", diff)
+	}
+
+	// The monitoring component matches the chart's.
+	mobjs := kustomizeBuild(t, "overlays/example")
+	hmon := helmTemplate(t, "rel", "ns", "--values", filepath.Join(chartDir, "ci", "semaphore-values.yaml"))
+	hsm := only[*monitoringv1.ServiceMonitor](t, hmon).Spec.Endpoints
+	ksm := only[*monitoringv1.ServiceMonitor](t, mobjs).Spec.Endpoints
+	if diff := cmp.Diff(hsm, ksm); diff != "" {
+		t.Errorf("chart (-) and kustomize (+) ServiceMonitor endpoints differ:\n%s", diff)
+	}
+}
+
+func jsonList(t *testing.T, l []string) string {
+	t.Helper()
+	b, err := json.Marshal(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
