@@ -1,0 +1,93 @@
+package bench
+
+import (
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// measureLimits times what nothing built on ZooKeeper can beat: one round
+// trip on an open session, from the same Go client lockex uses, hot (back
+// to back) and cold (after an idle pause, as each step of a handoff is);
+// one ephemeral sequential create plus its delete (two writes, each logged
+// and synced to disk by the server before it answers); and a bare handoff
+// between two sessions, the floor under lockex's.
+func (b *bench) measureLimits() {
+	b.section("The limit: ZooKeeper itself")
+	const dir = "/bench-limits"
+	if _, err := b.conn.Create(dir, []byte("lockex bench"), 0, zk.WorldACL(zk.PermAll)); err != nil && err != zk.ErrNodeExists {
+		b.t.Fatal(err)
+	}
+	timeIt := func(runs int, idle time.Duration, op func() error) []time.Duration {
+		out := make([]time.Duration, 0, runs)
+		for i := -warmups * 10; i < runs; i++ {
+			time.Sleep(idle)
+			start := time.Now()
+			if err := op(); err != nil {
+				b.t.Fatal(err)
+			}
+			if i >= 0 {
+				out = append(out, time.Since(start))
+			}
+		}
+		return out
+	}
+	getData := func() error { _, _, err := b.conn.Get(dir); return err }
+	exists := timeIt(rttRuns, 0, func() error { _, _, err := b.conn.Exists(dir); return err })
+	hot := timeIt(rttRuns, 0, getData)
+	cold := timeIt(coldRuns, coldIdle, getData)
+	createDelete := timeIt(createDeleteRuns, 0, func() error {
+		p, err := b.conn.Create(dir+"/n-", []byte("host:1"), zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
+		if err != nil {
+			return err
+		}
+		return b.conn.Delete(p, -1)
+	})
+	bare := b.bareHandoffs(dir)
+
+	b.r.exists = b.add(figure{name: "round trip: exists", unit: seconds, values: secs(exists),
+		how: "`Exists` on an open go-zookeeper session (the client lockex uses), back to back, timed in the bench."}).summary()
+	b.r.rtt = b.add(figure{name: "round trip: getData (the unit below)", unit: seconds, values: secs(hot),
+		how: "`Get` of a 12-byte node the same way. Its median is the round trip that the ratios below count in."}).summary()
+	b.r.coldRTT = b.add(figure{name: "round trip: getData after 20ms idle", unit: seconds, values: secs(cold),
+		limit: fmtRT(secs(cold), b.r.rtt.median),
+		how:   "The same `Get`, each after the client and the server have idled for 20ms: their threads are asleep and must be woken, as in every step of a handoff, where each process has waited."}).summary()
+	b.r.createDelete = b.add(figure{name: "ephemeral sequential create + delete", unit: seconds, values: secs(createDelete),
+		limit: fmtRT(secs(createDelete), b.r.rtt.median),
+		how:   "`Create` of an ephemeral sequential node, then its `Delete`, back to back, timed together: two writes, each synced to the server's transaction log before it answers."}).summary()
+	b.r.bare = b.add(figure{name: "bare handoff: delete → watcher notified", unit: seconds, values: secs(bare),
+		limit: fmtRT(secs(bare), b.r.rtt.median),
+		how:   "Two sessions of the bench: one deletes its ephemeral node, the other has an exists watch on it. From the `Delete` call to the watch event's arrival, after 20ms idle: the least any ZooKeeper lock's handoff takes here, before the next holder even looks at the children."}).summary()
+}
+
+// bareHandoffs times a delete by one session until another's watch fires.
+func (b *bench) bareHandoffs(dir string) []time.Duration {
+	out := make([]time.Duration, 0, coldRuns)
+	for i := -warmups * 10; i < coldRuns; i++ {
+		p, err := b.conn.Create(dir+"/h-", []byte("host:1"), zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		ok, _, watch, err := b.peer.ExistsW(p)
+		if err != nil || !ok {
+			b.t.Fatalf("exists %s: %v %v", p, ok, err)
+		}
+		time.Sleep(coldIdle)
+		start := time.Now()
+		if err := b.conn.Delete(p, -1); err != nil {
+			b.t.Fatal(err)
+		}
+		select {
+		case ev := <-watch:
+			if ev.Type != zk.EventNodeDeleted {
+				b.t.Fatalf("watch on %s: %v", p, ev)
+			}
+		case <-time.After(10 * time.Second):
+			b.t.Fatalf("no watch event for %s", p)
+		}
+		if i >= 0 {
+			out = append(out, time.Since(start))
+		}
+	}
+	return out
+}

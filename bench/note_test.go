@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+)
+
+// closingNote lists the figures against their limits and, for each one far
+// above its limit, says why, from the measured breakdown, and what would
+// bring it down. The reasons name the steps of lockex's recipes as they are
+// written today (internal/zklock, internal/proc): revisit them when those
+// change.
+func (b *bench) closingNote() string {
+	r := b.r
+	rtt := r.rtt.median
+	var s strings.Builder
+	fmt.Fprintf(&s, "The figures, by median (one round trip = a hot getData, %s):\n\n", formatDuration(rtt))
+	fmt.Fprintf(&s, "- ZooKeeper: round trip %s hot, %s after 20ms idle (%.1f round trips); ephemeral sequential create + delete %s (%.1f); bare handoff between two sessions, delete → watch fired, %s (%.1f).\n",
+		formatDuration(rtt), formatDuration(r.coldRTT.median), r.coldRTT.median/rtt,
+		formatDuration(r.createDelete.median), r.createDelete.median/rtt, formatDuration(r.bare.median), r.bare.median/rtt)
+	fmt.Fprintf(&s, "- `lockex -- true`: %s wall against %s for `/bin/true`; after the process started, connect + lock + exec take %s (%.1f round trips); %.0f requests and %.0f writes per run.\n",
+		formatDuration(r.startWall.median), formatDuration(r.trueWall.median), formatDuration(r.startAfter.median), r.startAfter.median/rtt,
+		r.startPackets.median, r.startWrites.median)
+	fmt.Fprintf(&s, "- Graceful handoff: %s, %.1f round trips (limit %.0f): %s.\n",
+		formatDuration(r.handoff.median), r.handoffRT.median, handoffLimitRT, verdict(r.handoffRT.median <= handoffLimitRT))
+	fmt.Fprintf(&s, "- Crash takeover: %s, %.2f× the %s session timeout (limit %.1f×): %s.\n",
+		formatDuration(r.takeover.median), r.takeoverRatio.median, r.granted, takeoverLimit, verdict(r.takeoverRatio.median <= takeoverLimit))
+	fmt.Fprintf(&s, "- Herd with %s waiters, per handoff: %s packets received, %s sessions sending requests, %s watches fired, %s registered; %s watches held while all wait: %s.\n",
+		join(herdSizes, func(n int) string { return fmt.Sprint(n) }),
+		join(r.herd, func(h herdResult) string { return fmt.Sprintf("%.1f", h.packets.median) }),
+		join(r.herd, func(h herdResult) string { return fmt.Sprintf("%.0f", h.senders.median) }),
+		join(r.herd, func(h herdResult) string { return fmt.Sprintf("%.0f", h.fired.median) }),
+		join(r.herd, func(h herdResult) string { return fmt.Sprintf("%.0f", h.registered.median) }),
+		join(r.herd, func(h herdResult) string { return fmt.Sprint(h.watching) }),
+		growVerdict(!b.herdGrows()))
+	fmt.Fprintf(&s, "- Semaphore of %d with %d contenders and a %s workload: %.0f leases/s (the workload alone would allow %.0f/s); one grant every %s (%.1f round trips), since lease taking is serialised by the semaphore's `-__lock__` mutex.\n",
+		semaphoreSize, semaphoreContenders, semaphoreWork, r.leaseRate.median, float64(semaphoreSize)/semaphoreWork.Seconds(),
+		formatDuration(r.leaseGap.median), r.leaseGap.median/rtt)
+	fmt.Fprintf(&s, "- Footprint: peak RSS %.1f MiB (limit %.0f MiB): %s; %.0f ms of CPU per idle minute; stripped binary %.1f MiB.\n",
+		r.hwm.median, rssLimitMiB, verdict(r.hwm.median <= rssLimitMiB), r.cpu.median, float64(r.binSize)/(1<<20))
+
+	if r.handoffRT.median > handoffLimitRT {
+		b.handoffNote(&s)
+	}
+	if r.takeoverRatio.median > takeoverLimit {
+		b.takeoverNote(&s)
+	} else {
+		fmt.Fprintf(&s, "\nThe takeover can come in under one session timeout (min %.2f×): the server expires a session one timeout after the last packet it got from it, rounded up to its 200ms tick, and the killed holder's last ping or lease check came before the kill.\n",
+			r.takeoverRatio.min)
+	}
+	if b.herdGrows() {
+		b.herdNote(&s)
+	}
+	if r.hwm.median > rssLimitMiB {
+		fmt.Fprintf(&s, "\n**Peak RSS is %.1f MiB, above %.0f MiB.** Most of a Go program's resident memory at rest is its runtime, its heap's headroom (GOGC=100 lets the heap double before a collection) and the pages of its binary it has touched. What would bring it down: a lower GOGC or a GOMEMLIMIT set by lockex for itself, and not building the Prometheus registry and HTTP server when `--http-addr` is off.\n",
+			r.hwm.median, rssLimitMiB)
+	}
+	return s.String()
+}
+
+// handoffNote explains a graceful handoff above three round trips from its
+// measured legs.
+func (b *bench) handoffNote(s *strings.Builder) {
+	r := b.r
+	rtt := r.rtt.median
+	p := r.handoffLegs
+	fmt.Fprintf(s, "\n**Graceful handoff: %.1f round trips, above %.0f.** Why, leg by leg (medians of the breakdown above):\n\n", r.handoffRT.median, handoffLimitRT)
+	fmt.Fprintf(s, "1. %s (%.1f round trips): the workload's exit reaches lockex as SIGCHLD, which Go delivers through `os/signal` to the reaper goroutine, which calls `wait4` and closes the process's done channel, which wakes the supervisor; each is a goroutine or thread that was asleep. The helper workload's own exit (a Go binary) is in it too.\n",
+		formatDuration(p[0]), p[0]/rtt)
+	fmt.Fprintf(s, "2. %s (%.1f): the holder checks that the workload's process group is empty, then deletes its node: one write, which ZooKeeper syncs to its transaction log before it answers and notifies the watcher.\n",
+		formatDuration(p[1]), p[1]/rtt)
+	fmt.Fprintf(s, "3. %s (%.1f): the next contender's exists watch fires; it then lists the lock's children (`getChildren`, one round trip) and, finding itself first, reads its own node (`exists`, one more) to check that its session owns it and to get the fencing token.\n",
+		formatDuration(p[2]), p[2]/rtt)
+	fmt.Fprintf(s, "4. %s (%.1f): fork and exec of the workload.\n\n", formatDuration(p[3]), p[3]/rtt)
+	fmt.Fprintf(s, "Three hot round trips are below what ZooKeeper allows for any handoff here: the bare handoff (one session's delete until another's watch fires, no lock recipe, no processes) takes %s, %.1f round trips, because the delete is a synced write and every step wakes threads that were asleep (a round trip after 20ms idle is %s, %.1f hot ones). Counted in those cold round trips the handoff is %.1f.\n\n",
+		formatDuration(r.bare.median), r.bare.median/rtt, formatDuration(r.coldRTT.median), r.coldRTT.median/rtt, r.handoff.median/r.coldRTT.median)
+	fmt.Fprintf(s, "What would bring it down:\n\n")
+	fmt.Fprintf(s, "- Leg 3, one round trip: read the own node's owner and czxid once, right after creating it, while waiting, and not again on becoming the holder unless the session was disconnected in between; or send `getChildren` and `exists` together (go-zookeeper pipelines requests on one connection) so their answers come in one round trip. The same `exists` also sits on a free lock's path.\n")
+	fmt.Fprintf(s, "- Leg 1: learn of the workload's exit without the signal hops, from a pidfd in Go's netpoller (or a goroutine blocked in `wait4` on the workload's pid alone) while the SIGCHLD loop keeps reaping orphans.\n")
+	fmt.Fprintf(s, "- Leg 2 and the watch in leg 3 are ZooKeeper's own (the bare handoff): faster storage for its transaction log lowers them; `forceSync=no` too, at the price of durability.\n")
+	fmt.Fprintf(s, "- Leg 4 is the kernel's fork and exec (`/bin/true` alone takes %s fork to reap).\n", formatDuration(r.trueWall.median))
+}
+
+// takeoverNote explains a crash takeover above 1.1 session timeouts.
+func (b *bench) takeoverNote(s *strings.Builder) {
+	r := b.r
+	fmt.Fprintf(s, "\n**Crash takeover: %.2f× the session timeout, above %.1f×.** The next contender cannot start before the server expires the dead session: one session timeout after the last packet it got, rounded up to the server's tick (200ms here), then the watch and a handoff's own round trips. More than that is the server's expiry thread or the waiter's process running late on a loaded machine (compare the load averages above). What would bring it down: a shorter tick (expiry is checked once per tick), and the same cuts as for the handoff, which are a small part of it.\n",
+		r.takeoverRatio.median, takeoverLimit)
+}
+
+// herdNote explains packets or watches per handoff that grow with waiters.
+func (b *bench) herdNote(s *strings.Builder) {
+	h := b.r.herd
+	first, last := h[0], h[len(h)-1]
+	fmt.Fprintf(s, "\n**Herd: the work per handoff grows with the waiters** (%.1f packets and %.0f watches fired at %d waiters, %.1f and %.0f at %d). lockex's waiters each watch only their predecessor, so a handoff should wake one waiter; the sessions sending requests per handoff (%.0f at %d waiters, %.0f at %d) tell whether more were woken (a herd) or whether the growth is pings that fell in the windows. If more woke, look for a watch on the lock's children or on a node other than the predecessor; if not, longer windows or more handoffs bring the noise down.\n",
+		first.packets.median, first.fired.median, first.waiters, last.packets.median, last.fired.median, last.waiters,
+		first.senders.median, first.waiters, last.senders.median, last.waiters)
+}
+
+func verdict(within bool) string {
+	if within {
+		return "within it"
+	}
+	return "above it, see below"
+}
+
+func growVerdict(flat bool) string {
+	if flat {
+		return "they do not grow with the waiters"
+	}
+	return "they grow with the waiters, see below"
+}
+
+// herdGrows reports whether the packets or watches fired per handoff grow
+// with the waiters by more than herdGrowthAllowed from the smallest herd to
+// the largest.
+func (b *bench) herdGrows() bool {
+	h := b.r.herd
+	if len(h) < 2 {
+		return false
+	}
+	first, last := h[0], h[len(h)-1]
+	return last.packets.median-first.packets.median > herdGrowthAllowed ||
+		last.fired.median-first.fired.median > herdGrowthAllowed
+}
+
+func join[T any](xs []T, f func(T) string) string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return strings.Join(out, "/")
+}
+
+func execOutput(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).Output()
+	return string(out), err
+}
