@@ -9,7 +9,12 @@ LDFLAGS := -s -w -X github.com/lockex/lockex/internal/app.Version=$(VERSION)
 SOAK ?= 20m
 SEED ?=
 
-.PHONY: build demo test soak deps-demo deps-test
+.PHONY: build demo test soak bench deps-demo deps-test image deploy-check
+
+# make image IMAGE=registry/lockex:tag: with docker (its daemon must answer),
+# else with ko (KO_DOCKER_REPO names where it pushes).
+IMAGE ?= lockex:$(VERSION)
+
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/lockex ./cmd/lockex
 
@@ -26,6 +31,36 @@ test: deps-test
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
+	@$(MAKE) --no-print-directory deploy-check
 
 soak: deps-test
 	LOCKEX_SOAK=$(SOAK) LOCKEX_SOAK_SEED=$(SEED) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./e2e/
+
+# The Dockerfile, Helm chart, kustomize and alert rules, checked by the Go
+# tests of the separate module in deploy/ (helm and kustomize are installed
+# with go install at pinned versions when missing).
+deploy-check:
+	@scripts/install-deploy-tools.sh >/dev/null
+	cd deploy && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	cd deploy && $(GO) vet ./...
+	cd deploy && $(GO) test -count=1 -timeout 10m ./...
+
+image:
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+		set -x; docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) . && docker run --rm $(IMAGE) --version; \
+	elif command -v ko >/dev/null 2>&1; then \
+		[ -n "$$KO_DOCKER_REPO" ] || { echo "make image: ko needs KO_DOCKER_REPO (a registry to push to, or ko.local for a docker daemon)" >&2; exit 1; }; \
+		set -x; VERSION=$(VERSION) ko build --bare --tags=$(VERSION) ./cmd/lockex; \
+	else \
+		if command -v docker >/dev/null 2>&1; then \
+			echo "make image: docker is installed but its daemon does not answer (docker info failed), and ko is not installed:" >&2; \
+		else \
+			echo "make image: neither docker nor ko is installed:" >&2; \
+		fi; \
+		echo "  no image was built. Start a docker daemon, or install ko and set KO_DOCKER_REPO." >&2; \
+		exit 1; \
+	fi
+
+# make bench: handoff, takeover, herd and footprint on a local ZooKeeper; writes docs/benchmarks.md.
+bench: deps-test
+	LOCKEX_BENCH=1 LOCKEX_BENCH_VERSION=$(VERSION) $(GO) test -count=1 -timeout 15m -run '^TestBench$$' -v ./bench/
