@@ -229,6 +229,17 @@ func TestObservability(t *testing.T) {
 			"lockex_lock_held": gauge(0), "lockex_workload_running": gauge(0), "lockex_zk_connected": gauge(0),
 			"lockex_lock_lost_total": lost("suspend_deadline", 1),
 		})
+		// Stopped and released, lockex waits for one more scrape before it
+		// exits 76: else no Prometheus would see the counter go up.
+		eventually(t, 10*time.Second, "a waits for a scrape", func() bool {
+			return strings.Contains(a.stderr.String(), "serving /metrics until the next scrape")
+		})
+		select {
+		case <-a.done:
+			t.Fatalf("exited %d before a scrape saw the loss", a.code)
+		case <-time.After(300 * time.Millisecond):
+		}
+		check(t, a.metrics(t), lock, map[string]want{"lockex_lock_lost_total": lost("suspend_deadline", 1)})
 		if code := a.wait(t, 10*time.Second); code != 76 {
 			t.Fatalf("exit %d, want 76", code)
 		}

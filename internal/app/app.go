@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime"
@@ -89,9 +90,10 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version())
 	rec := status.New(log, cfg.Path, cfg.Concurrent, zklock.LossReason, m)
+	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
-		srv, err := httpapi.Start(cfg.HTTPAddr, rec.Snapshot, registry, log)
+		srv, err = httpapi.Start(cfg.HTTPAddr, rec.Snapshot, registry, log)
 		if err != nil {
 			log.Error("cannot serve probes and metrics", "err", err)
 			return exitcode.Usage
@@ -101,7 +103,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 
 	locker := newLocker(cfg, log, rec)
 	defer locker.close()
-	return supervisor.Run(ctx, supervisor.Config{
+	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
 		Start: func(env []string) (supervisor.Process, error) {
 			return reaper.Start(path, cfg.Command, env)
@@ -116,6 +118,32 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Observer:     rec,
 		Log:          log,
 	})
+	if code == exitcode.LockLost && srv != nil {
+		// The workload is stopped and the lock given back; the session goes
+		// now, so a node of ours cannot hold up the next holder meanwhile.
+		locker.close()
+		lingerForScrape(srv, signals, log)
+	}
+	return code
+}
+
+// lingerMax bounds how long lockex waits, after losing the lock, for
+// Prometheus to scrape it once more.
+const lingerMax = time.Minute
+
+// lingerForScrape keeps /metrics up after a lock loss until it has been
+// scraped once (at most lingerMax, or until a signal): lockex_lock_lost_total
+// goes up as lockex is about to exit, and without this one scrape no
+// Prometheus would ever see it, and the lock-lost alert would never fire.
+func lingerForScrape(srv *httpapi.Server, signals <-chan os.Signal, log *slog.Logger) {
+	log.Info("serving /metrics until the next scrape, so that the loss is seen", "at_most", lingerMax)
+	timer := time.NewTimer(lingerMax)
+	defer timer.Stop()
+	select {
+	case <-srv.Scraped():
+	case <-timer.C:
+	case <-signals:
+	}
 }
 
 // lockTimeout is --locktimeout for the supervisor: 0 for no limit (and for

@@ -83,6 +83,7 @@ func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.Observer) z
 func (l *zkLocker) close() {
 	if l.session != nil {
 		l.session.Close()
+		l.session = nil
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,9 @@ type Server struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
+
+	mu      sync.Mutex
+	scraped chan struct{} // closed and replaced after each /metrics answer
 }
 
 // Start listens on addr at once, so that a bad or taken address is an error
@@ -32,19 +36,20 @@ func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registr
 		return nil, fmt.Errorf("--http-addr %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /healthz", probe(snapshot, func(s status.Snapshot) bool { return !s.SessionGone() }))
-	mux.Handle("GET /readyz", probe(snapshot, func(s status.Snapshot) bool { return s.Connected }))
-	mux.Handle("GET /active", probe(snapshot, func(s status.Snapshot) bool { return s.Phase == status.Running }))
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	s := &Server{
 		srv: &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 5 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
-		ln:   ln,
-		done: make(chan struct{}),
+		ln:      ln,
+		done:    make(chan struct{}),
+		scraped: make(chan struct{}),
 	}
+	mux.Handle("GET /healthz", probe(snapshot, func(s status.Snapshot) bool { return !s.SessionGone() }))
+	mux.Handle("GET /readyz", probe(snapshot, func(s status.Snapshot) bool { return s.Connected }))
+	mux.Handle("GET /active", probe(snapshot, func(s status.Snapshot) bool { return s.Phase == status.Running }))
+	mux.Handle("GET /metrics", s.counted(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -53,6 +58,24 @@ func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registr
 	}()
 	log.Info("serving probes and metrics", "addr", ln.Addr().String())
 	return s, nil
+}
+
+// counted serves /metrics and then tells Scraped's waiters.
+func (s *Server) counted(metrics http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		metrics.ServeHTTP(w, r)
+		s.mu.Lock()
+		close(s.scraped)
+		s.scraped = make(chan struct{})
+		s.mu.Unlock()
+	})
+}
+
+// Scraped closes when /metrics has next been answered.
+func (s *Server) Scraped() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scraped
 }
 
 // Addr is the address the server listens on.
