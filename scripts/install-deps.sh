@@ -3,11 +3,12 @@
 # a real ZooKeeper server (and the Java it runs on) and, with "test", kazoo,
 # the Python ZooKeeper library whose Lock and Semaphore lockex interoperates
 # with, and the tools the PID-1 and terminal tests drive lockex with (unshare
-# and setsid from util-linux, an interactive bash). Only missing packages are installed, so a second run costs nothing.
+# and setsid from util-linux, an interactive bash) and iptables, which the
+# nemesis partitions ensemble members with. Only missing packages are installed, so a second run costs nothing.
 set -eu
 
 want="zookeeper libslf4j-java default-jre-headless"
-[ "${1:-}" = test ] && want="$want python3 python3-kazoo util-linux bash"
+[ "${1:-}" = test ] && want="$want python3 python3-kazoo util-linux bash iptables"
 
 missing=""
 for pkg in $want; do

@@ -214,6 +214,16 @@ func (l *Lease) beat() {
 	}
 }
 
+// KillBy is the latest moment by which everything run under the lease must
+// be dead: the earliest moment the server may expire the session, given
+// what the client has seen of it. A holder that learns of a loss late (it
+// was frozen) must not wait out a whole stop grace past it.
+func (l *Lease) KillBy() time.Time {
+	_, last := l.s.live.snapshot()
+	granted := l.s.Granted()
+	return last.Add(granted - granted/10)
+}
+
 func (l *Lease) budget(granted time.Duration) time.Duration {
 	return granted - l.s.opts.StopGrace - granted/10
 }
