@@ -119,7 +119,19 @@ func Run(ctx context.Context, c Config) int {
 	}
 	c.Observer.Acquired(lease.Node(), lease.Token(), lease.Waited())
 	heldSince := time.Now()
-	defer release(c, lease)
+	// unstopped is the workload from its start until Run has stopped it.
+	// A panic in between (in an observer, say) must not give the lock
+	// away while the workload still runs: stop all of it first, at once,
+	// and let the panic go on unrecovered, with its own stack trace. If
+	// the stop itself panics, the lock is not released: the session ends
+	// with lockex, and the workload with it (it has a parent-death signal).
+	var unstopped Process
+	defer func() {
+		if unstopped != nil {
+			<-unstopped.StartStop(syscall.SIGKILL, 0)
+		}
+		release(c, lease)
+	}()
 
 	if err := lease.Err(); err != nil {
 		c.Log.Error("lock lost before the workload started", "reason", err)
@@ -140,8 +152,10 @@ func Run(ctx context.Context, c Config) int {
 		c.Log.Error("workload did not start", "err", err)
 		return exitcode.Of(err)
 	}
+	unstopped = proc
 	c.Observer.WorkloadStarted(proc.Pid())
 	code, lost := supervise(c, lease, proc)
+	unstopped = nil
 	if lost {
 		return code
 	}

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -333,6 +334,37 @@ func TestLossGraceEndsByKillBy(t *testing.T) {
 				t.Errorf("grace %s, want between %s and %s", g, tc.min, tc.max)
 			}
 		})
+	}
+}
+
+// TestPanicAfterStart: a panic while the workload runs stops all of it at
+// once (SIGKILL, no grace) before the lock is released, and then goes on.
+func TestPanicAfterStart(t *testing.T) {
+	rec := &calls{t: t}
+	locker := &fakeLocker{calls: rec, released: make(chan struct{})}
+	proc := &fakeProcess{calls: rec, done: make(chan struct{})}
+	var recovered any
+	func() {
+		defer func() { recovered = recover() }()
+		Run(context.Background(), Config{
+			Locker:     locker,
+			Start:      func([]string) (Process, error) { return proc, nil },
+			Signals:    make(chan os.Signal),
+			KillSignal: syscall.SIGTERM,
+			KillGrace:  3 * time.Second,
+			Observer:   &fakeObserver{calls: rec, panicOn: "started"},
+			Log:        quietLog(),
+		})
+	}()
+	if want := "observer: started"; fmt.Sprint(recovered) != want {
+		t.Errorf("panic %v, want %q to reach the caller", recovered, want)
+	}
+	want := []string{"acquired", "started", "stop killed", "release", "released"}
+	if got := rec.list(); !slices.Equal(got, want) {
+		t.Errorf("did %q, want %q", got, want)
+	}
+	if !slices.Equal(rec.grace, []time.Duration{0}) {
+		t.Errorf("grace %v, want none", rec.grace)
 	}
 }
 
