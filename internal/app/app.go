@@ -38,19 +38,27 @@ var forwarded = []os.Signal{
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
 }
 
+// logFlushMax bounds the wait, as lockex exits, for its last log lines to
+// be written: a stderr nobody drains must not hold up the exit.
+const logFlushMax = time.Second
+
 // Main runs lockex with args (without the program name) and environ, and
 // returns its exit code.
 func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	// Every log line goes through logs, which never blocks: lockex logs on
+	// its way to stopping the workload and releasing the lock.
+	logs := logging.NewWriter(stderr, logging.QueueLines)
+	defer logs.Flush(logFlushMax)
 	cfg, err := config.Parse(args, environ, stdout)
 	if errors.Is(err, config.ErrHelp) {
 		return exitcode.OK
 	}
 	if err != nil {
-		logging.New(stderr, "text", "info").Error("bad usage", "err", err)
+		logging.New(logs, "text", "info").Error("bad usage", "err", err)
 		return exitcode.Usage
 	}
 	hideSecrets(len(cfg.Command), cfg.ZKPassword)
-	log := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	log := logging.New(logs, cfg.LogFormat, cfg.LogLevel)
 	if !cfg.IsMode() {
 		log = log.With("lock", cfg.Path)
 	}
@@ -88,7 +96,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
-	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version())
+	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, zklock.LossReason, m)
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {

@@ -1,5 +1,6 @@
 // Package logging builds lockex's one logger: tint's readable lines for
-// people (coloured only on a terminal) or JSON lines for machines.
+// people (coloured only on a terminal) or JSON lines for machines, written
+// through a Writer that never blocks its caller.
 package logging
 
 import (
@@ -14,7 +15,7 @@ import (
 )
 
 // New returns a logger writing format ("text" or "json") at level ("debug",
-// "info", "warn", "error") to w.
+// "info", "warn", "error") to w, which should be a Writer.
 func New(w io.Writer, format, level string) *slog.Logger {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
@@ -30,8 +31,12 @@ func New(w io.Writer, format, level string) *slog.Logger {
 	}))
 }
 
-// isTerminal reports whether w is a terminal (TCGETS succeeds on it).
+// isTerminal reports whether w, or the output of Writer w, is a terminal
+// (TCGETS succeeds on it).
 func isTerminal(w io.Writer) bool {
+	if lw, ok := w.(*Writer); ok {
+		w = lw.out
+	}
 	f, ok := w.(*os.File)
 	if !ok {
 		return false

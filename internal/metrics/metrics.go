@@ -25,8 +25,9 @@ type Metrics struct {
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
-// collectors, on a new registry.
-func New(lock string, maxHolders int, version string) (*Metrics, *prometheus.Registry) {
+// collectors, on a new registry. logDropped counts the log lines dropped
+// so far (logging.Writer.Dropped).
+func New(lock string, maxHolders int, version string, logDropped func() uint64) (*Metrics, *prometheus.Registry) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	f := factory{reg: reg, labels: prometheus.Labels{"lock": lock}}
@@ -52,6 +53,11 @@ func New(lock string, maxHolders int, version string) (*Metrics, *prometheus.Reg
 	}, []string{"version", "goversion"})
 	reg.MustRegister(build)
 	build.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name:        "lockex_log_lines_dropped_total",
+		Help:        "Log lines dropped because stderr did not take them (a pipe nobody drains, a stalled log collector) or refused them.",
+		ConstLabels: f.labels,
+	}, func() float64 { return float64(logDropped()) }))
 	return m, reg
 }
 

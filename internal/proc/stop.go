@@ -20,55 +20,90 @@ const stopPoll = 10 * time.Millisecond
 // gone, so the lock can be released. It is a no-op when the workload ended
 // and left nothing behind.
 func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
-	r := p.reaper
-	deadline := time.Now().Add(grace)
-	signalled := map[int]bool{}
-	groupGone, killing := false, false
-	var tick *time.Ticker
-	for {
-		r.mu.Lock()
-		left, _ := r.reapLocked()
-		var targets []int
-		if !groupGone {
-			// Once empty, the group's id may be reused by someone else:
-			// never signal it again.
-			if groupAlive(p.pid) {
-				targets = append(targets, -p.pid)
-			} else {
-				groupGone = true
-			}
-		}
-		if left && r.orphans {
-			targets = append(targets, r.childrenLocked()...)
-		}
-		if len(targets) == 0 {
-			r.mu.Unlock()
-			return
-		}
-		if !killing && !time.Now().Before(deadline) {
-			killing = true
-			r.log.Warn("still running after --kill-grace; sending SIGKILL", "targets", targets)
-		}
-		for _, t := range targets {
-			switch {
-			case killing:
-				_ = syscall.Kill(t, syscall.SIGKILL)
-			case !signalled[t]:
-				signalled[t] = true
-				r.log.Info("stopping what runs under the lock", "target", describeTarget(t), "signal", sig.String())
-				_ = syscall.Kill(t, sig)
-				_ = syscall.Kill(t, syscall.SIGCONT)
-			}
-		}
-		// r.mu was held from wait4 to kill: no pid signalled above can have
-		// been reaped, and so reused, in between.
-		r.mu.Unlock()
-		if tick == nil {
-			tick = time.NewTicker(stopPoll)
-			defer tick.Stop()
-		}
-		<-tick.C
+	<-p.StartStop(sig, grace)
+}
+
+// StartStop is Stop that returns as soon as sig is sent (SIGKILL, if grace
+// is 0), so that the caller can report while the rest goes on; the channel
+// closes when all is gone.
+func (p *Process) StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{} {
+	s := &stopping{p: p, sig: sig, grace: grace, deadline: time.Now().Add(grace), signalled: map[int]bool{}}
+	gone := make(chan struct{})
+	if s.round() {
+		close(gone)
+		return gone
 	}
+	go func() {
+		defer close(gone)
+		tick := time.NewTicker(stopPoll)
+		defer tick.Stop()
+		for range tick.C {
+			if s.round() {
+				return
+			}
+		}
+	}()
+	return gone
+}
+
+// stopping is one Stop under way.
+type stopping struct {
+	p         *Process
+	sig       syscall.Signal
+	grace     time.Duration
+	deadline  time.Time
+	signalled map[int]bool
+	groupGone bool
+	killing   bool
+}
+
+// round reaps, signals what is left, and reports whether nothing is. It
+// logs only after its signals are sent, and outside the reaper's lock.
+func (s *stopping) round() (done bool) {
+	r := s.p.reaper
+	r.mu.Lock()
+	left, _ := r.reapLocked()
+	var targets []int
+	if !s.groupGone {
+		// Once empty, the group's id may be reused by someone else:
+		// never signal it again.
+		if groupAlive(s.p.pid) {
+			targets = append(targets, -s.p.pid)
+		} else {
+			s.groupGone = true
+		}
+	}
+	if left && r.orphans {
+		targets = append(targets, r.childrenLocked()...)
+	}
+	if len(targets) == 0 {
+		r.mu.Unlock()
+		return true
+	}
+	startKilling := !s.killing && !time.Now().Before(s.deadline)
+	s.killing = s.killing || startKilling
+	var termed []int
+	for _, t := range targets {
+		switch {
+		case s.killing:
+			_ = syscall.Kill(t, syscall.SIGKILL)
+		case !s.signalled[t]:
+			s.signalled[t] = true
+			termed = append(termed, t)
+			_ = syscall.Kill(t, s.sig)
+			_ = syscall.Kill(t, syscall.SIGCONT)
+		}
+	}
+	// r.mu was held from wait4 to kill: no pid signalled above can have
+	// been reaped, and so reused, in between.
+	r.mu.Unlock()
+	for _, t := range termed {
+		r.log.Info("stopping what runs under the lock", "target", describeTarget(t), "signal", s.sig.String())
+	}
+	if startKilling {
+		r.log.Warn("still running after the grace; sent SIGKILL", "grace", s.grace, "targets", targets)
+	}
+	return false
 }
 
 // groupAlive reports whether process group pgid has a member that is not a

@@ -38,6 +38,11 @@ type Lease interface {
 	// stops within KillGrace; Err says why.
 	Done() <-chan struct{}
 	Err() error
+	// KillBy is the latest moment the workload may still run: from then
+	// on the server may expire the session, and another holder start.
+	// It may have passed already when a loss is noticed late (lockex was
+	// frozen).
+	KillBy() time.Time
 	Release() error
 }
 
@@ -49,9 +54,10 @@ type Process interface {
 	ExitCode() int
 	// Signal sends a signal to the workload's process group.
 	Signal(syscall.Signal) error
-	// Stop ends whatever still runs under the lock: the signal, then
-	// SIGKILL after grace. It returns when all of it is gone.
-	Stop(sig syscall.Signal, grace time.Duration)
+	// StartStop ends whatever still runs under the lock: sig, sent to all
+	// of it before StartStop returns, then SIGKILL once grace has passed
+	// (at once if grace is 0). The channel closes when all of it is gone.
+	StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{}
 }
 
 // Observer is told of the lock's and the workload's changes, for logs,
@@ -113,7 +119,19 @@ func Run(ctx context.Context, c Config) int {
 	}
 	c.Observer.Acquired(lease.Node(), lease.Token(), lease.Waited())
 	heldSince := time.Now()
-	defer release(c, lease)
+	// unstopped is the workload from its start until Run has stopped it.
+	// A panic in between (in an observer, say) must not give the lock
+	// away while the workload still runs: stop all of it first, at once,
+	// and let the panic go on unrecovered, with its own stack trace. If
+	// the stop itself panics, the lock is not released: the session ends
+	// with lockex, and the workload with it (it has a parent-death signal).
+	var unstopped Process
+	defer func() {
+		if unstopped != nil {
+			<-unstopped.StartStop(syscall.SIGKILL, 0)
+		}
+		release(c, lease)
+	}()
 
 	if err := lease.Err(); err != nil {
 		c.Log.Error("lock lost before the workload started", "reason", err)
@@ -134,16 +152,13 @@ func Run(ctx context.Context, c Config) int {
 		c.Log.Error("workload did not start", "err", err)
 		return exitcode.Of(err)
 	}
+	unstopped = proc
 	c.Observer.WorkloadStarted(proc.Pid())
 	code, lost := supervise(c, lease, proc)
+	unstopped = nil
 	if lost {
 		return code
 	}
-	c.Observer.WorkloadExited(code)
-	// Nothing started under the lock may outlive it: a background child
-	// of the workload, or a daemon it left to lockex, would otherwise run
-	// next to the next holder's workload.
-	proc.Stop(c.KillSignal, c.KillGrace)
 	holdUntil(c, lease, heldSince.Add(c.MinHold))
 	return code
 }
@@ -234,26 +249,58 @@ func pendingStop(signals <-chan os.Signal) (syscall.Signal, bool) {
 	}
 }
 
-// supervise passes signals on to the workload until it exits, and stops it
-// when the lock is lost: then lost is set and code is 76.
+// supervise passes signals on to the workload until it exits, or the lock
+// is lost (then lost is set and code is 76), and returns once all that ran
+// under the lock is gone. It acts first and reports after: a report is a
+// log line, and a log line may wait on stderr (package app wires in a log
+// writer that never blocks; this order does not rely on it).
 func supervise(c Config, lease Lease, proc Process) (code int, lost bool) {
 	for {
 		select {
 		case sig := <-c.Signals:
 			s := sig.(syscall.Signal)
-			c.Log.Info("forwarding signal to workload", "signal", s.String(), "pid", proc.Pid())
-			if err := proc.Signal(s); err != nil {
+			err := proc.Signal(s)
+			c.Log.Info("forwarded signal to workload", "signal", s.String(), "pid", proc.Pid())
+			if err != nil {
 				c.Log.Debug("signal not delivered", "signal", s.String(), "err", err)
 			}
 		case <-proc.Done():
+			// Nothing started under the lock may outlive it: a background
+			// child of the workload, or a daemon it left to lockex, would
+			// otherwise run next to the next holder's workload.
+			gone := stop(c, proc, graceFor(c, lease))
+			c.Observer.WorkloadExited(proc.ExitCode())
+			<-gone
 			return proc.ExitCode(), false
 		case <-lease.Done():
+			grace := graceFor(c, lease)
+			gone := stop(c, proc, grace)
 			c.Observer.Lost(lease.Err())
-			proc.Stop(c.KillSignal, c.KillGrace)
+			if grace <= 0 {
+				c.Log.Warn("loss noticed after the session may have expired: SIGKILL without grace",
+					"late", (-grace).Round(time.Millisecond))
+			}
+			<-gone
 			c.Log.Error("workload stopped because the lock was lost", "reason", lease.Err())
 			return exitcode.LockLost, true
 		}
 	}
+}
+
+// stop starts stopping all that runs under the lock: c.KillSignal, then
+// SIGKILL after grace; SIGKILL at once if no grace is left.
+func stop(c Config, proc Process, grace time.Duration) <-chan struct{} {
+	if grace > 0 {
+		return proc.StartStop(c.KillSignal, grace)
+	}
+	return proc.StartStop(syscall.SIGKILL, 0)
+}
+
+// graceFor is --kill-grace, or less if the lease's KillBy comes sooner: all
+// that runs under the lock must be dead by then. It is 0 or less if KillBy
+// has passed (the loss was noticed late: lockex was frozen).
+func graceFor(c Config, lease Lease) time.Duration {
+	return min(c.KillGrace, time.Until(lease.KillBy()))
 }
 
 // holdUntil keeps the lock until t (--min-hold), so that a cron job fired a
