@@ -12,6 +12,9 @@ type Process struct {
 	reaper *Reaper
 	// tty is set when the workload was given the terminal's foreground.
 	tty bool
+	// groupForgotten is set once the guardian was told to forget the
+	// workload's process group.
+	groupForgotten bool
 
 	done chan struct{}
 	code int
