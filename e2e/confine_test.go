@@ -113,8 +113,10 @@ func TestKilledLockexLeavesNothing(t *testing.T) {
 			// in this confinement: lockex must have said so.
 			escapes bool
 		}{
-			{confinement{"group", false}, "(" + loop + `) & echo $! > "$D/bg"`, false},
-			{confinement{"group", false}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, true},
+			{confinement{"cgroup", false}, "(" + loop + `) & echo $! > "$D/bg"`, false},
+			{confinement{"cgroup", false}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, false},
+			{confinement{"no cgroup", true}, "(" + loop + `) & echo $! > "$D/bg"`, false},
+			{confinement{"no cgroup", true}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, true},
 		} {
 			mode := "plain"
 			if subreaper {

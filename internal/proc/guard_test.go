@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -60,7 +61,8 @@ func guardian(t *testing.T, r *Reaper) *Process {
 
 // TestGuardianKillsWhenLockexDies: the guardian's stdin reaches end of file
 // without done, as when lockex is SIGKILLed. The workload's process group
-// dies at once; a daemon that left it is out of the guardian's reach.
+// dies at once, and so does a daemon that left it if the workload has a
+// cgroup of its own.
 func TestGuardianKillsWhenLockexDies(t *testing.T) {
 	r := newReaper(t)
 	dir := t.TempDir()
@@ -70,6 +72,8 @@ setsid sleep 1000 & echo $! > "$D/daemon"
 exec sleep 1000`)
 	bg, daemon := readPid(t, dir+"/bg"), readPid(t, dir+"/daemon")
 	g := guardian(t, r)
+	cg := p.cgroup
+	t.Logf("cgroup %q (%v)", cg, r.confine.cgroupErr)
 
 	// lockex's death, as far as the guardian can tell.
 	r.mu.Lock()
@@ -82,8 +86,15 @@ exec sleep 1000`)
 	if !within(5*time.Second, func() bool { return !running(bg) }) {
 		t.Error("the background child survived")
 	}
-	if !running(daemon) {
-		t.Error("the daemon, out of the guardian's reach, died: of what?")
+	if cg != "" {
+		if !within(5*time.Second, func() bool { return !running(daemon) }) {
+			t.Error("the daemon survived its cgroup")
+		}
+		if !within(5*time.Second, func() bool { _, err := os.Stat(cg); return os.IsNotExist(err) }) {
+			t.Errorf("cgroup %s not removed", cg)
+		}
+	} else if !running(daemon) {
+		t.Error("the daemon, out of reach without a cgroup, died: of what?")
 	}
 	if code := waitDone(t, g); code != 0 {
 		t.Errorf("guardian exit code %d, want 0", code)
@@ -134,18 +145,24 @@ func waitClosed(t *testing.T, p *Process) int {
 }
 
 // TestGuardianLetsGo: once lockex has stopped the workload, it closes with
-// done and the guardian exits without killing anything. A workload still
-// running when lockex closes is killed.
+// done and the guardian exits without killing anything; the cgroup is
+// gone. A workload still running when lockex closes is killed.
 func TestGuardianLetsGo(t *testing.T) {
 	t.Run("stopped", func(t *testing.T) {
 		r, closeReaper := closeLater(t)
 		p := sh(t, r, `sleep 1000 & exit 0`)
 		waitDone(t, p)
 		g := guardian(t, r)
+		cg := p.cgroup
 		p.Stop(syscall.SIGTERM, time.Second)
 		closeReaper()
 		if code := waitClosed(t, g); code != 0 {
 			t.Errorf("guardian exit code %d", code)
+		}
+		if cg != "" {
+			if _, err := os.Stat(cg); !os.IsNotExist(err) {
+				t.Errorf("cgroup %s still there: %v", cg, err)
+			}
 		}
 	})
 	t.Run("still running", func(t *testing.T) {
@@ -171,12 +188,15 @@ func TestGuardedForgetsGoneGroups(t *testing.T) {
 	t.Cleanup(func() { _ = live.Signal(syscall.SIGKILL) })
 
 	var g guarded
-	g.groups = map[int]bool{}
+	g.groups, g.cgroups = map[int]bool{}, map[string]bool{}
 	for _, line := range []string{
 		"guard group " + strconv.Itoa(gone.Pid()),
 		"guard group " + strconv.Itoa(live.Pid()),
 		"guard group 1", // never init's, whatever a bug sends
 		"guard group x",
+		"guard cgroup /sys/fs/cgroup/a",
+		"guard cgroup /sys/fs/cgroup/b",
+		"forget cgroup /sys/fs/cgroup/b",
 		"nonsense",
 	} {
 		g.apply(line)
@@ -184,5 +204,43 @@ func TestGuardedForgetsGoneGroups(t *testing.T) {
 	g.forgetGone()
 	if len(g.groups) != 1 || !g.groups[live.Pid()] {
 		t.Errorf("groups %v, want only %d", g.groups, live.Pid())
+	}
+	if len(g.cgroups) != 1 || !g.cgroups["/sys/fs/cgroup/a"] {
+		t.Errorf("cgroups %v, want only /sys/fs/cgroup/a", g.cgroups)
+	}
+}
+
+func TestUnescapeMountinfo(t *testing.T) {
+	for in, want := range map[string]string{
+		`/sys/fs/cgroup`:         "/sys/fs/cgroup",
+		`/mnt/with\040space`:     "/mnt/with space",
+		`/tab\011and\134slash`:   "/tab\tand\\slash",
+		`/trailing\04`:           `/trailing\04`,
+		`/not\999octal`:          `/not\999octal`,
+		`/sys/fs/cgroup/unified`: "/sys/fs/cgroup/unified",
+	} {
+		if got := unescapeMountinfo(in); got != want {
+			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestOwnCgroup: where the test runs in a cgroup v2 hierarchy, the
+// directory found lists the test among its processes.
+func TestOwnCgroup(t *testing.T) {
+	dir, err := ownCgroup()
+	if err != nil {
+		b, _ := os.ReadFile("/proc/self/cgroup")
+		if strings.Contains(string(b), "\n0::") || strings.HasPrefix(string(b), "0::") {
+			t.Fatalf("in a cgroup v2 (%q) but: %v", b, err)
+		}
+		return
+	}
+	procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains("\n"+string(procs), "\n"+strconv.Itoa(os.Getpid())+"\n") {
+		t.Errorf("%s/cgroup.procs does not list the test (pid %d)", dir, os.Getpid())
 	}
 }

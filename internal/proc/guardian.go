@@ -25,14 +25,14 @@ import (
 //
 // Its stdin is a pipe whose only writer is lockex, one line a message:
 //
-//	guard group PGID
-//	forget group PGID
+//	guard group PGID     guard cgroup PATH
+//	forget group PGID    forget cgroup PATH
 //	done
 //
 // done means lockex leaves nothing running: the guardian exits. End of
 // file without done means lockex is gone (the kernel closes the pipe
-// however a process dies): the guardian kills every group it still
-// guards, at once, and exits.
+// however a process dies): the guardian kills every group and cgroup it
+// still guards, at once, and exits.
 //
 // A process group's id is free for reuse once the group is empty, so the
 // guardian forgets a group as soon as it sees it gone, and lockex forgets
@@ -93,7 +93,7 @@ func runGuardian(log *slog.Logger) int {
 		close(lines)
 	}()
 
-	g := guarded{groups: map[int]bool{}}
+	g := guarded{groups: map[int]bool{}, cgroups: map[string]bool{}}
 	tick := time.NewTicker(guardPoll)
 	defer tick.Stop()
 	for {
@@ -114,7 +114,8 @@ func runGuardian(log *slog.Logger) int {
 
 // guarded is what the guardian kills if lockex dies.
 type guarded struct {
-	groups map[int]bool
+	groups  map[int]bool
+	cgroups map[string]bool
 }
 
 func (g *guarded) apply(line string) {
@@ -125,6 +126,10 @@ func (g *guarded) apply(line string) {
 	case "group":
 		if pgid, err := strconv.Atoi(item); err == nil && pgid > 1 {
 			setOrDelete(g.groups, pgid, keep)
+		}
+	case "cgroup":
+		if item != "" {
+			setOrDelete(g.cgroups, item, keep)
 		}
 	}
 }
@@ -148,14 +153,20 @@ func (g *guarded) forgetGone() {
 }
 
 // killAll kills everything still guarded, and returns once it is gone or
-// guardKillMax has passed.
+// guardKillMax has passed. A cgroup goes with everything in it, daemons
+// that left the workload's group included; its directory is removed.
 func (g *guarded) killAll(log *slog.Logger) int {
 	g.forgetGone()
-	if len(g.groups) == 0 {
+	if len(g.groups) == 0 && len(g.cgroups) == 0 {
 		return 0
 	}
 	log.Warn("lockex is gone and left its workload running; killing what it started", g.attrs()...)
 	deadline := time.Now().Add(guardKillMax)
+	for cg := range g.cgroups {
+		if err := killCgroup(cg); err != nil {
+			log.Error("cannot kill a cgroup", "cgroup", cg, "err", err)
+		}
+	}
 	for {
 		for pgid := range g.groups {
 			// Checked before each kill: once empty, the id is not ours.
@@ -165,7 +176,16 @@ func (g *guarded) killAll(log *slog.Logger) int {
 				delete(g.groups, pgid)
 			}
 		}
-		if len(g.groups) == 0 {
+		for cg := range g.cgroups {
+			if populated, err := cgroupPopulated(cg); err == nil && populated {
+				continue
+			}
+			if err := removeCgroup(cg); err != nil {
+				log.Warn("cannot remove a cgroup", "cgroup", cg, "err", err)
+			}
+			delete(g.cgroups, cg)
+		}
+		if len(g.groups) == 0 && len(g.cgroups) == 0 {
 			return 0
 		}
 		if time.Now().After(deadline) {
@@ -181,6 +201,9 @@ func (g *guarded) attrs() []any {
 	var attrs []any
 	if len(g.groups) > 0 {
 		attrs = append(attrs, "process_groups", slices.Sorted(maps.Keys(g.groups)))
+	}
+	if len(g.cgroups) > 0 {
+		attrs = append(attrs, "cgroups", slices.Sorted(maps.Keys(g.cgroups)))
 	}
 	return attrs
 }

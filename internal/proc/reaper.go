@@ -85,8 +85,8 @@ func (r *Reaper) loop() {
 // lockex's stdin, stdout and stderr, leads its own process group (and gets
 // the terminal's foreground if lockex has it), and gets SIGKILL if lockex
 // dies. Unless lockex is PID 1, a guardian started with the first workload
-// kills the workload's group should lockex die before it has stopped it
-// (confine.go).
+// kills the workload's group, and its cgroup if it has one, should lockex
+// die before it has stopped them (confine.go).
 func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	attr := &syscall.ProcAttr{
 		Env:   env,
@@ -102,8 +102,21 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	}
 
 	r.mu.Lock()
-	guard := r.confineLocked()
+	guard, cg := r.confineLocked()
+	if cg != nil {
+		// Guarded before the workload exists: it cannot run outside the
+		// cgroup, or inside it unguarded.
+		guard.send("guard cgroup %s", cg.path)
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, cg.fd
+	}
 	pid, err := forkExec(path, argv, attr)
+	if err != nil && cg != nil {
+		// clone3 may be what failed (a seccomp filter, Linux < 5.7), or
+		// the move into the cgroup: once more without it.
+		r.noCgroup(cg, err)
+		cg, attr.Sys.UseCgroupFD = nil, false
+		pid, err = forkExec(path, argv, attr)
+	}
 	if err != nil {
 		r.mu.Unlock()
 		return nil, startError(path, err)
@@ -114,6 +127,10 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 		guard.send("guard group %d", pid)
 	}
 	p := &Process{pid: pid, reaper: r, tty: tty, done: make(chan struct{})}
+	if cg != nil {
+		cg.forked()
+		p.cgroup = cg.path
+	}
 	r.procs[pid] = p
 	r.started = append(r.started, p)
 	first := len(r.started) == 1
