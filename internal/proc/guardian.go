@@ -72,10 +72,12 @@ func Guardian(args []string) (code int, isGuardian bool) {
 
 func runGuardian(log *slog.Logger) int {
 	// The guardian outlives lockex by design: no job control, terminal
-	// hangup or polite request may stop it first. Only SIGKILL does.
+	// hangup, polite request or stray signal whose default is to end a
+	// process may stop it first. SIGKILL (and SIGSTOP) cannot be ignored.
 	signal.Ignore(syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
 		syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGPIPE,
-		syscall.SIGUSR1, syscall.SIGUSR2)
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGALRM, syscall.SIGVTALRM,
+		syscall.SIGXCPU, syscall.SIGXFSZ, syscall.SIGIO, syscall.SIGPWR, syscall.SIGSTKFLT)
 	// exec named it after /proc/self/exe: "exe". ps and pkill see this.
 	_ = os.WriteFile("/proc/self/comm", []byte(GuardName), 0)
 
