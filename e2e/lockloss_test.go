@@ -200,9 +200,9 @@ func TestFrozenHolder(t *testing.T) {
 	b := startLockex(t, nil, lossArgs(zk.Hosts(), "frozen", ticker(logPath, "b", 2*time.Second, false))...)
 	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/frozen")) == 2 })
 
-	workload := childrenOf(a.cmd.Process.Pid)
+	_, workload := lockexChildren(a.cmd.Process.Pid)
 	if len(workload) != 1 {
-		t.Fatalf("lockex's children: %v", workload)
+		t.Fatalf("lockex's children besides its guardian: %v", workload)
 	}
 	frozen := time.Now()
 	_ = syscall.Kill(a.cmd.Process.Pid, syscall.SIGSTOP)

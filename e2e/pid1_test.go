@@ -207,7 +207,8 @@ func TestSignalWhileWaiting(t *testing.T) {
 }
 
 // TestKillingLockexKillsWorkload: SIGKILL of lockex leaves no workload
-// running (the parent-death signal, or the end of the PID namespace).
+// running (the parent-death signal, or the end of the PID namespace), and
+// no guardian: there is none as PID 1, where the kernel needs no help.
 func TestKillingLockexKillsWorkload(t *testing.T) {
 	zk := startZK(t)
 	for _, m := range modes {
@@ -217,14 +218,20 @@ func TestKillingLockexKillsWorkload(t *testing.T) {
 				"sh", "-c", `echo ready > "$D/ready"; exec sleep 1000`)
 			waitFile(t, filepath.Join(dir, "ready"))
 			pid := s.lockexPid(t, m)
-			workloads := childrenOf(pid)
+			guards, workloads := lockexChildren(pid)
 			if len(workloads) != 1 {
-				t.Fatalf("lockex has children %v, want one workload", workloads)
+				t.Fatalf("lockex has children %v besides its guardians %v, want one workload", workloads, guards)
+			}
+			if want := map[bool]int{true: 0, false: 1}[m.pid1]; len(guards) != want {
+				t.Fatalf("lockex has guardians %v, want %d", guards, want)
 			}
 			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, 5*time.Second, "the workload died with lockex", func() bool { return !alive(workloads[0]) })
+			for _, g := range guards {
+				eventually(t, 5*time.Second, "the guardian exited", func() bool { return !alive(g) })
+			}
 		})
 	}
 }

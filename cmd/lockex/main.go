@@ -14,8 +14,13 @@ import (
 	"os"
 
 	"github.com/lockex/lockex/internal/app"
+	"github.com/lockex/lockex/internal/proc"
 )
 
 func main() {
+	// lockex re-executes itself as the guardian of its workload.
+	if code, ok := proc.Guardian(os.Args); ok {
+		os.Exit(code)
+	}
 	os.Exit(app.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }

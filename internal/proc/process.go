@@ -12,6 +12,11 @@ type Process struct {
 	reaper *Reaper
 	// tty is set when the workload was given the terminal's foreground.
 	tty bool
+	// cgroup is the cgroup made for the workload, "" if none or removed.
+	cgroup string
+	// groupForgotten is set once the guardian was told to forget the
+	// workload's process group.
+	groupForgotten bool
 
 	done chan struct{}
 	code int

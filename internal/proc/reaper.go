@@ -26,6 +26,9 @@ type Reaper struct {
 	// belongs to is known.
 	mu    sync.Mutex
 	procs map[int]*Process
+	// started lists every workload, for Close to account for.
+	started []*Process
+	confine confinement
 
 	sigchld chan os.Signal
 	stop    chan struct{}
@@ -56,8 +59,11 @@ func NewReaper(log *slog.Logger, subreaper bool) (*Reaper, error) {
 	return r, nil
 }
 
-// Close stops reaping, and returns once no wait4 of r's is in flight.
+// Close stops reaping, and returns once no wait4 of r's is in flight. It
+// lets the guardian go: anything a workload started that still runs is
+// the guardian's to kill.
 func (r *Reaper) Close() {
+	r.closeGuard()
 	signal.Stop(r.sigchld)
 	close(r.stop)
 	<-r.stopped
@@ -78,7 +84,9 @@ func (r *Reaper) loop() {
 // Start runs the file at path with argv and env as the workload: it shares
 // lockex's stdin, stdout and stderr, leads its own process group (and gets
 // the terminal's foreground if lockex has it), and gets SIGKILL if lockex
-// dies.
+// dies. Unless lockex is PID 1, a guardian started with the first workload
+// kills the workload's group, and its cgroup if it has one, should lockex
+// die before it has stopped them (confine.go).
 func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	attr := &syscall.ProcAttr{
 		Env:   env,
@@ -94,20 +102,42 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	}
 
 	r.mu.Lock()
-	// Linux sends the parent-death signal when the thread that forked
-	// exits, not the process (golang/go#27505). A thread that was locked
-	// and is unlocked again lives as long as lockex; without the lock the
-	// fork could run on a thread the runtime is about to retire.
-	runtime.LockOSThread()
-	pid, err := syscall.ForkExec(path, argv, attr)
-	runtime.UnlockOSThread()
+	guard, cg := r.confineLocked()
+	if cg != nil {
+		// Guarded before the workload exists: it cannot run outside the
+		// cgroup, or inside it unguarded.
+		guard.send("guard cgroup %s", cg.path)
+		attr.Sys.UseCgroupFD, attr.Sys.CgroupFD = true, cg.fd
+	}
+	pid, err := forkExec(path, argv, attr)
+	if err != nil && cg != nil {
+		// clone3 may be what failed (a seccomp filter, Linux < 5.7), or
+		// the move into the cgroup: once more without it.
+		r.noCgroup(cg, err)
+		cg, attr.Sys.UseCgroupFD = nil, false
+		pid, err = forkExec(path, argv, attr)
+	}
 	if err != nil {
 		r.mu.Unlock()
 		return nil, startError(path, err)
 	}
+	if guard != nil {
+		// At once: the workload may start background children any
+		// moment now.
+		guard.send("guard group %d", pid)
+	}
 	p := &Process{pid: pid, reaper: r, tty: tty, done: make(chan struct{})}
+	if cg != nil {
+		cg.forked()
+		p.cgroup = cg.path
+	}
 	r.procs[pid] = p
+	r.started = append(r.started, p)
+	first := len(r.started) == 1
 	r.mu.Unlock()
+	if first {
+		r.sayConfinement(p)
+	}
 
 	if tty {
 		// From now on lockex may be a background process on its own
@@ -117,6 +147,17 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 		signal.Ignore(syscall.SIGTTOU)
 	}
 	return p, nil
+}
+
+// forkExec forks the workload. Linux sends the parent-death signal when
+// the thread that forked exits, not the process (golang/go#27505). A
+// thread that was locked and is unlocked again lives as long as lockex;
+// without the lock the fork could run on a thread the runtime is about to
+// retire.
+func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return syscall.ForkExec(path, argv, attr)
 }
 
 // reap collects every child that has changed state, and reports whether

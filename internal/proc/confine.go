@@ -1,0 +1,133 @@
+package proc
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+)
+
+// confinement is what makes "nothing outlives the lock" hold when lockex
+// itself dies without stopping the workload. As PID 1 the kernel sees to
+// it: every process of the namespace dies with lockex. Otherwise a
+// guardian (guardian.go) kills the workload's process group, and its
+// cgroup where lockex can make one (cgroup.go), which takes daemons that
+// left the group too.
+type confinement struct {
+	decided bool
+	guard   *guard // nil as PID 1, or if the guardian could not start
+	err     error  // why there is no guardian
+
+	cgroupParent string // where workloads' cgroups are made; "" if nowhere
+	cgroupErr    error  // why workloads get no cgroup
+
+	// closing is set once lockex is leaving, and the guardian with it.
+	closing atomic.Bool
+}
+
+// confineLocked returns the guardian, started on the first call, and a new
+// cgroup for the next workload if lockex can make one. r.mu is held.
+func (r *Reaper) confineLocked() (*guard, *cgroup) {
+	c := &r.confine
+	if !c.decided {
+		c.decided = true
+		if os.Getpid() == 1 {
+			return nil, nil
+		}
+		c.guard, c.err = r.startGuardLocked()
+		if c.guard != nil {
+			c.cgroupParent, c.cgroupErr = ownCgroup()
+		}
+	}
+	if c.guard == nil || c.cgroupParent == "" {
+		return c.guard, nil
+	}
+	cg, err := newCgroup(c.cgroupParent)
+	if err != nil {
+		// Read-only, not ours, or too old a kernel: it will not get
+		// better, and the workload runs without one.
+		c.cgroupParent, c.cgroupErr = "", err
+		return c.guard, nil
+	}
+	return c.guard, cg
+}
+
+// noCgroup gives up cgroups after one could not be forked into.
+func (r *Reaper) noCgroup(cg *cgroup, err error) {
+	cg.forked()
+	_ = removeCgroup(cg.path)
+	r.confine.guard.send("forget cgroup %s", cg.path)
+	r.confine.cgroupParent, r.confine.cgroupErr = "", fmt.Errorf("fork into %s: %w", cg.path, err)
+}
+
+// sayConfinement logs, once, what happens to the workload p if lockex is
+// killed: at info level when lockex cannot make sure nothing outlives it.
+func (r *Reaper) sayConfinement(p *Process) {
+	c := &r.confine
+	switch {
+	case os.Getpid() == 1:
+	case c.guard == nil:
+		r.log.Warn("if lockex is killed, what the workload runs in the background may outlive the lock: no guardian", "err", c.err)
+	case p.cgroup == "":
+		r.log.Info("if lockex is killed, its guardian kills the workload's process group, but not what left it (setsid): no cgroup of its own",
+			"reason", c.cgroupErr)
+	default:
+		r.log.Debug("if lockex is killed, its guardian kills the workload's cgroup", "guardian", c.guard.pid, "cgroup", p.cgroup)
+	}
+}
+
+// forgetLocked tells the guardian to forget what p started once it is all
+// gone: from then on its process group's id may be reused, and the
+// guardian must not kill it. It reports whether all of it is gone. r.mu
+// is held.
+func (p *Process) forgetLocked() bool {
+	g := p.reaper.confine.guard
+	if g == nil {
+		return true
+	}
+	select {
+	case <-p.done:
+	default:
+		return false
+	}
+	if !p.groupForgotten {
+		if groupAlive(p.pid) {
+			return false
+		}
+		g.send("forget group %d", p.pid)
+		p.groupForgotten = true
+	}
+	if p.cgroup != "" {
+		if populated, err := cgroupPopulated(p.cgroup); err == nil && populated {
+			return false
+		}
+		if err := removeCgroup(p.cgroup); err != nil {
+			p.reaper.log.Warn("cannot remove the workload's cgroup", "cgroup", p.cgroup, "err", err)
+		}
+		g.send("forget cgroup %s", p.cgroup)
+		p.cgroup = ""
+	}
+	return true
+}
+
+// closeGuard lets the guardian go as lockex leaves. Whatever lockex
+// started and is still running now (a daemon that left the workload's
+// process group, where lockex could not stop it) is the guardian's to
+// kill.
+func (r *Reaper) closeGuard() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	g := r.confine.guard
+	if g == nil {
+		return
+	}
+	r.confine.closing.Store(true)
+	r.reapLocked()
+	done := true
+	for _, p := range r.started {
+		if !p.forgetLocked() {
+			done = false
+			r.log.Warn("started under the lock and still running as lockex exits; its guardian kills it", "process_group", p.pid, "cgroup", p.cgroup)
+		}
+	}
+	g.close(done)
+}
