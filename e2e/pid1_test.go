@@ -15,11 +15,12 @@ import (
 // A mode is how lockex gets the orphans of its workload: as PID 1 of a new
 // PID namespace, as in a container, or with --subreaper on a host.
 type mode struct {
-	name string
-	pid1 bool
+	name  string
+	pid1  bool
+	plain bool // neither: no orphans come to lockex
 }
 
-var modes = []mode{{"pid1", true}, {"subreaper", false}}
+var modes = []mode{{name: "pid1", pid1: true}, {name: "subreaper"}}
 
 // start runs lockex in mode m with args (before the "--" and command).
 func (m mode) start(t *testing.T, env []string, args ...string) *started {
@@ -27,6 +28,9 @@ func (m mode) start(t *testing.T, env []string, args ...string) *started {
 	if m.pid1 {
 		// --kill-child: if the test dies, lockex and its namespace go too.
 		return startCommand(t, env, "unshare", append([]string{"--pid", "--fork", "--mount-proc", "--kill-child", lockexBin}, args...)...)
+	}
+	if m.plain {
+		return startCommand(t, env, lockexBin, args...)
 	}
 	return startCommand(t, env, lockexBin, append([]string{"--subreaper"}, args...)...)
 }
@@ -239,12 +243,13 @@ func TestKillingLockexKillsWorkload(t *testing.T) {
 // TestLeftoversStoppedBeforeNextHolder: what the workload leaves running
 // when its main process exits (a background child in its group, one that
 // ignores SIGTERM, a daemon in a session of its own) is stopped before the
-// lock goes to the next contender.
+// lock goes to the next contender. A plain lockex (no orphans come to it)
+// finds the daemon in the workload's cgroup, which it makes here as root.
 func TestLeftoversStoppedBeforeNextHolder(t *testing.T) {
 	zk := startZK(t)
 	conn := zkClient(t, zk.Hosts())
 	const loop = `while :; do date +%s%N >> "$D/ticks"; sleep 0.01; done`
-	for _, m := range modes {
+	for _, m := range append(modes, mode{name: "plain", plain: true}) {
 		for _, tc := range []struct {
 			name, leftover string
 			killed         bool

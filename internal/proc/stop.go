@@ -2,6 +2,7 @@ package proc
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,12 +77,26 @@ func (s *stopping) round() (done bool) {
 	if left && r.orphans {
 		targets = append(targets, r.childrenLocked()...)
 	}
+	// What left the group (a setsid daemon) is still in the workload's
+	// cgroup, where there is one: stop it too, before the release, not
+	// only when lockex dies.
+	targets = append(targets, s.p.strayedLocked(targets)...)
 	if len(targets) == 0 {
+		// All gone, but what died since the wait4 above may be a zombie
+		// of ours still: collect it, so that the workload's exit status
+		// is known when Stop returns. The group's id may be reused from
+		// now on, so the guardian must forget it before the release.
+		r.reapLocked()
+		s.p.forgetLocked()
 		r.mu.Unlock()
 		return true
 	}
 	startKilling := !s.killing && !time.Now().Before(s.deadline)
 	s.killing = s.killing || startKilling
+	if startKilling && s.p.cgroup != "" {
+		// One write kills the whole cgroup, including what forks meanwhile.
+		_ = killCgroup(s.p.cgroup)
+	}
 	var termed []int
 	for _, t := range targets {
 		switch {
@@ -187,4 +202,28 @@ func statOf(pid int) (stat, bool) {
 	ppid, err1 := strconv.Atoi(f[1])
 	pgrp, err2 := strconv.Atoi(f[2])
 	return stat{state: f[0][0], ppid: ppid, pgrp: pgrp}, err1 == nil && err2 == nil
+}
+
+// strayedLocked lists the living members of the workload's cgroup that are
+// in none of targets: they left its process group and are not lockex's
+// children. Called with r.mu held.
+func (p *Process) strayedLocked(targets []int) []int {
+	if p.cgroup == "" {
+		return nil
+	}
+	b, err := os.ReadFile(p.cgroup + "/cgroup.procs")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || slices.Contains(targets, pid) {
+			continue
+		}
+		if st, ok := statOf(pid); ok && st.pgrp != p.pid && st.state != 'Z' && st.state != 'X' {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
