@@ -137,9 +137,10 @@ type soak struct {
 }
 
 type soakRun struct {
-	who string
-	how runner
-	lx  *started
+	who   string
+	how   runner
+	child bool // its workload leaves a background writer
+	lx    *started
 }
 
 type freezeWindow struct {
@@ -241,8 +242,9 @@ func (s *soak) contend(i int, end time.Time) {
 		if rng.IntN(2) == 0 {
 			hold = time.Duration(1000+rng.IntN(4000)) * time.Millisecond
 		}
-		child := rng.IntN(2) == 0
-		r := &soakRun{who: who, how: c.how, lx: s.start(i, strings.Join(hosts, ","), who, hold, child)}
+		// Host contenders start no background child (see onHost).
+		child := rng.IntN(2) == 0 && c.how != onHost
+		r := &soakRun{who: who, how: c.how, child: child, lx: s.start(i, strings.Join(hosts, ","), who, hold, child)}
 		s.mu.Lock()
 		s.running[i] = r
 		s.logs[who] = r.lx
@@ -279,7 +281,7 @@ func (s *soak) contend(i int, end time.Time) {
 
 // start starts one run of contender i: lockex, on the host or as PID 1,
 // with a ticker workload, or a kazoo peer; child asks for a background
-// writer where the contender has one.
+// writer.
 func (s *soak) start(i int, hosts, who string, hold time.Duration, child bool) *started {
 	c := s.kind.fleet[i]
 	if c.how == kazooPeer {
@@ -291,7 +293,7 @@ func (s *soak) start(i int, hosts, who string, hold time.Duration, child bool) *
 			strconv.Itoa(s.kind.size), s.logPath, who, fmt.Sprintf("%.3f", hold.Seconds()), bg, "4"))
 	}
 	workload := ticker(s.logPath, who, hold, false)
-	if c.how == asPID1 && child {
+	if child {
 		workload = tickerWithChild(s.logPath, who, hold)
 	}
 	args := append([]string{"-z", hosts, "-i", "soak", "-c", strconv.Itoa(s.kind.size), "-T", "3s"}, lossFlags...)
@@ -370,7 +372,13 @@ func (s *soak) inject() {
 	case 2:
 		if r := s.running[i]; r != nil {
 			if pid := r.pid(); pid != 0 {
-				s.faults["kill -9"]++
+				// Told apart, to show that SIGKILL hit PID 1 with a
+				// background child under it.
+				name := "kill -9"
+				if r.how == asPID1 && r.child {
+					name = "kill -9 (PID 1 with a child)"
+				}
+				s.faults[name]++
 				s.event("kill -9 %s", r.who)
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
