@@ -5,9 +5,12 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/lockex/lockex/internal/app.Version=$(VERSION)
 
 # make soak SOAK=30m SEED=123: the fault-injection soak for longer than the
-# minute make test gives it; SEED repeats an earlier schedule.
-SOAK ?= 20m
+# minute per kind make test gives it. SOAK is each kind's length: the mutex
+# runs for SOAK, then the semaphore for SOAK. KIND=mutex or KIND=semaphore
+# runs one of them; SEED repeats an earlier schedule.
+SOAK ?= 10m
 SEED ?=
+KIND ?=
 
 .PHONY: build demo test soak bench deps-demo deps-test image deploy-check
 
@@ -34,7 +37,7 @@ test: deps-test
 	@$(MAKE) --no-print-directory deploy-check
 
 soak: deps-test
-	LOCKEX_SOAK=$(SOAK) LOCKEX_SOAK_SEED=$(SEED) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$' -v ./e2e/
+	LOCKEX_SOAK=$(SOAK) LOCKEX_SOAK_SEED=$(SEED) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$/$(KIND)' -v ./e2e/
 
 # The Dockerfile, Helm chart, kustomize and alert rules, checked by the Go
 # tests of the separate module in deploy/ (helm and kustomize are installed
