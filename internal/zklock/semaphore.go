@@ -31,6 +31,11 @@ func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
 }
 
+// errTurnLost means the serialising mutex was lost while this contender
+// held it (its node was deleted, or its session expired or went silent):
+// another contender may hold it now.
+var errTurnLost = errors.New("zklock: semaphore's mutex lost")
+
 // Acquire returns a Lease once this contender holds one of the leases. If
 // blocking is false it returns ErrBusy when all leases are taken; if ctx
 // ends first, ctx's error. It returns an error wrapping ErrSizeMismatch when
@@ -46,21 +51,31 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 		// is free; a kazoo waiter holds that mutex until one is.
 		giveUp = m.full
 	}
-	turn, err := m.mutex.acquire(ctx, giveUp)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err := turn.Release(); err != nil {
-			m.s.log.Warn("could not release the semaphore's mutex", "err", err)
+	for {
+		turn, err := m.mutex.acquire(ctx, giveUp)
+		if err != nil {
+			return nil, err
 		}
-	}()
+		lease, err := m.underTurn(ctx, turn, blocking, start)
+		if rerr := turn.Release(); rerr != nil {
+			m.s.log.Warn("could not release the semaphore's mutex", "err", rerr)
+		}
+		if !errors.Is(err, errTurnLost) {
+			return lease, err
+		}
+		m.s.log.Info("lost the semaphore's mutex while waiting for a lease; queueing again", "err", err)
+	}
+}
 
+// underTurn finds or takes a lease while this contender holds the
+// serialising mutex, waiting for one to be free if blocking. It returns an
+// error wrapping errTurnLost when the turn ends first.
+func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, start time.Time) (*Lease, error) {
 	r := retrier{s: m.s}
 	for {
-		lease, wait, err := m.take(blocking, start)
+		lease, wait, err := m.take(turn, blocking, start)
 		if err != nil {
-			if errors.Is(err, ErrBusy) {
+			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
 				return nil, err
 			}
 			if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
@@ -75,6 +90,8 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 		}
 		select {
 		case <-wait:
+		case <-turn.Done():
+			return nil, fmt.Errorf("%w: %w", errTurnLost, turn.Err())
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -83,7 +100,7 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 
 // take makes one pass under the mutex: it finds or creates the own lease
 // while fewer than size exist, or returns a watch on the leases.
-func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Event, error) {
+func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <-chan zk.Event, error) {
 	leases, _, watch, err := m.s.conn.ChildrenW(m.s.abs(m.path))
 	if err != nil {
 		return nil, nil, err
@@ -98,7 +115,7 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 			m.s.obs.Waiting(0)
 			return nil, watch, nil
 		}
-		if _, err := m.s.conn.Create(m.s.abs(p), m.data, zk.FlagEphemeral, m.s.acl); err != nil && !errors.Is(err, zk.ErrNodeExists) {
+		if err := m.create(turn, p); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -116,6 +133,33 @@ func (m *Semaphore) take(blocking bool, start time.Time) (*Lease, <-chan zk.Even
 	}
 	m.s.obs.Contenders(held)
 	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
+}
+
+// create creates the lease at p only if the turn is still this contender's
+// when ZooKeeper applies the create: a check of the turn's node and the
+// create are one transaction. The node's name is this contender's alone
+// and it is ephemeral, so it exists exactly while the session that won the
+// turn lives and nobody deleted it; the leader decides the check in the
+// same order in which it applies the deletions of an expired session's
+// nodes (PrepRequestProcessor: closeSession and check both go through
+// getRecordForPath, and requests of a closing session are refused). A
+// check followed by a separate create would leave a window in between.
+func (m *Semaphore) create(turn *Lease, p string) error {
+	res, err := m.s.conn.Multi(
+		&zk.CheckVersionRequest{Path: m.s.abs(turn.Node()), Version: -1},
+		&zk.CreateRequest{Path: m.s.abs(p), Data: m.data, Acl: m.s.acl, Flags: zk.FlagEphemeral},
+	)
+	switch {
+	case err == nil:
+		return nil
+	case len(res) != 2:
+		return err // no answer per operation: the connection, most likely
+	case errors.Is(res[0].Error, zk.ErrNoNode):
+		return fmt.Errorf("%w: %s is gone", errTurnLost, turn.Node())
+	case errors.Is(res[1].Error, zk.ErrNodeExists):
+		return nil // an earlier create whose answer was lost; take looks whose it is
+	}
+	return err
 }
 
 // full reports whether every lease is held, and watches the leases.
