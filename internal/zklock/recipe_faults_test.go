@@ -210,3 +210,80 @@ func TestSemaphoreLeaseNeedsTheTurn(t *testing.T) {
 		t.Errorf("leases %v, want none", kids)
 	}
 }
+
+// ownNode creates a node with m's prefix on s, as a create of m's whose
+// answer was lost would have.
+func ownNode(t *testing.T, s *Session, m *Mutex) string {
+	t.Helper()
+	if _, err := s.ensurePath(m.path, nil); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.conn.Create(s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, s.acl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.rel(p)
+}
+
+// TestTwoOwnNodes: a create whose answer was lost, retried through a
+// follower that had not applied it, leaves two nodes of the same
+// contender. It must take the lock on the older and delete the newer,
+// not wait behind its own node.
+func TestTwoOwnNodes(t *testing.T) {
+	zkc := zktest.Start(t)
+	s := connect(t, zkc.Hosts())
+	m := NewMutex(s, "/twice", "me")
+	older, newer := ownNode(t, s, m), ownNode(t, s, m)
+	ctx, cancel := context.WithTimeout(context.Background(), settle)
+	defer cancel()
+	lease, err := m.Acquire(ctx, true)
+	if err != nil {
+		t.Fatalf("Acquire with nodes %s and %s of its own: %v", older, newer, err)
+	}
+	if lease.Node() != older {
+		t.Errorf("took %s, want the older %s", lease.Node(), older)
+	}
+	if kids, _ := s.children("/twice"); len(kids) != 1 {
+		t.Errorf("children %v, want only %s", kids, older)
+	}
+}
+
+// TestFailedAcquireDeletesUnseenNode: when acquiring fails before the
+// contender knows its node (a create whose answer was lost, then the
+// retries ran out or the context ended), every node of its own is
+// deleted all the same; another session's node with the same prefix is
+// not touched.
+func TestFailedAcquireDeletesUnseenNode(t *testing.T) {
+	zkc := zktest.Start(t)
+	s, other := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	m := NewMutex(s, "/unseen", "me")
+	ownNode(t, s, m)
+	foreign := ownNode(t, other, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := m.Acquire(ctx, true); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with an ended context: %v", err)
+	}
+	if kids, _ := s.children("/unseen"); len(kids) != 1 || join("/unseen", kids[0]) != foreign {
+		t.Errorf("children %v, want only the other session's %s", kids, foreign)
+	}
+}
+
+// TestSemaphoreTurnEndsClean: a node of the semaphore's mutex that a lost
+// create of this contender's left behind its turn goes with the turn;
+// otherwise every other contender would wait behind it while this one
+// holds its lease.
+func TestSemaphoreTurnEndsClean(t *testing.T) {
+	zkc := zktest.Start(t)
+	s := connect(t, zkc.Hosts())
+	m := NewSemaphore(s, "/sem-clean", "me", 2)
+	turn, err := m.mutex.acquire(context.Background(), never)
+	if err != nil {
+		t.Fatal(err)
+	}
+	late := ownNode(t, s, m.mutex)
+	m.endTurn(turn)
+	if kids, _ := s.children(m.mutex.path); len(kids) != 0 {
+		t.Errorf("mutex nodes %v left after the turn (the late one was %s)", kids, late)
+	}
+}

@@ -57,14 +57,23 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 			return nil, err
 		}
 		lease, err := m.underTurn(ctx, turn, blocking, start)
-		if rerr := turn.Release(); rerr != nil {
-			m.s.log.Warn("could not release the semaphore's mutex", "err", rerr)
-		}
+		m.endTurn(turn)
 		if !errors.Is(err, errTurnLost) {
 			return lease, err
 		}
 		m.s.log.Info("lost the semaphore's mutex while waiting for a lease; queueing again", "err", err)
 	}
+}
+
+// endTurn releases the serialising mutex, and deletes any other node of
+// this contender's in it: a create whose answer was lost may have left one
+// behind the turn's, which would hold up every other contender for as long
+// as this one holds its lease.
+func (m *Semaphore) endTurn(turn *Lease) {
+	if err := turn.Release(); err != nil {
+		m.s.log.Warn("could not release the semaphore's mutex", "err", err)
+	}
+	m.mutex.abandon("")
 }
 
 // underTurn finds or takes a lease while this contender holds the
