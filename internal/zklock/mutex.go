@@ -52,6 +52,8 @@ func always() (bool, <-chan zk.Event, error) { return true, nil, nil }
 // returns ctx's error. Either way its node is deleted before it returns.
 func (m *Mutex) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
 	if m.sizeCheck {
+		// Only the check after the own node exists decides (round);
+		// this one spares a semaphore in use the sight of our node.
 		if err := m.checkNotSemaphore(); err != nil {
 			return nil, err
 		}
@@ -93,7 +95,7 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 		var wait <-chan zk.Event
 		lease, wait, err = m.round(&node, giveUp, start)
 		if err != nil {
-			if errors.Is(err, ErrBusy) {
+			if errors.Is(err, ErrBusy) || errors.Is(err, ErrSizeMismatch) {
 				return nil, err
 			}
 			if err = r.again(ctx, "lock "+m.path, err); err != nil {
@@ -124,7 +126,7 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 			return nil, nil, err
 		}
 	}
-	children, err := m.s.children(m.path)
+	children, parent, err := m.s.conn.Children(m.s.abs(m.path))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -143,6 +145,14 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	*node = mine[0]
 	for _, extra := range mine[1:] {
 		if err := m.s.conn.Delete(m.s.abs(join(m.path, extra)), -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return nil, nil, err
+		}
+	}
+	if m.sizeCheck && parent.DataLength > 0 {
+		// P was read after the own node was created: a semaphore that
+		// wrote its size later lists its children later and sees our node
+		// (checkNoLocks), so one of the two refuses.
+		if err := m.checkNotSemaphore(); err != nil {
 			return nil, nil, err
 		}
 	}

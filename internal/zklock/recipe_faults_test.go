@@ -3,6 +3,7 @@ package zklock
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -286,4 +287,114 @@ func TestSemaphoreTurnEndsClean(t *testing.T) {
 	if kids, _ := s.children(m.mutex.path); len(kids) != 0 {
 		t.Errorf("mutex nodes %v left after the turn (the late one was %s)", kids, late)
 	}
+}
+
+// TestLockAndSemaphoreOnFreshPath races a lock and a semaphore of 2 on
+// each of many brand-new paths: they do not exclude each other, so at
+// most one of them may take the path; the other must refuse it with
+// ErrSizeMismatch (both refusing is safe too).
+func TestLockAndSemaphoreOnFreshPath(t *testing.T) {
+	const paths = 40
+	zkc := zktest.Start(t)
+	sm, ss := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	var both, lock, sem, neither int
+	for i := range paths {
+		p := fmt.Sprintf("/fresh/%d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		got := make(chan acquired, 2)
+		start := make(chan struct{})
+		contend(ctx, "lock", func(ctx context.Context) (*Lease, error) {
+			<-start
+			return NewMutex(sm, p, "lock").Acquire(ctx, false)
+		}, got)
+		contend(ctx, "semaphore", func(ctx context.Context) (*Lease, error) {
+			<-start
+			return NewSemaphore(ss, p, "semaphore", 2).Acquire(ctx, false)
+		}, got)
+		close(start)
+		held := map[string]*Lease{}
+		for range 2 {
+			r := <-got
+			switch {
+			case r.err == nil:
+				held[r.who] = r.lease
+			case !errors.Is(r.err, ErrSizeMismatch):
+				t.Fatalf("%s on %s: %v", r.who, p, r.err)
+			}
+		}
+		cancel()
+		switch len(held) {
+		case 2:
+			both++
+		case 0:
+			neither++
+		default:
+			if held["lock"] != nil {
+				lock++
+			} else {
+				sem++
+			}
+		}
+		for _, l := range held {
+			if err := l.Release(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Logf("%d paths: both took it %d times, the lock alone %d, the semaphore alone %d, neither %d", paths, both, lock, sem, neither)
+	if both > 0 {
+		t.Errorf("a lock and a semaphore both took the same path %d times in %d", both, paths)
+	}
+}
+
+// TestSizeDecidedAfterOwnNode: each side of the lock/semaphore check on
+// its own. Each refuses P when the other's mark (the size, a lock's node)
+// appeared after its early check but before its own node existed.
+func TestSizeDecidedAfterOwnNode(t *testing.T) {
+	zkc := zktest.Start(t)
+	sm, ss := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	ctx := context.Background()
+	only := func(t *testing.T, p string, want *Lease) {
+		t.Helper()
+		kids, err := sm.children(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(kids) != 1 || join(p, kids[0]) != want.Node() {
+			t.Errorf("children %v, want only the holder's %s", kids, want.Node())
+		}
+	}
+
+	t.Run("lock after a semaphore", func(t *testing.T) {
+		sem, err := NewSemaphore(ss, "/after-sem", "semaphore", 2).Acquire(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As if the lock's early check had read P before the size was there.
+		if _, err := NewMutex(sm, "/after-sem", "lock").acquire(ctx, always); !errors.Is(err, ErrSizeMismatch) {
+			t.Errorf("lock: %v, want ErrSizeMismatch", err)
+		}
+		only(t, "/after-sem", sem)
+	})
+	t.Run("semaphore after a lock", func(t *testing.T) {
+		lock, err := NewMutex(sm, "/after-lock", "lock").Acquire(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As if the semaphore's early check had listed P before the lock's
+		// node was there, and then written its size.
+		if _, err := ss.conn.Set(ss.abs("/after-lock"), []byte("2"), -1); err != nil {
+			t.Fatal(err)
+		}
+		m := NewSemaphore(ss, "/after-lock", "semaphore", 2)
+		turn, err := m.mutex.acquire(ctx, never)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.endTurn(turn)
+		if _, err := m.underTurn(ctx, turn, false, time.Now()); !errors.Is(err, ErrSizeMismatch) {
+			t.Errorf("semaphore: %v, want ErrSizeMismatch", err)
+		}
+		only(t, "/after-lock", lock)
+	})
 }

@@ -87,6 +87,10 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
 				return nil, err
 			}
+			if errors.Is(err, ErrSizeMismatch) {
+				m.abandon()
+				return nil, err
+			}
 			if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
 				m.abandon()
 				return nil, err
@@ -136,6 +140,9 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 		// A lease of an expired session of ours: wait until it is gone.
 		return nil, watch, nil
 	}
+	if err := m.checkNoLocks(); err != nil {
+		return nil, nil, err
+	}
 	held := len(leases)
 	if !slices.Contains(leases, m.lease) {
 		held++
@@ -171,6 +178,22 @@ func (m *Semaphore) create(turn *Lease, p string) error {
 	return err
 }
 
+// checkNoLocks refuses P if a lock's contender is among its children. It
+// runs after the own lease exists and the size was written before it: a
+// lock that created its node later reads P's data later and sees the size
+// (Mutex.round), so one of the two refuses. ZooKeeper applies writes in
+// one order, and a session reads what it wrote.
+func (m *Semaphore) checkNoLocks() error {
+	children, err := m.s.children(m.path)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(children, contender.MatchString) {
+		return fmt.Errorf("%w: %s is a lock (size 1) in ZooKeeper, asked for a semaphore of %d", ErrSizeMismatch, m.path, m.size)
+	}
+	return nil
+}
+
 // full reports whether every lease is held, and watches the leases.
 func (m *Semaphore) full() (bool, <-chan zk.Event, error) {
 	leases, _, watch, err := m.s.conn.ChildrenW(m.s.abs(m.path))
@@ -201,16 +224,12 @@ func (m *Semaphore) checkSize() error {
 			return nil
 		}
 		// Empty: a plain lock's node, or a kazoo Semaphore between creating
-		// P and writing its size. Refuse the first; write the size only if
-		// nobody has written since we read.
-		children, err := m.s.children(m.path)
-		if err != nil {
+		// P and writing its size. Refuse the first, without writing a size
+		// that would shut its contenders out; write the size only if nobody
+		// has written since we read. Only the check after the own lease
+		// exists decides (checkNoLocks).
+		if err := m.checkNoLocks(); err != nil {
 			return err
-		}
-		for _, c := range children {
-			if contender.MatchString(c) {
-				return fmt.Errorf("%w: %s is a lock (size 1) in ZooKeeper, asked for a semaphore of %d", ErrSizeMismatch, m.path, m.size)
-			}
 		}
 		if _, err := m.s.conn.Set(m.s.abs(m.path), []byte(want), stat.Version); err == nil || !errors.Is(err, zk.ErrBadVersion) {
 			return err
