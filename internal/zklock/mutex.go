@@ -92,6 +92,7 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		r.round()
 		var wait <-chan zk.Event
 		lease, wait, err = m.round(&node, giveUp, start)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -397,4 +398,101 @@ func TestSizeDecidedAfterOwnNode(t *testing.T) {
 		}
 		only(t, "/after-lock", lock)
 	})
+}
+
+// syncBuffer is a log that goroutines may write while a test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// TestWaiterSurvivesWriteError: the server a waiter is connected to
+// crashes just after telling it that its predecessor is gone. The waiter
+// reads that, and the request it sends in answer fails to be written
+// (go-zookeeper hands the caller the socket's error, not
+// ErrConnectionClosed). A retry on the same session works, with the
+// default single retry, so the waiter must retry and take the lock.
+func TestWaiterSurvivesWriteError(t *testing.T) {
+	// The crashed server's last words are the firing of many watches
+	// (noise), with the predecessor's deletion in the middle: the reset
+	// has arrived by the time the waiter reads of the deletion, and its
+	// connection is still busy reading when it writes. Should the reader
+	// get to the end first all the same, the request fails with
+	// ErrConnectionClosed instead, and the test tries again.
+	const before, after, attempts = 500, 1000, 10
+	zkc := zktest.Start(t)
+	h := connect(t, zkc.Hosts())
+	noise := func(from, to int, op func(p string) any) []any {
+		var ops []any
+		for i := from; i < to; i++ {
+			ops = append(ops, op(fmt.Sprintf("/n%d", i)))
+		}
+		return ops
+	}
+	create := func(p string) any {
+		return &zk.CreateRequest{Path: p, Acl: zk.WorldACL(zk.PermAll), Flags: zk.FlagEphemeral}
+	}
+	remove := func(p string) any { return &zk.DeleteRequest{Path: p, Version: -1} }
+	for attempt := 1; attempt <= attempts; attempt++ {
+		px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+		var log syncBuffer
+		w := connectWith(t, px.Addr(), func(o *Options) {
+			o.Logger = slog.New(slog.NewTextHandler(&log, &slog.HandlerOptions{Level: slog.LevelWarn}))
+		})
+		p := fmt.Sprintf("/write-error-%d", attempt)
+		holder, err := NewMutex(h, p, "holder").Acquire(context.Background(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.conn.Multi(noise(0, before+after, create)...); err != nil {
+			t.Fatal(err)
+		}
+		for i := range before + after {
+			if _, _, _, err := w.conn.ExistsW(w.abs(fmt.Sprintf("/n%d", i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), patience)
+		got := make(chan acquired, 1)
+		contend(ctx, "waiter", func(ctx context.Context) (*Lease, error) { return NewMutex(w, p, "waiter").Acquire(ctx, true) }, got)
+		waitUntil(t, "the waiter queued", func() bool { kids, _ := h.children(p); return len(kids) == 2 })
+
+		px.Stall()
+		if _, err := h.conn.Multi(noise(0, before, remove)...); err != nil {
+			t.Fatal(err)
+		}
+		if err := holder.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.conn.Multi(noise(before, before+after, remove)...); err != nil {
+			t.Fatal(err)
+		}
+		px.Crash()
+		r := <-got
+		cancel()
+		if r.err != nil {
+			t.Fatalf("waiter: %v\nits log:\n%s", r.err, log.String())
+		}
+		if err := r.lease.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(log.String(), "write tcp") {
+			t.Logf("attempt %d: the waiter's write failed, and it took the lock", attempt)
+			return
+		}
+		t.Logf("attempt %d: no write error, the connection's end was seen first; again\n%s", attempt, log.String())
+	}
+	t.Fatalf("no write error in %d attempts", attempts)
 }

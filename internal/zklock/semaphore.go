@@ -82,6 +82,7 @@ func (m *Semaphore) endTurn(turn *Lease) {
 func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, start time.Time) (*Lease, error) {
 	r := retrier{s: m.s}
 	for {
+		r.round()
 		lease, wait, err := m.take(turn, blocking, start)
 		if err != nil {
 			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
