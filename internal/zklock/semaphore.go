@@ -78,22 +78,23 @@ func (m *Semaphore) endTurn(turn *Lease) {
 
 // underTurn finds or takes a lease while this contender holds the
 // serialising mutex, waiting for one to be free if blocking. It returns an
-// error wrapping errTurnLost when the turn ends first.
-func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, start time.Time) (*Lease, error) {
+// error wrapping errTurnLost when the turn ends first. On error it deletes
+// the own lease, which a create whose answer was lost may have made.
+func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, start time.Time) (_ *Lease, err error) {
+	defer func() {
+		if err != nil {
+			m.abandon()
+		}
+	}()
 	r := retrier{s: m.s}
 	for {
 		r.round()
 		lease, wait, err := m.take(turn, blocking, start)
 		if err != nil {
-			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
-				return nil, err
-			}
-			if errors.Is(err, ErrSizeMismatch) {
-				m.abandon()
+			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) || errors.Is(err, ErrSizeMismatch) {
 				return nil, err
 			}
 			if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
-				m.abandon()
 				return nil, err
 			}
 			continue
@@ -201,9 +202,11 @@ func (m *Semaphore) full() (bool, <-chan zk.Event, error) {
 	return len(leases) >= m.size, watch, err
 }
 
-// abandon deletes a lease whose create may have succeeded unseen.
+// abandon deletes the own lease, if there is one.
 func (m *Semaphore) abandon() {
-	_ = m.s.deleteNode(join(m.path, m.lease))
+	if err := m.s.deleteNode(join(m.path, m.lease)); err != nil {
+		m.s.log.Warn("could not delete own lease; closing the session will", "node", join(m.path, m.lease), "err", err)
+	}
 }
 
 // checkSize stores the size on P, or compares it with the one stored there.
