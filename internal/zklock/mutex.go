@@ -192,8 +192,11 @@ func (m *Mutex) adoptOrCreate() (string, error) {
 		return "", err
 	}
 	mine, err := m.mine(children)
-	if err != nil || len(mine) > 0 {
-		return first(mine), err
+	if err != nil {
+		return "", err
+	}
+	if len(mine) > 0 {
+		return mine[0], nil
 	}
 	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, m.s.acl)
 	if err != nil {
@@ -227,32 +230,27 @@ func (m *Mutex) mine(children []string) ([]string, error) {
 // a connection no longer than the connect timeout; closing the session,
 // which lockex does next, removes whatever is left.
 func (m *Mutex) abandon(node string) {
-	nodes := []string{}
-	if node != "" {
-		nodes = append(nodes, node)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), m.s.opts.ConnectTimeout)
 	defer cancel()
-	if m.s.WaitConnected(ctx) == nil {
-		if children, err := m.s.children(m.path); err == nil {
-			if mine, err := m.mine(children); err == nil {
-				nodes = append(nodes, mine...)
-			}
+	if err := m.s.WaitConnected(ctx); err != nil {
+		m.s.log.Warn("could not delete own lock nodes; closing the session will", "path", m.path, "err", err)
+		return
+	}
+	nodes := []string{node}
+	if children, err := m.s.children(m.path); err == nil {
+		if mine, err := m.mine(children); err == nil {
+			nodes = append(nodes, mine...)
 		}
 	}
 	slices.Sort(nodes)
 	for _, n := range slices.Compact(nodes) {
+		if n == "" {
+			continue
+		}
 		if err := m.s.deleteNode(join(m.path, n)); err != nil {
 			m.s.log.Warn("could not delete own lock node; closing the session will", "node", join(m.path, n), "err", err)
 		}
 	}
-}
-
-func first(names []string) string {
-	if len(names) == 0 {
-		return ""
-	}
-	return names[0]
 }
 
 // held confirms that the node is this session's before the lock counts as
