@@ -152,7 +152,7 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	if m.sizeCheck && parent.DataLength > 0 {
 		// P was read after the own node was created: a semaphore that
 		// wrote its size later lists its children later and sees our node
-		// (checkNoLocks), so one of the two refuses.
+		// (Semaphore.confirm), so one of the two refuses.
 		if err := m.checkNotSemaphore(); err != nil {
 			return nil, nil, err
 		}

@@ -387,13 +387,7 @@ func TestSizeDecidedAfterOwnNode(t *testing.T) {
 		if _, err := ss.conn.Set(ss.abs("/after-lock"), []byte("2"), -1); err != nil {
 			t.Fatal(err)
 		}
-		m := NewSemaphore(ss, "/after-lock", "semaphore", 2)
-		turn, err := m.mutex.acquire(ctx, never)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.endTurn(turn)
-		if _, err := m.underTurn(ctx, turn, false, time.Now()); !errors.Is(err, ErrSizeMismatch) {
+		if _, err := NewSemaphore(ss, "/after-lock", "semaphore", 2).acquire(ctx, false); !errors.Is(err, ErrSizeMismatch) {
 			t.Errorf("semaphore: %v, want ErrSizeMismatch", err)
 		}
 		only(t, "/after-lock", lock)

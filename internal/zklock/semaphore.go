@@ -32,8 +32,8 @@ func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 }
 
 // errTurnLost means the serialising mutex was lost while this contender
-// held it (its node was deleted, or its session expired or went silent):
-// another contender may hold it now.
+// held it (its node was deleted, or its session expired): another
+// contender may hold it now.
 var errTurnLost = errors.New("zklock: semaphore's mutex lost")
 
 // Acquire returns a Lease once this contender holds one of the leases. If
@@ -41,10 +41,14 @@ var errTurnLost = errors.New("zklock: semaphore's mutex lost")
 // ends first, ctx's error. It returns an error wrapping ErrSizeMismatch when
 // P records another size. Nothing of it is left in ZooKeeper on error.
 func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
-	start := time.Now()
 	if err := m.checkSize(); err != nil {
 		return nil, err
 	}
+	return m.acquire(ctx, blocking)
+}
+
+func (m *Semaphore) acquire(ctx context.Context, blocking bool) (*Lease, error) {
+	start := time.Now()
 	giveUp := never
 	if !blocking {
 		// Waiting for the serialising mutex is only worth it while a lease
@@ -58,10 +62,21 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 		}
 		lease, err := m.underTurn(ctx, turn, blocking, start)
 		m.endTurn(turn)
-		if !errors.Is(err, errTurnLost) {
-			return lease, err
+		switch {
+		case errors.Is(err, errTurnLost):
+			m.s.log.Info("lost the semaphore's mutex while waiting for a lease; queueing again", "err", err)
+			continue
+		case err != nil:
+			return nil, err
 		}
-		m.s.log.Info("lost the semaphore's mutex while waiting for a lease; queueing again", "err", err)
+		// After the turn: the next contender need not wait for this.
+		if err := m.confirm(ctx); err != nil {
+			if rerr := lease.Release(); rerr != nil {
+				m.s.log.Warn("could not delete own lease; closing the session will", "node", lease.Node(), "err", rerr)
+			}
+			return nil, err
+		}
+		return lease, nil
 	}
 }
 
@@ -91,7 +106,7 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 		r.round()
 		lease, wait, err := m.take(turn, blocking, start)
 		if err != nil {
-			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) || errors.Is(err, ErrSizeMismatch) {
+			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
 				return nil, err
 			}
 			if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
@@ -105,8 +120,6 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 		}
 		select {
 		case <-wait:
-		case <-turn.Done():
-			return nil, fmt.Errorf("%w: %w", errTurnLost, turn.Err())
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -128,7 +141,11 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 			}
 			m.s.obs.Contenders(len(leases))
 			m.s.obs.Waiting(0)
-			return nil, watch, nil
+			lost, err := m.watchTurn(turn)
+			if err != nil {
+				return nil, nil, err
+			}
+			return nil, merge(watch, lost), nil
 		}
 		if err := m.create(turn, p); err != nil {
 			return nil, nil, err
@@ -142,15 +159,27 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 		// A lease of an expired session of ours: wait until it is gone.
 		return nil, watch, nil
 	}
-	if err := m.checkNoLocks(); err != nil {
-		return nil, nil, err
-	}
 	held := len(leases)
 	if !slices.Contains(leases, m.lease) {
 		held++
 	}
 	m.s.obs.Contenders(held)
 	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
+}
+
+// watchTurn returns a channel that fires when the turn's node goes, by a
+// deletion or with its session, or errTurnLost if it has gone already. A
+// turn is not lost while the session is merely suspended: the check in
+// create keeps a stale turn from taking a lease all the same.
+func (m *Semaphore) watchTurn(turn *Lease) (<-chan zk.Event, error) {
+	ok, stat, gone, err := m.s.conn.ExistsW(m.s.abs(turn.Node()))
+	switch {
+	case err != nil:
+		return nil, err
+	case !ok || stat.EphemeralOwner != turn.session:
+		return nil, fmt.Errorf("%w: %s is gone", errTurnLost, turn.Node())
+	}
+	return gone, nil
 }
 
 // create creates the lease at p only if the turn is still this contender's
@@ -180,11 +209,26 @@ func (m *Semaphore) create(turn *Lease, p string) error {
 	return err
 }
 
-// checkNoLocks refuses P if a lock's contender is among its children. It
-// runs after the own lease exists and the size was written before it: a
-// lock that created its node later reads P's data later and sees the size
-// (Mutex.round), so one of the two refuses. ZooKeeper applies writes in
-// one order, and a session reads what it wrote.
+// confirm refuses P if a lock's contender is among its children, once the
+// own lease exists; the size was written before it. A lock that created
+// its node later reads P's data later and sees the size (Mutex.round), so
+// one of the two refuses: ZooKeeper applies writes in one order, and a
+// session reads what it wrote.
+func (m *Semaphore) confirm(ctx context.Context) error {
+	r := retrier{s: m.s}
+	for {
+		r.round()
+		err := m.checkNoLocks()
+		if err == nil || !retryable(err) {
+			return err
+		}
+		if err = r.again(ctx, "semaphore "+m.path, err); err != nil {
+			return err
+		}
+	}
+}
+
+// checkNoLocks refuses P if a lock's contender is among its children.
 func (m *Semaphore) checkNoLocks() error {
 	children, err := m.s.children(m.path)
 	if err != nil {
@@ -231,7 +275,7 @@ func (m *Semaphore) checkSize() error {
 		// P and writing its size. Refuse the first, without writing a size
 		// that would shut its contenders out; write the size only if nobody
 		// has written since we read. Only the check after the own lease
-		// exists decides (checkNoLocks).
+		// exists decides (confirm).
 		if err := m.checkNoLocks(); err != nil {
 			return err
 		}
