@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -53,6 +52,8 @@ func always() (bool, <-chan zk.Event, error) { return true, nil, nil }
 // returns ctx's error. Either way its node is deleted before it returns.
 func (m *Mutex) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
 	if m.sizeCheck {
+		// Only the check after the own node exists decides (round);
+		// this one spares a semaphore in use the sight of our node.
 		if err := m.checkNotSemaphore(); err != nil {
 			return nil, err
 		}
@@ -83,20 +84,19 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 	r := retrier{s: m.s}
 	var node string // own node's name; "" while there is none
 	defer func() {
-		if err != nil && node != "" {
-			if derr := m.s.deleteNode(join(m.path, node)); derr != nil {
-				m.s.log.Warn("could not delete own lock node; closing the session will", "node", join(m.path, node), "err", derr)
-			}
+		if err != nil {
+			m.abandon(node)
 		}
 	}()
 	for {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		r.round()
 		var wait <-chan zk.Event
 		lease, wait, err = m.round(&node, giveUp, start)
 		if err != nil {
-			if errors.Is(err, ErrBusy) {
+			if errors.Is(err, ErrBusy) || errors.Is(err, ErrSizeMismatch) {
 				return nil, err
 			}
 			if err = r.again(ctx, "lock "+m.path, err); err != nil {
@@ -127,15 +127,35 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 			return nil, nil, err
 		}
 	}
-	children, err := m.s.children(m.path)
+	children, parent, err := m.s.conn.Children(m.s.abs(m.path))
 	if err != nil {
 		return nil, nil, err
 	}
-	if *node == "" || !slices.Contains(children, *node) {
+	mine, err := m.mine(children)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(mine) == 0 {
 		// List again before looking for a predecessor: contenders that
 		// created their nodes after this listing may be ahead of ours.
-		*node, err = m.adoptOrCreate(children)
+		*node, err = m.adoptOrCreate()
 		return nil, nil, err
+	}
+	// Two nodes of ours (a lost create retried): keep the older, or the
+	// newer would wait behind it for ever, and so would everyone after.
+	*node = mine[0]
+	for _, extra := range mine[1:] {
+		if err := m.s.conn.Delete(m.s.abs(join(m.path, extra)), -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+			return nil, nil, err
+		}
+	}
+	if m.sizeCheck && parent.DataLength > 0 {
+		// P was read after the own node was created: a semaphore that
+		// wrote its size later lists its children later and sees our node
+		// (Semaphore.confirm), so one of the two refuses.
+		if err := m.checkNotSemaphore(); err != nil {
+			return nil, nil, err
+		}
 	}
 
 	pred, ahead := predecessor(children, *node)
@@ -159,17 +179,24 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	return nil, merge(watch, wake), nil
 }
 
-// adoptOrCreate finds this contender's node among children (a create whose
-// answer was lost may have succeeded) or else creates it.
-func (m *Mutex) adoptOrCreate(children []string) (string, error) {
-	for _, name := range hasPrefixIn(children, m.prefix) {
-		_, mine, err := m.s.owned(join(m.path, name))
-		if err != nil {
-			return "", err
-		}
-		if mine {
-			return name, nil
-		}
+// adoptOrCreate finds this contender's node (a create whose answer was lost
+// may have succeeded) or else creates it. A retried create may reach a
+// server that has not yet applied the first one: Sync makes it catch up
+// with the leader before it is asked.
+func (m *Mutex) adoptOrCreate() (string, error) {
+	if _, err := m.s.conn.Sync(m.s.abs(m.path)); err != nil {
+		return "", err
+	}
+	children, err := m.s.children(m.path)
+	if err != nil {
+		return "", err
+	}
+	mine, err := m.mine(children)
+	if err != nil {
+		return "", err
+	}
+	if len(mine) > 0 {
+		return mine[0], nil
 	}
 	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, m.s.acl)
 	if err != nil {
@@ -177,6 +204,53 @@ func (m *Mutex) adoptOrCreate(children []string) (string, error) {
 	}
 	name := m.s.rel(created)
 	return name[strings.LastIndexByte(name, '/')+1:], nil
+}
+
+// mine returns the children that are this contender's nodes, oldest
+// first: those with its prefix that this session owns. A node of an
+// earlier session of ours is not among them.
+func (m *Mutex) mine(children []string) ([]string, error) {
+	var mine []string
+	for _, name := range hasPrefixIn(children, m.prefix) {
+		_, ok, err := m.s.owned(join(m.path, name))
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			mine = append(mine, name)
+		}
+	}
+	slices.SortFunc(mine, func(a, b string) int { return strings.Compare(sequence(a), sequence(b)) })
+	return mine, nil
+}
+
+// abandon deletes what a failed acquire leaves: node, and every other node
+// with this contender's prefix that the session owns, for a create whose
+// answer was lost may have made one that node does not name. It waits for
+// a connection no longer than the connect timeout; closing the session,
+// which lockex does next, removes whatever is left.
+func (m *Mutex) abandon(node string) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.s.opts.ConnectTimeout)
+	defer cancel()
+	if err := m.s.WaitConnected(ctx); err != nil {
+		m.s.log.Warn("could not delete own lock nodes; closing the session will", "path", m.path, "err", err)
+		return
+	}
+	nodes := []string{node}
+	if children, err := m.s.children(m.path); err == nil {
+		if mine, err := m.mine(children); err == nil {
+			nodes = append(nodes, mine...)
+		}
+	}
+	slices.Sort(nodes)
+	for _, n := range slices.Compact(nodes) {
+		if n == "" {
+			continue
+		}
+		if err := m.s.deleteNode(join(m.path, n)); err != nil {
+			m.s.log.Warn("could not delete own lock node; closing the session will", "node", join(m.path, n), "err", err)
+		}
+	}
 }
 
 // held confirms that the node is this session's before the lock counts as
@@ -199,23 +273,28 @@ func (m *Mutex) held(node *string, start time.Time) (*Lease, <-chan zk.Event, er
 // two clients that ordered a wrapped (negative) sequence differently could
 // both believe they hold the lock.
 func predecessor(children []string, own string) (pred string, ahead int) {
-	ownSeq := contender.FindStringSubmatch(own)
-	if ownSeq == nil {
+	ownSeq := sequence(own)
+	if ownSeq == "" {
 		return "", 0
 	}
-	var before []string
 	for _, c := range children {
-		if seq := contender.FindStringSubmatch(c); seq != nil && seq[1] < ownSeq[1] {
-			before = append(before, c)
+		if seq := sequence(c); seq != "" && seq < ownSeq {
+			ahead++
+			if pred == "" || seq > sequence(pred) {
+				pred = c
+			}
 		}
 	}
-	if len(before) == 0 {
-		return "", 0
+	return pred, ahead
+}
+
+// sequence is a contender's sequence number as its name spells it; "" for
+// a child that is no contender.
+func sequence(name string) string {
+	if m := contender.FindStringSubmatch(name); m != nil {
+		return m[1]
 	}
-	sort.Slice(before, func(i, j int) bool {
-		return contender.FindStringSubmatch(before[i])[1] < contender.FindStringSubmatch(before[j])[1]
-	})
-	return before[len(before)-1], len(before)
+	return ""
 }
 
 func countContenders(children []string) int {

@@ -6,8 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"os"
 	"path"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -16,8 +20,23 @@ import (
 // retryable reports whether err is a connection problem after which the
 // same operation may succeed: the request may or may not have been applied.
 func retryable(err error) bool {
-	return errors.Is(err, zk.ErrConnectionClosed) || errors.Is(err, zk.ErrNoServer) ||
-		errors.Is(err, zk.ErrSessionExpired) || errors.Is(err, zk.ErrSessionMoved)
+	var op *net.OpError
+	switch {
+	case errors.Is(err, zk.ErrConnectionClosed), errors.Is(err, zk.ErrNoServer),
+		errors.Is(err, zk.ErrSessionExpired), errors.Is(err, zk.ErrSessionMoved):
+		return true
+	case errors.As(err, &op):
+		// go-zookeeper hands the caller the error of a write that failed
+		// (conn.go, sendData), a reset or broken pipe when the server
+		// died, then drops the connection and makes another.
+		return true
+	}
+	for _, cause := range []error{syscall.EPIPE, syscall.ECONNRESET, os.ErrDeadlineExceeded, net.ErrClosed, io.EOF, io.ErrUnexpectedEOF} {
+		if errors.Is(err, cause) {
+			return true
+		}
+	}
+	return false
 }
 
 // retrier counts consecutive connection failures of one recipe. A success
@@ -26,7 +45,13 @@ func retryable(err error) bool {
 type retrier struct {
 	s        *Session
 	failures int
+	// changed closes at the first change of the session's state after the
+	// round began (round); nil if no round was marked.
+	changed <-chan struct{}
 }
+
+// round marks the start of a round of requests.
+func (r *retrier) round() { _, _, r.changed = r.s.current() }
 
 // again decides after a failed round: nil means try again (the session is
 // usable by now); an error wrapping ErrUnreachable means give up.
@@ -44,6 +69,16 @@ func (r *retrier) again(ctx context.Context, what string, err error) error {
 	r.s.log.Warn("zookeeper operation failed, retrying", "op", what, "err", err, "retry", r.failures)
 	wctx, cancel := context.WithTimeout(ctx, r.s.opts.ConnectTimeout)
 	defer cancel()
+	if state, _, _ := r.s.current(); state == zk.StateHasSession && r.changed != nil {
+		// A write error reaches us before go-zookeeper has dropped the
+		// connection it happened on; a retry sent now would wait for the
+		// next connection and, with a single server, be failed (ErrNoServer)
+		// before it. Wait until the session has been seen to change.
+		select {
+		case <-r.changed:
+		case <-wctx.Done():
+		}
+	}
 	if werr := r.s.WaitConnected(wctx); werr != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

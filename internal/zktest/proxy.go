@@ -18,6 +18,14 @@ const proxyDialTimeout = 5 * time.Second
 // sender, as it would behind a real blackhole.
 const proxyBufSize = 32 << 10
 
+// crashDrain is how long a Crash waits for more of what the server has
+// sent (it is on its way through loopback) before it hands it all over;
+// crashDrainMax bounds the whole, should the server go on sending.
+const (
+	crashDrain    = 100 * time.Millisecond
+	crashDrainMax = time.Second
+)
+
 type proxyMode int
 
 const (
@@ -48,7 +56,17 @@ type Proxy struct {
 type proxyConn struct {
 	client, server net.Conn
 	closed         bool
+	crashing       bool // Crash: hand over what the server sent, then reset
 }
+
+// verdict is what a forwarder does next with what it has read.
+type verdict int
+
+const (
+	goOn  verdict = iota
+	stop          // the connection has ended
+	crash         // deliver what the server sent, then reset
+)
 
 // StartProxy starts a proxy to target ("host:port") and stops it when the
 // test ends (t.Cleanup).
@@ -94,6 +112,38 @@ func (p *Proxy) Cut() {
 		p.dropLocked(pc)
 	}
 	p.cond.Broadcast()
+}
+
+// Crash ends every open connection as if its server had crashed right
+// after its last words: the proxy hands the client, in one write, all that
+// the server has sent and the proxy holds (after a Stall, everything the
+// server sent meanwhile), and resets the connection at once (TCP RST).
+// The client then reads those last words while its writes already fail
+// (connection reset, broken pipe), as they do when a server dies. What the
+// client sent and the proxy holds is lost. New connections pass. Crash
+// returns once every connection has been reset.
+func (p *Proxy) Crash() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var crashing []*proxyConn
+	for pc := range p.conns {
+		if pc.server == nil {
+			// Never connected to the server: it said nothing.
+			p.resetLocked(pc)
+			continue
+		}
+		pc.crashing = true
+		// Wakes the forwarder from the server if it waits for bytes.
+		pc.server.SetReadDeadline(time.Now())
+		crashing = append(crashing, pc)
+	}
+	p.mode = modePass
+	p.cond.Broadcast()
+	for _, pc := range crashing {
+		for !pc.closed {
+			p.cond.Wait()
+		}
+	}
 }
 
 // Conns is how many client connections are open now (for tests to wait on
@@ -159,7 +209,7 @@ func (p *Proxy) accept() {
 func (p *Proxy) serve(pc *proxyConn) {
 	defer p.wg.Done()
 	defer p.drop(pc)
-	if !p.waitPass(pc) {
+	if p.waitPass(pc, false) != goOn {
 		return
 	}
 	d := net.Dialer{Timeout: proxyDialTimeout}
@@ -179,9 +229,9 @@ func (p *Proxy) serve(pc *proxyConn) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.forward(pc, pc.client, server)
+		p.forward(pc, pc.client, server, true)
 	}()
-	p.forward(pc, server, pc.client)
+	p.forward(pc, server, pc.client, false)
 	<-done
 }
 
@@ -189,12 +239,17 @@ func (p *Proxy) serve(pc *proxyConn) {
 // ends the connection as a whole. Whatever a read returns, bytes or an
 // error, waits while the proxy stalls, so that a stalled direction holds
 // at most one buffer and passes on nothing, not even the end of the stream.
-func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn) {
+// fromServer tells the direction: a Crash delivers what that one holds.
+func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn, fromServer bool) {
 	defer p.drop(pc) // wakes the other direction with an error
 	buf := make([]byte, proxyBufSize)
 	for {
 		n, err := src.Read(buf)
-		if !p.waitPass(pc) {
+		switch p.waitPass(pc, fromServer) {
+		case stop:
+			return
+		case crash:
+			p.crash(pc, buf[:n])
 			return
 		}
 		if n > 0 {
@@ -208,15 +263,55 @@ func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn) {
 	}
 }
 
-// waitPass waits while the proxy stalls and reports whether pc may go on:
-// false once pc has been dropped (by Cut, close or its other direction).
-func (p *Proxy) waitPass(pc *proxyConn) bool {
+// waitPass waits while the proxy stalls and tells how pc goes on. While pc
+// crashes, the direction from the client waits for the reset: its end
+// would close the client's connection gracefully first.
+func (p *Proxy) waitPass(pc *proxyConn, fromServer bool) verdict {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.mode == modeStall && !pc.closed {
+	for !pc.closed && (p.mode == modeStall && !pc.crashing || pc.crashing && !fromServer) {
 		p.cond.Wait()
 	}
-	return !pc.closed && p.mode == modePass
+	switch {
+	case pc.closed:
+		return stop
+	case pc.crashing:
+		return crash
+	case p.mode == modePass:
+		return goOn
+	}
+	return stop
+}
+
+// crash hands the client held and whatever more the server has sent, in
+// one write, and resets the connection.
+func (p *Proxy) crash(pc *proxyConn, held []byte) {
+	words := append([]byte(nil), held...)
+	buf := make([]byte, proxyBufSize)
+	for end := time.Now().Add(crashDrainMax); time.Now().Before(end); {
+		pc.server.SetReadDeadline(time.Now().Add(crashDrain))
+		n, err := pc.server.Read(buf)
+		words = append(words, buf[:n]...)
+		if err != nil {
+			break
+		}
+	}
+	if tc, ok := pc.client.(*net.TCPConn); ok {
+		tc.SetLinger(0) // close sends RST, not FIN
+	}
+	pc.client.Write(words) // a client that went away needs no last words
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resetLocked(pc)
+}
+
+// resetLocked ends pc with a TCP reset to the client.
+func (p *Proxy) resetLocked(pc *proxyConn) {
+	if tc, ok := pc.client.(*net.TCPConn); ok {
+		tc.SetLinger(0)
+	}
+	p.dropLocked(pc)
+	p.cond.Broadcast()
 }
 
 func (p *Proxy) drop(pc *proxyConn) {

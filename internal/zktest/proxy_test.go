@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -246,6 +247,77 @@ func TestProxyCutWhileStalled(t *testing.T) {
 	expectClosed(t, c2)
 	p.Pass()
 	echo(t, dial(t, p.Addr()), "after")
+}
+
+// TestProxyCrash: after a Stall, Crash hands the client what the server
+// said meanwhile and then resets the connection: the client reads the
+// server's last words, then its connection is dead for reading and
+// writing. What the client said meanwhile never reaches the server.
+func TestProxyCrash(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for range 2 {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	p := StartProxy(t, ln.Addr().String())
+	c := dial(t, p.Addr())
+	io.WriteString(c, "hello")
+	var server net.Conn
+	select {
+	case server = <-accepted:
+		t.Cleanup(func() { server.Close() })
+	case <-time.After(patience):
+		t.Fatal("server accepted nothing")
+	}
+	expect(t, server, []byte("hello"))
+
+	p.Stall()
+	io.WriteString(c, "lost")
+	last := bytes.Repeat([]byte("last words "), 1000)
+	if _, err := server.Write(last); err != nil {
+		t.Fatal(err)
+	}
+	expectSilence(t, c)
+	p.Crash()
+	if n := p.Conns(); n != 0 {
+		t.Fatalf("Conns() = %d after Crash", n)
+	}
+
+	expect(t, c, last)
+	c.SetReadDeadline(time.Now().Add(patience))
+	var b [1]byte
+	if n, err := c.Read(b[:]); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after the last words: %d bytes, %v; want a reset", n, err)
+	}
+	if _, err := io.WriteString(c, "too late"); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("write after the reset: %v; want a broken pipe or a reset", err)
+	}
+	// The server sees the end, and nothing of what the client said while
+	// the proxy stalled.
+	server.SetReadDeadline(time.Now().Add(patience))
+	if got, err := io.ReadAll(server); len(got) != 0 || err != nil {
+		t.Fatalf("server read %q, %v after the crash; want nothing, then the end", got, err)
+	}
+	// The proxy passes new connections.
+	io.WriteString(dial(t, p.Addr()), "again")
+	select {
+	case again := <-accepted:
+		t.Cleanup(func() { again.Close() })
+		expect(t, again, []byte("again"))
+	case <-time.After(patience):
+		t.Fatal("no new connection after the crash")
+	}
 }
 
 type quietLogger struct{}
