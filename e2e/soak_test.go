@@ -73,11 +73,11 @@ type contender struct {
 type runner int
 
 const (
-	// onHost runs lockex as a child of the test; its workload is a plain
-	// ticker. When lockex is killed with SIGKILL, the parent-death signal
-	// ends the workload's main process, but nothing reaches a background
-	// child of it: on a host without a PID namespace lockex cannot promise
-	// yet that such a child stops, so these contenders start none.
+	// onHost runs lockex as a child of the test, neither PID 1 nor a
+	// subreaper. Half of its runs' workloads leave a background child too:
+	// when lockex is killed with SIGKILL, the parent-death signal ends the
+	// workload's main process, and lockex's guardian the rest of its
+	// process group and cgroup.
 	onHost runner = iota
 	// asPID1 runs lockex as PID 1 of a PID namespace of its own (unshare
 	// --pid --fork --mount-proc), as in a container. Half of its runs'
@@ -243,7 +243,7 @@ func (s *soak) contend(i int, end time.Time) {
 			hold = time.Duration(1000+rng.IntN(4000)) * time.Millisecond
 		}
 		// Host contenders start no background child (see onHost).
-		child := rng.IntN(2) == 0 && c.how != onHost
+		child := rng.IntN(2) == 0
 		r := &soakRun{who: who, how: c.how, child: child, lx: s.start(i, strings.Join(hosts, ","), who, hold, child)}
 		s.mu.Lock()
 		s.running[i] = r
@@ -372,11 +372,14 @@ func (s *soak) inject() {
 	case 2:
 		if r := s.running[i]; r != nil {
 			if pid := r.pid(); pid != 0 {
-				// Told apart, to show that SIGKILL hit PID 1 with a
+				// Told apart, to show that SIGKILL hit a lockex with a
 				// background child under it.
 				name := "kill -9"
-				if r.how == asPID1 && r.child {
+				switch {
+				case r.how == asPID1 && r.child:
 					name = "kill -9 (PID 1 with a child)"
+				case r.how == onHost && r.child:
+					name = "kill -9 (host, with a child)"
 				}
 				s.faults[name]++
 				s.event("kill -9 %s", r.who)

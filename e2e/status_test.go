@@ -169,7 +169,17 @@ func TestStatusSemaphore(t *testing.T) {
 	}
 	w := startLockex(t, env, "-c", "2", "--", "sleep", "60")
 	pids = append(pids, w.cmd.Process.Pid)
-	eventually(t, 20*time.Second, "third contender queued", func() bool { return len(children(t, conn, "/lockex/sem-__lock__")) == 1 })
+	// The second holder's turn node can still be there for a moment after
+	// its lease was taken: wait for the third contender's own, by its pid.
+	eventually(t, 20*time.Second, "third contender queued", func() bool {
+		for _, kid := range children(t, conn, "/lockex/sem-__lock__") {
+			data, _, err := conn.Get("/lockex/sem-__lock__/" + kid)
+			if err == nil && strings.HasSuffix(string(data), fmt.Sprintf(":%d", w.cmd.Process.Pid)) {
+				return true
+			}
+		}
+		return false
+	})
 
 	r := lockex(t, env, "--status", "-c", "2")
 	t.Logf("table:\n%s", r.stdout)
