@@ -92,7 +92,9 @@ type Session struct {
 	obs  Observer
 	acl  []zk.ACL // what lockex's nodes are created with
 
-	live liveness // what the wire shows: granted timeout, last answer
+	live liveness      // what the wire shows: granted timeout, evidence
+	quit chan struct{} // closed by Close: the heartbeat ends
+	stop sync.Once     // closes quit
 
 	mu       sync.Mutex
 	state    zk.State
@@ -112,7 +114,8 @@ type Session struct {
 func Connect(ctx context.Context, opts Options) (*Session, error) {
 	var err error
 	for attempt := 1; attempt <= max(opts.Attempts, 1); attempt++ {
-		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{})}
+		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{}), quit: make(chan struct{})}
+		s.live.requested, s.live.log = opts.SessionTimeout, opts.Logger
 		if s.obs == nil {
 			s.obs = nopObserver{}
 		}
@@ -158,6 +161,7 @@ func (s *Session) connect(ctx context.Context) error {
 		}
 	}
 	if err != nil {
+		s.stop.Do(func() { close(s.quit) })
 		conn.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -179,7 +183,40 @@ func (s *Session) connect(ctx context.Context) error {
 	s.up, s.reported = true, conn.SessionID()
 	s.mu.Unlock()
 	s.obs.Connected(conn.Server(), conn.SessionID(), s.Granted())
+	go s.heartbeat()
 	return nil
+}
+
+// heartbeat sends a sync every granted/40 while the session is connected,
+// for the session's whole life: syncs are what lets the wire layer see
+// that the leader, not only the server, still has the session (wire.go,
+// E2), for a lease taken after a long wait as much as for one held. A
+// sync answered late is followed by the next one at once.
+//
+// The load: 40 syncs per session timeout (4 a second with the default
+// 10s), each one request to the server and a round trip from it to the
+// leader, which answers without writing anything; a lease adds its owner
+// check (lease.go). The evidence then lags real time by granted/4 plus up
+// to three sync periods: 0.325 × granted at most.
+func (s *Session) heartbeat() {
+	for {
+		state, _, changed := s.current()
+		if state != zk.StateHasSession {
+			select {
+			case <-changed:
+				continue
+			case <-s.quit:
+				return
+			}
+		}
+		began := time.Now()
+		_, _ = s.conn.Sync("/") // what the answer proves, the wire layer sees
+		select {
+		case <-time.After(max(s.Granted()/40-time.Since(began), time.Millisecond)):
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 // Granted is the session timeout the server granted, which may differ from
@@ -195,7 +232,7 @@ func (s *Session) Granted() time.Duration {
 }
 
 func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := s.dialTransport(network, addr, timeout)
+	c, raw, err := s.dialTransport(network, addr, timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var cert *tls.CertificateVerificationError
@@ -215,23 +252,32 @@ func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, e
 		return nil, err
 	}
 	s.tlsFails = 0
-	return newWireConn(c, &s.live), nil
+	return newWireConn(c, raw, &s.live), nil
 }
 
-// dialTransport connects to one server, in TLS if configured. The TLS
-// handshake happens here, so that its failure is a dial error with a
-// reason, not a silent session that never comes.
-func (s *Session) dialTransport(network, addr string, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	if s.opts.TLS == nil {
-		return d.Dial(network, addr)
+// dialTransport connects to one server, in TLS if configured, and returns
+// the connection and the TCP connection under it. The TLS handshake
+// happens here, so that its failure is a dial error with a reason, not a
+// silent session that never comes.
+func (s *Session) dialTransport(network, addr string, timeout time.Duration) (c, raw net.Conn, err error) {
+	// As tls.DialWithDialer does: one timeout for the dial and handshake.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil || s.opts.TLS == nil {
+		return raw, raw, err
 	}
 	cfg := s.opts.TLS.Clone()
 	if cfg.ServerName == "" {
 		host, _, _ := net.SplitHostPort(addr)
 		cfg.ServerName = host
 	}
-	return tls.DialWithDialer(d, network, addr, cfg)
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	return tc, raw, nil
 }
 
 // onEvent runs on go-zookeeper's goroutine and must not block. Reading
@@ -313,6 +359,7 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.stop.Do(func() { close(s.quit) })
 	s.conn.Close()
 }
 

@@ -2,50 +2,279 @@ package zklock
 
 import (
 	"encoding/binary"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
 )
 
-// go-zookeeper keeps two facts to itself that SPEC section 4 needs: the
-// session timeout the server granted, and when the server last answered.
-// Rather than fork the library, lockex reads them off the wire through the
+// go-zookeeper keeps to itself what SPEC section 4 needs: the session
+// timeout the server granted, and when the server last answered what.
+// Rather than fork the library, lockex reads both off the wire through the
 // library's public WithDialer option: wireConn wraps each connection and
 // follows ZooKeeper's framing (a 4-byte length, then the packet), which is
-// stable protocol, not library internals.
+// stable protocol, not library internals. A request starts with its xid
+// and opcode, an answer with the xid, the zxid and an error code, and
+// answers come in the order of the requests.
 //
-// Requests carry an xid and are answered in order on a connection, so the
-// send times of unanswered requests form a queue: each reply pops the
-// oldest, and that send time is the latest moment the server is known to
-// have heard from this session. The server restarts its expiry timer when
-// a request arrives, which is after it was sent: counting from the send
-// time is on the safe side.
+// What the holder may count on is when the LEADER last renewed the session:
+// only the leader expires sessions. That is not when a server last
+// answered. The rule below, with the facts it rests on (ZooKeeper 3.8.0,
+// tag release-3.8.0-1, paths under zookeeper-server/src/main/java/org/
+// apache/zookeeper/server/):
+//
+//   - F1. Any server renews ("touches") the session as it takes in a
+//     request, before processing it (ZooKeeperServer.submitRequestNow,
+//     touch(si.cnxn)); auth packets alone are answered without
+//     (processPacket). On the leader or a standalone server that is the
+//     expiry itself (SessionTrackerImpl.touchSession: expiry = now +
+//     timeout, rounded up to a tick by ExpiryQueue.update). A follower
+//     only notes the session in a table (LearnerSessionTracker.touchSession)
+//     and tells the leader in its answer to the leader's next ping
+//     (Learner.ping, getTouchSnapshot), where the leader touches it
+//     (LearnerHandler.run, case Leader.PING; touchSession returns false,
+//     touching nothing, once the session expired).
+//   - F2. The leader pings each follower every tickTime/2 (Leader.lead's
+//     loop), through the same queue as everything else it sends that
+//     follower (LearnerHandler.queuePacket). A follower handles what it
+//     gets from the leader in order, in one thread (Follower.followLeader,
+//     processPacket), and writes all it sends the leader into one stream
+//     (Learner.writePacket); the leader reads that stream in order, in one
+//     thread (LearnerHandler.run).
+//   - F3. A sync (opcode 9) on a follower is forwarded to the leader
+//     (FollowerRequestProcessor) and answered only once the leader's SYNC
+//     comes back (FollowerZooKeeperServer.sync; Leader.processSync).
+//     But a sync is answered without error even for a session the leader
+//     has expired: checkSession's exception is set on the request
+//     (PrepRequestProcessor) and ignored for a LearnerSyncRequest
+//     (ProposalRequestProcessor.processRequest).
+//   - F4. A connect with a session id makes a follower ask the leader,
+//     which touches the session and says whether it lives
+//     (Learner.validateSession; LearnerMaster.revalidateSession;
+//     LeaderZooKeeperServer.checkIfValidGlobalSession); the leader itself
+//     touches it (ZooKeeperServer.reopenSession, revalidateSession); a new
+//     session is tracked by the leader (PrepRequestProcessor,
+//     createSession). An expired session is refused.
+//   - F5. A server that loses its leader, or its leadership, closes every
+//     client connection (Learner.shutdown, Leader.shutdown:
+//     closeAllConnections). One client connection therefore sees one
+//     server following one leader over one pair of streams.
+//
+// The evidence is the latest moment t such that the leader renewed the
+// session after t: the server cannot expire it before t + timeout.
+//
+//   - E1 (F4): a connect answer that gives a session: t = the connect
+//     request's send time.
+//   - E2 (F1, F2, F3, F5): on one connection, sync S1 sent at s1 and
+//     answered, then sync S2 sent after that answer and answered; R0 any
+//     request answered (a0) by s1 − m. The follower noted R0 before a0.
+//     The leader took S1 after s1, and queued a ping in the tickTime/2
+//     before that, so after R0 was noted when m ≥ tickTime/2; the follower
+//     answered that ping, carrying R0's note, before it answered S1, so
+//     before S2 reached it; the leader read that answer, and touched the
+//     session, before it read S2, which it did, since S2 was answered.
+//     So t = R0's send time. The two syncs matter: one sync proves nothing
+//     about pings that had not reached the follower by the time it
+//     forwarded the sync.
+//   - E3: the touch in E2 renews only a session the leader has not expired
+//     (F1, F3), so E2 counts only while the evidence so far rules that out:
+//     answered before evidence + timeout − timeout/10 (KillBy). Past that,
+//     only a new connect (E1) can say; the watchdog below makes one.
+//
+// m: the client does not know tickTime. ZooKeeper grants no session shorter
+// than minSessionTimeout, by default 2 × tickTime, so m = granted/4 ≥
+// tickTime/2: an assumption about the server's configuration, which holds
+// unless minSessionTimeout was set below its default of 2 × tickTime. The
+// tenth of the timeout kept back from every deadline absorbs the leader's
+// lateness in pinging and the difference between its clock and ours. Sent
+// and answered times are taken before Write and after Read, on the safe
+// side of both.
+//
+// On the leader or a standalone server, every answer already proves as
+// much (F1), but the client cannot tell which server it talks to, so it
+// waits the same m everywhere.
+//
+// The watchdog: a connection with a request (the connect request included)
+// unanswered for `patience` is closed, and go-zookeeper moves to its next
+// server with the same session, whose connect answer is fresh evidence
+// (E1). go-zookeeper on its own waits 2/3 of the session timeout for an
+// answer, and 20/3 of it for a connect answer. patience starts at
+// granted/10 (at least 100ms), doubles up to granted/3 at every such close,
+// and is reset by an answer that comes within granted/10: servers that are
+// all slow, but answer, are waited for, and a round of closes costs
+// go-zookeeper's one-second pause after each pass through the server list.
+
+// Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
+// ZooDefs.OpCode, KeeperException.Code).
+const (
+	opSync            = 9
+	xidNotification   = -1
+	xidAuth           = -4
+	errSessionExpired = -112
+	errSessionMoved   = -118
+)
 
 // liveness is what the wire has shown about the session, across connections.
 type liveness struct {
-	mu           sync.Mutex
-	granted      time.Duration // session timeout in the last connect answer
-	lastAnswered time.Time     // send time of the last request answered
+	requested time.Duration // asked for: stands in for granted until the first answer
+	log       *slog.Logger
+
+	mu       sync.Mutex
+	granted  time.Duration // session timeout in the last connect answer
+	evidence time.Time     // see the rule above
+	patience time.Duration // for an unanswered request; 0: the base
 }
 
-func (l *liveness) snapshot() (granted time.Duration, lastAnswered time.Time) {
+func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.granted, l.lastAnswered
+	return l.grantedLocked(), l.evidence
+}
+
+func (l *liveness) grantedLocked() time.Duration {
+	if l.granted == 0 {
+		return l.requested
+	}
+	return l.granted
+}
+
+// offer takes evidence t, found at now; handshake says it came from a
+// connect answer (E1), else from syncs (E2), which count only while the
+// evidence so far holds (E3).
+func (l *liveness) offer(t, now time.Time, handshake bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !handshake && now.After(l.killByLocked()) {
+		return
+	}
+	if t.After(l.evidence) {
+		l.evidence = t
+	}
+}
+
+// killByLocked is the earliest moment the leader may expire the session,
+// as far as the evidence shows.
+func (l *liveness) killByLocked() time.Time {
+	g := l.grantedLocked()
+	return l.evidence.Add(g - g/10)
+}
+
+// margin is m in the rule above.
+func (l *liveness) margin() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.grantedLocked() / 4
+}
+
+// basePatience is how long a request may go unanswered on a healthy
+// connection.
+func (l *liveness) basePatienceLocked() time.Duration {
+	return max(l.grantedLocked()/10, 100*time.Millisecond)
+}
+
+func (l *liveness) currentPatience() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.patience, l.basePatienceLocked())
+}
+
+// answeredIn notes how long an answer took: a prompt one means patience
+// can be short again.
+func (l *liveness) answeredIn(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d <= l.basePatienceLocked() {
+		l.patience = 0
+	}
+}
+
+// gaveUp doubles patience after a connection was closed for want of an
+// answer, up to granted/3.
+func (l *liveness) gaveUp() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.patience = min(2*max(l.patience, l.basePatienceLocked()), max(l.grantedLocked()/3, l.basePatienceLocked()))
+}
+
+// lapsed reports whether the evidence no longer rules out an expiry (E3).
+func (l *liveness) lapsed(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.evidence.IsZero() && now.After(l.killByLocked())
+}
+
+// exchange is one request and its answer, as seen from here.
+type exchange struct{ sent, answered time.Time }
+
+// history is one connection's answered requests, for E2.
+type history struct {
+	noted []exchange // answers to requests the server noted (touched), in order
+	syncs []exchange // syncs answered without error, in order
+}
+
+// maxNoted bounds noted when no sync gets through to prune it: dropping
+// the oldest can only make the evidence older.
+const maxNoted = 1024
+
+func (h *history) note(e exchange) {
+	if len(h.noted) == maxNoted {
+		h.noted = h.noted[1:]
+	}
+	h.noted = append(h.noted, e)
+}
+
+// synced records sync s, answered without error (it was noted already),
+// and returns the evidence it gives under E2 with margin m, if any.
+func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
+	defer func() { h.syncs = append(h.syncs, s) }()
+	// S1: the last sync answered before s was sent.
+	i := len(h.syncs) - 1
+	for i >= 0 && h.syncs[i].answered.After(s.sent) {
+		i--
+	}
+	if i < 0 {
+		return time.Time{}, false
+	}
+	s1 := h.syncs[i]
+	h.syncs = h.syncs[i:] // a later S2 finds this S1 or a later one
+	// R0: the last request answered by s1 − m.
+	j := len(h.noted) - 1
+	for j >= 0 && h.noted[j].answered.After(s1.sent.Add(-m)) {
+		j--
+	}
+	if j < 0 {
+		return time.Time{}, false
+	}
+	r0 := h.noted[j]
+	h.noted = h.noted[j:]
+	return r0.sent, true
 }
 
 // wireConn is one connection to a server, observed.
 type wireConn struct {
 	net.Conn
+	raw  net.Conn // under TLS, the TCP connection: closing it cannot block
 	live *liveness
 
-	mu      sync.Mutex
-	sent    []time.Time // send times of requests not yet answered
-	out, in framer
+	mu          sync.Mutex
+	out, in     framer
+	pending     []request // sent and not answered, in order
+	hist        history
+	established bool // the connect answer gave a session
+
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
-func newWireConn(c net.Conn, live *liveness) *wireConn {
-	return &wireConn{Conn: c, live: live}
+type request struct {
+	xid, op int32
+	sent    time.Time
+}
+
+func newWireConn(c, raw net.Conn, live *liveness) *wireConn {
+	w := &wireConn{Conn: c, raw: raw, live: live, closed: make(chan struct{})}
+	go w.watch()
+	return w
 }
 
 // Write notes the send time of every packet that starts in b. The first
@@ -54,47 +283,120 @@ func newWireConn(c net.Conn, live *liveness) *wireConn {
 func (w *wireConn) Write(b []byte) (int, error) {
 	now := time.Now()
 	w.mu.Lock()
-	w.out.feed(b, func(_ []byte) { w.sent = append(w.sent, now) })
+	w.out.feed(b, func(head []byte) {
+		r := request{sent: now}
+		if w.out.packets > 1 && len(head) >= 8 {
+			r.xid = int32(binary.BigEndian.Uint32(head))
+			r.op = int32(binary.BigEndian.Uint32(head[4:]))
+		}
+		w.pending = append(w.pending, r)
+	})
 	w.mu.Unlock()
 	return w.Conn.Write(b)
 }
 
-// Read pops a send time for every answer that starts in what was read.
+// Read matches every answer that starts in what was read to its request.
 func (w *wireConn) Read(b []byte) (int, error) {
 	n, err := w.Conn.Read(b)
+	now := time.Now()
 	w.mu.Lock()
-	w.in.feed(b[:n], w.answered)
+	w.in.feed(b[:n], func(head []byte) { w.answered(head, now) })
 	w.mu.Unlock()
 	return n, err
 }
 
-// xidNotification marks a watch event: the server sends it unasked.
-const xidNotification = -1
+func (w *wireConn) Close() error {
+	w.closeOnce.Do(func() { close(w.closed) })
+	return w.Conn.Close()
+}
 
-// answered handles the head of one incoming packet (up to 16 bytes).
-func (w *wireConn) answered(head []byte) {
-	first := w.in.packets == 1
-	if !first && len(head) >= 4 && int32(binary.BigEndian.Uint32(head)) == xidNotification {
-		return
-	}
-	if len(w.sent) == 0 {
-		return // an answer to nothing: not ours to interpret
-	}
-	sentAt := w.sent[0]
-	w.sent = w.sent[1:]
-	w.live.mu.Lock()
-	defer w.live.mu.Unlock()
-	if first && len(head) >= 8 {
-		// Connect response: protocol version, timeout in ms, session id, ...
-		// A refused (expired) session answers with timeout 0.
-		if ms := int32(binary.BigEndian.Uint32(head[4:8])); ms > 0 {
-			w.live.granted = time.Duration(ms) * time.Millisecond
-		} else {
+// answered handles the head of one incoming packet (up to 16 bytes),
+// which arrived at now.
+func (w *wireConn) answered(head []byte, now time.Time) {
+	if w.in.packets == 1 {
+		// Connect response: protocol version, timeout in ms, session id,
+		// password. A refused (expired) session has id and timeout 0.
+		if len(w.pending) == 0 || len(head) < 16 {
 			return
 		}
+		sent := w.pending[0].sent
+		w.pending = w.pending[1:]
+		ms := int32(binary.BigEndian.Uint32(head[4:8]))
+		if ms <= 0 || binary.BigEndian.Uint64(head[8:16]) == 0 {
+			return
+		}
+		w.live.mu.Lock()
+		w.live.granted = time.Duration(ms) * time.Millisecond
+		w.live.mu.Unlock()
+		w.established = true
+		w.live.offer(sent, now, true) // E1
+		w.live.answeredIn(now.Sub(sent))
+		return
 	}
-	if sentAt.After(w.live.lastAnswered) {
-		w.live.lastAnswered = sentAt
+	if len(head) < 16 {
+		return
+	}
+	xid := int32(binary.BigEndian.Uint32(head))
+	if xid == xidNotification {
+		return // sent unasked
+	}
+	i := 0
+	for i < len(w.pending) && w.pending[i].xid != xid {
+		i++
+	}
+	if i == len(w.pending) {
+		return // an answer to nothing: not ours to interpret
+	}
+	r := w.pending[i]
+	w.pending = append(w.pending[:i], w.pending[i+1:]...)
+	w.live.answeredIn(now.Sub(r.sent))
+	code := int32(binary.BigEndian.Uint32(head[12:16]))
+	if xid == xidAuth || code == errSessionExpired || code == errSessionMoved {
+		return // not noted for the session (F1)
+	}
+	e := exchange{sent: r.sent, answered: now}
+	w.hist.note(e)
+	if r.op == opSync && code == 0 {
+		if t, ok := w.hist.synced(e, w.live.margin()); ok {
+			w.live.offer(t, now, false) // E2, E3
+		}
+	}
+}
+
+// watch closes the connection when a request has waited longer than
+// patience, or when the evidence has lapsed on an established connection
+// (E3: only a new connect can tell whether the session lives).
+func (w *wireConn) watch() {
+	every := max(w.live.currentPatience()/8, 10*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.closed:
+			return
+		case now := <-tick.C:
+			patience := w.live.currentPatience()
+			w.mu.Lock()
+			var waited time.Duration
+			if len(w.pending) > 0 {
+				waited = now.Sub(w.pending[0].sent)
+			}
+			established := w.established
+			w.mu.Unlock()
+			switch {
+			case waited > patience:
+				w.live.gaveUp()
+				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
+					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
+			case established && w.live.lapsed(now):
+				w.live.log.Warn("no evidence that the leader still has the session; reconnecting to ask it",
+					"server", w.RemoteAddr().String())
+			default:
+				continue
+			}
+			w.raw.Close()
+			return
+		}
 	}
 }
 
