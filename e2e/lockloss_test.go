@@ -13,11 +13,12 @@ import (
 
 // The lock-loss tests hold with a 4s session and a 1s kill grace, so the
 // workload is told to stop 4 − 1 − 0.4 = 2.6s after the evidence that the
-// leader renewed the session (SPEC section 4, internal/zklock/wire.go).
-// That evidence is the connect request's send time, and later the send
-// time of a request answered m = 4s/4 = 1s before a sync that another one
-// followed: with a sync every 4s/40 = 100ms it lags real time by 1s to
-// 1.3s, so the workload is told to stop 1.3s to 1.6s into a silence.
+// leader renewed the session (SPEC section 4, internal/zklock/wire.go): at
+// first the connect request's send time, then the send time of a request
+// answered m before a sync that another one followed. m is a quarter of
+// the servers' minSessionTimeout (400ms here: 100ms), and a sync goes every
+// 4s/40 = 100ms, so the evidence lags real time by 0.1s to 0.4s, and the
+// workload is told to stop 2.2s to 2.5s into a silence.
 var lossFlags = []string{"--session-timeout", "4s", "--kill-grace", "1s"}
 
 func lossArgs(hosts, id string, workload []string) []string {
@@ -91,8 +92,8 @@ func TestLeaderKilled(t *testing.T) {
 	conn := zkClient(t, ens.Hosts())
 	logPath := filepath.Join(t.TempDir(), "log")
 	// A session timeout nearer the default (10s): an election on a loaded
-	// machine can take longer than the 1.3s of silence the other tests
-	// allow at least (8s allows 3.6s), and then stopping would be right,
+	// machine can take longer than the 2.2s of silence the other tests
+	// allow at least (8s allows 5.5s), and then stopping would be right,
 	// not spurious.
 	a := startLockex(t, nil, append([]string{"-z", ens.Hosts(), "-i", "leader", "--session-timeout", "8s", "--kill-grace", "1s", "--"},
 		ticker(logPath, "a", 0, false)...)...)
@@ -248,7 +249,7 @@ func startAll(t *testing.T, ens *zktest.Cluster) {
 }
 
 // TestShortStall: a network stall shorter than the deadline (700ms, less
-// than the 1.3s of silence lossFlags allow at least) leaves the workload
+// than the 2.2s of silence lossFlags allow at least) leaves the workload
 // running, with the same session.
 func TestShortStall(t *testing.T) {
 	zk := startZK(t)

@@ -67,32 +67,60 @@ func TestIsolatedFollower(t *testing.T) {
 }
 
 // TestFrozenServer (fault matrix row 11): with the default session timeout
-// and kill grace, the server the holder is connected to freezes (SIGSTOP)
-// for 15s while the other two serve. The holder moves to another server
+// and kill grace, the server the holder is connected to, a follower and
+// then the leader, freezes (SIGSTOP) for 15s while the other two serve
+// (after an election, for the leader). The holder moves to another server
 // with the same session in time: its workload keeps running, and a
 // contender's never starts.
 func TestFrozenServer(t *testing.T) {
 	ens := zktest.StartEnsemble(t, 3, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
 	conn := zkClient(t, ens.Hosts())
+	for _, role := range []string{"follower", "leader"} {
+		t.Run(role, func(t *testing.T) { frozenServer(t, ens, conn, role) })
+	}
+}
+
+func frozenServer(t *testing.T, ens *zktest.Cluster, conn *zk.Conn, role string) {
+	id := "frozen-" + role
 	logPath := filepath.Join(t.TempDir(), "log")
 	// The defaults: a 10s session, a 3s kill grace.
 	args := func(who string, hold time.Duration) []string {
-		return append([]string{"-z", ens.Hosts(), "-i", "frozen-server", "--"}, ticker(logPath, who, hold, false)...)
+		return append([]string{"-z", ens.Hosts(), "-i", id, "--"}, ticker(logPath, who, hold, false)...)
 	}
-	a := startLockex(t, nil, args("a", 0)...)
-	waitRecord(t, logPath, "a")
+	// lockex picks its server at random: start holders until one is on a
+	// server in role.
+	var (
+		a      *started
+		frozen *zktest.Server
+		node   string
+		owner  int64
+	)
+	for attempt := 1; ; attempt++ {
+		who := fmt.Sprintf("a%d", attempt)
+		a = startLockex(t, nil, args(who, 0)...)
+		waitRecord(t, logPath, who)
+		node, owner = holderNode(t, conn, "/lockex/"+id)
+		frozen = serverOf(t, ens, owner)
+		if mode, _ := frozen.Mode(); mode == role {
+			break
+		}
+		if attempt == 10 {
+			t.Fatalf("no holder on a %s in %d attempts", role, attempt)
+		}
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		a.wait(t, 10*time.Second)
+	}
 	b := startLockex(t, nil, args("b", 100*time.Millisecond)...)
-	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/frozen-server")) == 2 })
-	node, owner := holderNode(t, conn, "/lockex/frozen-server")
+	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	// Long enough for the holder's evidence to come from its syncs.
+	time.Sleep(2 * time.Second)
 
-	frozen := serverOf(t, ens, owner)
-	mode, _ := frozen.Mode()
 	if err := frozen.Pause(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { frozen.Resume() })
 	frozenAt := time.Now()
-	t.Logf("froze server %d (%s), the holder's", frozen.ID(), mode)
+	t.Logf("froze server %d (%s), the holder's", frozen.ID(), role)
 	select {
 	case <-a.done:
 		t.Fatalf("holder exited %d %s after its server froze; log:\n%s", a.code, time.Since(frozenAt).Round(time.Millisecond), a.stderr)
@@ -110,8 +138,8 @@ func TestFrozenServer(t *testing.T) {
 	}
 	t.Logf("the holder is on server %d now", serverOf(t, ens, owner).ID())
 	for _, r := range readRuns(t, logPath) {
-		if r.who != "a" {
-			t.Errorf("%s's workload started while a held the lock", r.who)
+		if r.who == "b" {
+			t.Errorf("b's workload started while a held the lock")
 		}
 	}
 	if err := frozen.Resume(); err != nil {
@@ -127,6 +155,9 @@ func TestFrozenServer(t *testing.T) {
 	mustBeOneAtATime(t, logPath)
 	if strings.Contains(a.stderr.String(), "lock lost") {
 		t.Errorf("a spurious loss:\n%s", a.stderr)
+	}
+	if err := ens.WaitServing(30 * time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 

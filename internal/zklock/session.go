@@ -115,7 +115,7 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 	var err error
 	for attempt := 1; attempt <= max(opts.Attempts, 1); attempt++ {
 		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{}), quit: make(chan struct{})}
-		s.live.requested, s.live.log = opts.SessionTimeout, opts.Logger
+		s.live.requested, s.live.grace, s.live.log = opts.SessionTimeout, opts.StopGrace, opts.Logger
 		if s.obs == nil {
 			s.obs = nopObserver{}
 		}
@@ -140,16 +140,21 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 
 func (s *Session) connect(ctx context.Context) error {
 	s.obs.Connecting(s.opts.Servers, s.opts.SessionTimeout)
+	hosts := hostList{zk.NewDNSHostProvider(), &s.live}
 	conn, _, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
 		zk.WithEventCallback(s.onEvent),
 		zk.WithLogger(zkLogger{s.log}),
-		zk.WithDialer(s.dial))
+		zk.WithDialer(s.dial),
+		zk.WithHostProvider(hosts))
 	if err != nil {
 		// go-zookeeper resolves every host once, here, and fails on the first
 		// that does not resolve.
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	s.conn = conn
+	s.live.mu.Lock()
+	s.live.servers = hosts.Len()
+	s.live.mu.Unlock()
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
 	defer cancel()
 	err = s.WaitConnected(waitCtx)
@@ -184,7 +189,38 @@ func (s *Session) connect(ctx context.Context) error {
 	s.mu.Unlock()
 	s.obs.Connected(conn.Server(), conn.SessionID(), s.Granted())
 	go s.heartbeat()
+	go s.probe()
 	return nil
+}
+
+// probe learns the largest minSessionTimeout of the listed servers, which
+// bounds how long a follower may keep a touch to itself (wire.go, m). It
+// asks every server once; until all have answered, and if one does not,
+// the margin stays at a quarter of the granted timeout.
+func (s *Session) probe() {
+	var most time.Duration
+	for _, addr := range zk.FormatServers(s.opts.Servers) {
+		c, raw, err := s.dialTransport("tcp", addr, s.opts.ConnectTimeout)
+		if err == nil {
+			var d time.Duration
+			d, err = minSession(c, time.Now().Add(s.opts.ConnectTimeout))
+			raw.Close()
+			most = max(most, d)
+		}
+		if err != nil {
+			s.log.Debug("could not learn the shortest session a server grants; the margin stays granted/4", "server", addr, "err", err)
+			return
+		}
+		select {
+		case <-s.quit:
+			return
+		default:
+		}
+	}
+	s.live.mu.Lock()
+	s.live.minSession = most
+	s.live.mu.Unlock()
+	s.log.Debug("shortest session the servers grant", "min_session_timeout", most)
 }
 
 // heartbeat sends a sync every granted/40 while the session is connected,
@@ -196,8 +232,9 @@ func (s *Session) connect(ctx context.Context) error {
 // The load: 40 syncs per session timeout (4 a second with the default
 // 10s), each one request to the server and a round trip from it to the
 // leader, which answers without writing anything; a lease adds its owner
-// check (lease.go). The evidence then lags real time by granted/4 plus up
-// to three sync periods: 0.325 × granted at most.
+// check (lease.go). The evidence then lags real time by m plus up to three
+// sync periods: with ZooKeeper's defaults (tickTime 2s, so a 4s
+// minSessionTimeout) and a 10s session, 1s + 0.75s.
 func (s *Session) heartbeat() {
 	for {
 		state, _, changed := s.current()
@@ -278,6 +315,29 @@ func (s *Session) dialTransport(network, addr string, timeout time.Duration) (c,
 		return nil, nil, err
 	}
 	return tc, raw, nil
+}
+
+// hostList is go-zookeeper's own host provider (which resolves every name
+// once and shuffles the addresses), except that a server the wire layer
+// gave up on for want of an answer is passed over while another remains:
+// a frozen server still accepts connections (the kernel does), and would
+// cost a whole patience at every pass. Passing over keeps the retry flag
+// of the addresses skipped, so go-zookeeper still pauses once per pass.
+type hostList struct {
+	*zk.DNSHostProvider
+	live *liveness
+}
+
+func (h hostList) Next() (server string, retryStart bool) {
+	for range h.Len() {
+		s, retry := h.DNSHostProvider.Next()
+		retryStart = retryStart || retry
+		if !h.live.passedOver(s) {
+			return s, retryStart
+		}
+	}
+	s, retry := h.DNSHostProvider.Next() // all passed over: in turn, then
+	return s, retryStart || retry
 }
 
 // onEvent runs on go-zookeeper's goroutine and must not block. Reading

@@ -2,6 +2,8 @@ package zklock
 
 import (
 	"encoding/binary"
+	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -95,14 +97,20 @@ import (
 // waits the same m everywhere.
 //
 // The watchdog: a connection with a request (the connect request included)
-// unanswered for `patience` is closed, and go-zookeeper moves to its next
-// server with the same session, whose connect answer is fresh evidence
-// (E1). go-zookeeper on its own waits 2/3 of the session timeout for an
-// answer, and 20/3 of it for a connect answer. patience starts at
-// granted/10 (at least 100ms), doubles up to granted/3 at every such close,
-// and is reset by an answer that comes within granted/10: servers that are
-// all slow, but answer, are waited for, and a round of closes costs
-// go-zookeeper's one-second pause after each pass through the server list.
+// unanswered for `patience`, once the evidence is older than half the
+// holder's budget (granted − stop grace − granted/10), is closed, and
+// go-zookeeper moves to its next server with the same session, whose
+// connect answer is fresh evidence (E1). go-zookeeper on its own waits 2/3
+// of the session timeout for an answer, and 20/3 of it for a connect
+// answer, which leaves a holder no time to move. While the evidence is
+// young, a slow server is waited for: closing fails every request under
+// way (ErrConnectionClosed), which the recipes count against their
+// retries. The server given up on is passed over for a session timeout
+// while others remain (hostList). patience starts at granted/10 (at least
+// 100ms), doubles up to granted/3 after as many closes in a row as there
+// are servers, and is reset by an answer that comes within granted/10:
+// servers that are all slow, but answer, are waited for, and every pass
+// through the server list costs go-zookeeper's pause of a second.
 
 // Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
 // ZooDefs.OpCode, KeeperException.Code).
@@ -117,12 +125,17 @@ const (
 // liveness is what the wire has shown about the session, across connections.
 type liveness struct {
 	requested time.Duration // asked for: stands in for granted until the first answer
+	grace     time.Duration // the holder's stop grace
 	log       *slog.Logger
 
-	mu       sync.Mutex
-	granted  time.Duration // session timeout in the last connect answer
-	evidence time.Time     // see the rule above
-	patience time.Duration // for an unanswered request; 0: the base
+	mu         sync.Mutex
+	granted    time.Duration        // session timeout in the last connect answer
+	evidence   time.Time            // see the rule above
+	patience   time.Duration        // for an unanswered request; 0: the base
+	minSession time.Duration        // the servers' largest minSessionTimeout; 0: unknown
+	servers    int                  // how many addresses go-zookeeper tries in turn
+	closes     int                  // connections closed for want of an answer, in a row
+	shunned    map[string]time.Time // server address: passed over until then
 }
 
 func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
@@ -163,7 +176,45 @@ func (l *liveness) killByLocked() time.Time {
 func (l *liveness) margin() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.grantedLocked() / 4
+	g := l.grantedLocked()
+	if l.minSession > 0 {
+		g = min(g, l.minSession)
+	}
+	return g / 4
+}
+
+// minSession asks the server on c for the shortest session it grants:
+// asked for 1ms, a server grants its minSessionTimeout. The session it
+// makes is closed at once. c is left for the caller to close.
+func minSession(c net.Conn, deadline time.Time) (time.Duration, error) {
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, err
+	}
+	// ConnectRequest (zookeeper.jute): protocolVersion, lastZxidSeen,
+	// timeOut, sessionId, passwd (a length and 16 bytes).
+	req := make([]byte, 4+44)
+	binary.BigEndian.PutUint32(req, 44)
+	binary.BigEndian.PutUint32(req[4+12:], 1)
+	binary.BigEndian.PutUint32(req[4+24:], 16)
+	if _, err := c.Write(req); err != nil {
+		return 0, err
+	}
+	// ConnectResponse: protocolVersion, timeOut, sessionId, passwd, ...
+	var head [4 + 16]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return 0, err
+	}
+	ms := int32(binary.BigEndian.Uint32(head[8:12]))
+	if binary.BigEndian.Uint64(head[12:20]) == 0 || ms <= 0 {
+		return 0, errors.New("no session granted")
+	}
+	// closeSession: xid 1, opcode -11; its answer only tells that it was
+	// done, which the server does all the same once it has the request.
+	closeReq := []byte{0, 0, 0, 8, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xf5}
+	if _, err := c.Write(closeReq); err != nil {
+		return 0, err
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 // basePatience is how long a request may go unanswered on a healthy
@@ -184,16 +235,47 @@ func (l *liveness) answeredIn(d time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if d <= l.basePatienceLocked() {
-		l.patience = 0
+		l.patience, l.closes = 0, 0
 	}
 }
 
-// gaveUp doubles patience after a connection was closed for want of an
-// answer, up to granted/3.
-func (l *liveness) gaveUp() {
+// gaveUp notes that the connection to server was closed at now for want
+// of an answer: the server is passed over for a session timeout, and after
+// as many such closes in a row as there are servers, patience doubles, up
+// to granted/3.
+func (l *liveness) gaveUp(server string, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.patience = min(2*max(l.patience, l.basePatienceLocked()), max(l.grantedLocked()/3, l.basePatienceLocked()))
+	if l.shunned == nil {
+		l.shunned = map[string]time.Time{}
+	}
+	for s, until := range l.shunned {
+		if now.After(until) {
+			delete(l.shunned, s)
+		}
+	}
+	l.shunned[server] = now.Add(l.grantedLocked())
+	if l.closes++; l.closes >= max(l.servers, 1) {
+		l.closes = 0
+		l.patience = min(2*max(l.patience, l.basePatienceLocked()), max(l.grantedLocked()/3, l.basePatienceLocked()))
+	}
+}
+
+// passedOver reports whether server is to be tried only when no other is.
+func (l *liveness) passedOver(server string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Now().Before(l.shunned[server])
+}
+
+// aging reports whether the evidence is older than half the holder's
+// budget, so that a stuck connection is worth leaving.
+func (l *liveness) aging(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.grantedLocked()
+	half := max((g-l.grace-g/10)/2, 0)
+	return now.Sub(l.evidence) > half
 }
 
 // lapsed reports whether the evidence no longer rules out an expiry (E3).
@@ -364,8 +446,9 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 }
 
 // watch closes the connection when a request has waited longer than
-// patience, or when the evidence has lapsed on an established connection
-// (E3: only a new connect can tell whether the session lives).
+// patience while the evidence ages, or when the evidence has lapsed on an
+// established connection (E3: only a new connect can tell whether the
+// session lives).
 func (w *wireConn) watch() {
 	every := max(w.live.currentPatience()/8, 10*time.Millisecond)
 	tick := time.NewTicker(every)
@@ -384,8 +467,8 @@ func (w *wireConn) watch() {
 			established := w.established
 			w.mu.Unlock()
 			switch {
-			case waited > patience:
-				w.live.gaveUp()
+			case waited > patience && w.live.aging(now):
+				w.live.gaveUp(w.RemoteAddr().String(), now)
 				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
 					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
 			case established && w.live.lapsed(now):

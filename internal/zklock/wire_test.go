@@ -52,14 +52,15 @@ func TestFramer(t *testing.T) {
 // TestLivenessFromTheWire: against a real server, the granted timeout is
 // the server's (it clamps the 30s asked for to its maximum of 20s), and
 // the connect answer is evidence from the send time of the connect
-// request (E1). Once the heartbeat's syncs run, the evidence follows real
-// time, from m = granted/4 behind to m plus three sync periods behind
+// request (E1). The session learns the server's minSessionTimeout (400ms
+// here), so m = 100ms; once the heartbeat's syncs run, the evidence
+// follows real time from m behind to m plus three sync periods behind
 // (E2), never nearer.
 func TestLivenessFromTheWire(t *testing.T) {
 	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
-	open := func(timeout time.Duration) *Session {
+	open := func(timeout time.Duration, servers ...string) *Session {
 		s, err := Connect(context.Background(), Options{
-			Servers: []string{zkc.Servers[0].Addr()}, SessionTimeout: timeout,
+			Servers: servers, SessionTimeout: timeout,
 			ConnectTimeout: 5 * time.Second, Attempts: 1, Retries: 1,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
@@ -70,7 +71,7 @@ func TestLivenessFromTheWire(t *testing.T) {
 		return s
 	}
 	before := time.Now()
-	s := open(30 * time.Second)
+	s := open(30*time.Second, zkc.Servers[0].Addr())
 	after := time.Now()
 	if got := s.Granted(); got != 20*time.Second {
 		t.Errorf("granted %s, want the server's maximum 20s", got)
@@ -80,9 +81,13 @@ func TestLivenessFromTheWire(t *testing.T) {
 			ev.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
 	}
 
-	s = open(2 * time.Second)
-	granted := s.Granted()
-	m, period := granted/4, granted/40
+	s = open(2*time.Second, zkc.Servers[0].Addr())
+	for deadline := time.Now().Add(5 * time.Second); s.live.margin() != 100*time.Millisecond; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("margin %s, want 100ms: a quarter of the server's minSessionTimeout", s.live.margin())
+		}
+	}
+	m, period := 100*time.Millisecond, s.Granted()/40
 	// By then the connect answer is m old too, like anything E2 gives.
 	time.Sleep(m)
 	var prev time.Time
@@ -98,10 +103,16 @@ func TestLivenessFromTheWire(t *testing.T) {
 		}
 		prev = ev
 	}
-	// The first chain needs m to pass; by now it has, several times over.
 	// Generous: a loaded machine answers late.
 	if age := time.Since(prev); age > m+3*period+500*time.Millisecond {
 		t.Errorf("evidence %s old after 2s of syncs; want at most m + 3 sync periods = %s (and 500ms of slack)", age, m+3*period)
+	}
+
+	// A listed server that does not answer: m stays a quarter of granted.
+	s = open(2*time.Second, zkc.Servers[0].Addr(), "127.0.0.1:1")
+	time.Sleep(time.Second)
+	if m := s.live.margin(); m != 500*time.Millisecond {
+		t.Errorf("margin %s with a server that does not answer, want granted/4 = 500ms", m)
 	}
 }
 
@@ -227,9 +238,10 @@ func dialWire(t *testing.T, addr string, live *liveness) *wireConn {
 }
 
 // TestWatchdog: a connection whose request goes unanswered for the
-// patience (granted/10, here 100ms) is closed, and patience doubles; a
-// connection that answers is left open, and its connect answer is
-// evidence from its send time (E1).
+// patience (granted/10, here 100ms) is closed once the evidence is older
+// than half the holder's budget, and patience doubles; a connection that
+// answers is left open, and its connect answer is evidence from its send
+// time (E1).
 func TestWatchdog(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	connectReq := packet(make([]byte, 44)...)
@@ -251,8 +263,8 @@ func TestWatchdog(t *testing.T) {
 		if p := live.currentPatience(); p != 200*time.Millisecond {
 			t.Errorf("patience %s after a close, want 200ms", p)
 		}
-		live.gaveUp()
-		live.gaveUp()
+		live.gaveUp("a", time.Now())
+		live.gaveUp("b", time.Now())
 		if p := live.currentPatience(); p != time.Second/3 {
 			t.Errorf("patience %s after three closes, want at most granted/3", p)
 		}
@@ -260,6 +272,45 @@ func TestWatchdog(t *testing.T) {
 		if p := live.currentPatience(); p != 100*time.Millisecond {
 			t.Errorf("patience %s after a prompt answer, want 100ms again", p)
 		}
+	})
+
+	t.Run("silent after the connect answer", func(t *testing.T) {
+		// Budget 1s − 0 − 0.1s: the connection is left only once the
+		// connect answer's evidence is 450ms old, not after 100ms.
+		live := &liveness{requested: time.Second, log: quiet}
+		w := dialWire(t, fakeServer(t, func(c net.Conn) {
+			var in framer
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				in.feed(buf[:n], func([]byte) {
+					if in.packets == 1 {
+						c.Write(packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7))
+					}
+				})
+			}
+		}), live)
+		began := time.Now()
+		if _, err := w.Write(connectReq); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if _, err := w.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(packet(0, 0, 0, 1, 0, 0, 0, opSync, 0, 0, 0, 1, '/')); err != nil {
+			t.Fatal(err)
+		}
+		w.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := w.Read(buf)
+		took := time.Since(began)
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < 450*time.Millisecond {
+			t.Fatalf("read returned %v after %s; want the connection closed once the evidence was 450ms old", err, took)
+		}
+		t.Logf("closed %s after the connect request", took.Round(time.Millisecond))
 	})
 
 	t.Run("answering server", func(t *testing.T) {
