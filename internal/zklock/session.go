@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -195,32 +196,49 @@ func (s *Session) connect(ctx context.Context) error {
 
 // probe learns the largest minSessionTimeout of the listed servers, which
 // bounds how long a follower may keep a touch to itself (wire.go, m). It
-// asks every server once; until all have answered, and if one does not,
-// the margin stays at a quarter of the granted timeout.
+// asks every server, and those that did not answer again every session
+// timeout; until all have answered, the margin stays at a quarter of the
+// granted timeout.
 func (s *Session) probe() {
-	var most time.Duration
-	for _, addr := range zk.FormatServers(s.opts.Servers) {
-		c, raw, err := s.dialTransport("tcp", addr, s.opts.ConnectTimeout)
-		if err == nil {
-			var d time.Duration
-			d, err = minSession(c, time.Now().Add(s.opts.ConnectTimeout))
-			raw.Close()
-			most = max(most, d)
+	known := map[string]time.Duration{}
+	servers := zk.FormatServers(s.opts.Servers)
+	slices.Sort(servers)
+	servers = slices.Compact(servers)
+	for {
+		for _, addr := range servers {
+			if _, ok := known[addr]; ok {
+				continue
+			}
+			c, raw, err := s.dialTransport("tcp", addr, s.opts.ConnectTimeout)
+			if err == nil {
+				var d time.Duration
+				d, err = minSession(c, time.Now().Add(s.opts.ConnectTimeout))
+				raw.Close()
+				if err == nil {
+					known[addr] = d
+				}
+			}
+			if err != nil {
+				s.log.Debug("could not learn the shortest session a server grants", "server", addr, "err", err)
+			}
 		}
-		if err != nil {
-			s.log.Debug("could not learn the shortest session a server grants; the margin stays granted/4", "server", addr, "err", err)
+		if len(known) == len(servers) {
+			var most time.Duration
+			for _, d := range known {
+				most = max(most, d)
+			}
+			s.live.mu.Lock()
+			s.live.minSession = most
+			s.live.mu.Unlock()
+			s.log.Debug("shortest session the servers grant", "min_session_timeout", most)
 			return
 		}
 		select {
+		case <-time.After(s.Granted()):
 		case <-s.quit:
 			return
-		default:
 		}
 	}
-	s.live.mu.Lock()
-	s.live.minSession = most
-	s.live.mu.Unlock()
-	s.log.Debug("shortest session the servers grant", "min_session_timeout", most)
 }
 
 // heartbeat sends a sync every granted/40 while the session is connected,

@@ -106,11 +106,13 @@ import (
 // young, a slow server is waited for: closing fails every request under
 // way (ErrConnectionClosed), which the recipes count against their
 // retries. The server given up on is passed over for a session timeout
-// while others remain (hostList). patience starts at granted/10 (at least
-// 100ms), doubles up to granted/3 after as many closes in a row as there
-// are servers, and is reset by an answer that comes within granted/10:
-// servers that are all slow, but answer, are waited for, and every pass
-// through the server list costs go-zookeeper's pause of a second.
+// while others remain (hostList), and the last server not given up on is
+// waited for (the network, not the servers, is then the likely trouble).
+// patience starts at granted/10 (at least 100ms), doubles up to granted/3
+// after as many closes in a row as there are servers, and is reset by an
+// answer that comes within granted/10: servers that are all slow, but
+// answer, are waited for, and every pass through the server list costs
+// go-zookeeper's pause of a second.
 
 // Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
 // ZooDefs.OpCode, KeeperException.Code).
@@ -266,6 +268,22 @@ func (l *liveness) passedOver(server string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return time.Now().Before(l.shunned[server])
+}
+
+// lastResort reports whether every server but this one was given up on
+// lately: then the network, not the server, is the likely trouble, and the
+// connection at hand is the one to wait on. Leaving it would only add
+// go-zookeeper's pause to the time it takes to recover.
+func (l *liveness) lastResort(server string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	others := 0
+	for s, until := range l.shunned {
+		if s != server && now.Before(until) {
+			others++
+		}
+	}
+	return l.servers > 1 && others >= l.servers-1
 }
 
 // aging reports whether the evidence is older than half the holder's
@@ -467,7 +485,7 @@ func (w *wireConn) watch() {
 			established := w.established
 			w.mu.Unlock()
 			switch {
-			case waited > patience && w.live.aging(now):
+			case waited > patience && w.live.aging(now) && !w.live.lastResort(w.RemoteAddr().String(), now):
 				w.live.gaveUp(w.RemoteAddr().String(), now)
 				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
 					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
