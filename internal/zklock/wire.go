@@ -22,43 +22,44 @@ import (
 // What the holder may count on is when the LEADER last renewed the session:
 // only the leader expires sessions. That is not when a server last
 // answered. The rule below, with the facts it rests on (ZooKeeper 3.8.0,
-// tag release-3.8.0-1, paths under zookeeper-server/src/main/java/org/
-// apache/zookeeper/server/):
+// tag release-3.8.0-1; files under zookeeper-server/src/main/java/org/
+// apache/zookeeper/server/, in quorum/ for Leader*, Learner*, Follower*
+// and ProposalRequestProcessor):
 //
 //   - F1. Any server renews ("touches") the session as it takes in a
-//     request, before processing it (ZooKeeperServer.submitRequestNow,
-//     touch(si.cnxn)); auth packets alone are answered without
-//     (processPacket). On the leader or a standalone server that is the
-//     expiry itself (SessionTrackerImpl.touchSession: expiry = now +
-//     timeout, rounded up to a tick by ExpiryQueue.update). A follower
-//     only notes the session in a table (LearnerSessionTracker.touchSession)
-//     and tells the leader in its answer to the leader's next ping
-//     (Learner.ping, getTouchSnapshot), where the leader touches it
-//     (LearnerHandler.run, case Leader.PING; touchSession returns false,
+//     request, before processing it (ZooKeeperServer.java:1164 in
+//     submitRequestNow); auth packets alone are answered without
+//     (processPacket, :1597). On the leader or a standalone server that is
+//     the expiry itself (SessionTrackerImpl.java:179 touchSession: expiry =
+//     now + timeout, rounded up to a tick by ExpiryQueue.java:84). A
+//     follower only notes the session in a table (LearnerSessionTracker.
+//     java:139) and tells the leader in its answer to the leader's next
+//     ping (Learner.java:842 ping, getTouchSnapshot), where the leader
+//     touches it (LearnerHandler.java:683; touchSession returns false,
 //     touching nothing, once the session expired).
-//   - F2. The leader pings each follower every tickTime/2 (Leader.lead's
-//     loop), through the same queue as everything else it sends that
-//     follower (LearnerHandler.queuePacket). A follower handles what it
-//     gets from the leader in order, in one thread (Follower.followLeader,
-//     processPacket), and writes all it sends the leader into one stream
-//     (Learner.writePacket); the leader reads that stream in order, in one
-//     thread (LearnerHandler.run).
+//   - F2. The leader pings each follower every tickTime/2 (Leader.java:729),
+//     through the same queue as everything else it sends that follower
+//     (LearnerHandler.java:1093 queuePacket). A follower handles what it
+//     gets from the leader in order, in one thread (Follower.java:72
+//     followLeader, :157 processPacket), and writes all it sends the leader
+//     into one stream (Learner.java:191 writePacket); the leader reads that
+//     stream in order, in one thread (LearnerHandler.run).
 //   - F3. A sync (opcode 9) on a follower is forwarded to the leader
-//     (FollowerRequestProcessor) and answered only once the leader's SYNC
-//     comes back (FollowerZooKeeperServer.sync; Leader.processSync).
-//     But a sync is answered without error even for a session the leader
-//     has expired: checkSession's exception is set on the request
-//     (PrepRequestProcessor) and ignored for a LearnerSyncRequest
-//     (ProposalRequestProcessor.processRequest).
-//   - F4. A connect with a session id makes a follower ask the leader,
-//     which touches the session and says whether it lives
-//     (Learner.validateSession; LearnerMaster.revalidateSession;
-//     LeaderZooKeeperServer.checkIfValidGlobalSession); the leader itself
-//     touches it (ZooKeeperServer.reopenSession, revalidateSession); a new
-//     session is tracked by the leader (PrepRequestProcessor,
-//     createSession). An expired session is refused.
+//     (FollowerRequestProcessor.java:97) and answered only once the
+//     leader's SYNC comes back (FollowerZooKeeperServer.java:113; Leader.
+//     java:1289 processSync). But a sync is answered without error even
+//     for a session the leader has expired: checkSession's exception is
+//     set on the request (PrepRequestProcessor.java:912) and ignored for a
+//     LearnerSyncRequest (ProposalRequestProcessor.java:76).
+//   - F4. A connect with a session id makes a follower ask the leader
+//     (Learner.java:160 validateSession), which touches the session and
+//     says whether it lives (Leader.java:1723 revalidateSession,
+//     LeaderZooKeeperServer.java:187 checkIfValidGlobalSession); the leader
+//     itself touches it (ZooKeeperServer.java:1033 reopenSession, :1022
+//     revalidateSession); a new session is tracked by the leader
+//     (PrepRequestProcessor.java:579). An expired session is refused.
 //   - F5. A server that loses its leader, or its leadership, closes every
-//     client connection (Learner.shutdown, Leader.shutdown:
+//     client connection (Learner.java:859 shutdown, Leader.java:830
 //     closeAllConnections). One client connection therefore sees one
 //     server following one leader over one pair of streams.
 //
@@ -83,14 +84,18 @@ import (
 //     answered before evidence + timeout − timeout/10 (KillBy). Past that,
 //     only a new connect (E1) can say; the watchdog below makes one.
 //
-// m: the client does not know tickTime. ZooKeeper grants no session shorter
-// than minSessionTimeout, by default 2 × tickTime, so m = granted/4 ≥
-// tickTime/2: an assumption about the server's configuration, which holds
-// unless minSessionTimeout was set below its default of 2 × tickTime. The
-// tenth of the timeout kept back from every deadline absorbs the leader's
-// lateness in pinging and the difference between its clock and ours. Sent
-// and answered times are taken before Write and after Read, on the safe
-// side of both.
+// m: the client is not told tickTime, but a server grants no session
+// shorter than its minSessionTimeout (ZooKeeperServer.java:1431 in
+// processConnectRequest), by default 2 × tickTime (:1295). So m =
+// granted/4 ≥ tickTime/2, and better, once known, m = min(granted,
+// minSession)/4, where minSession is the largest minSessionTimeout of the
+// listed servers, each asked for a 1ms session (minSession, below). Either
+// rests on one assumption about the servers' configuration: no
+// minSessionTimeout below 2 × the leader's tickTime, which holds unless an
+// operator set it so. The tenth of the timeout kept back from every
+// deadline absorbs the leader's lateness in pinging and the difference
+// between its clock and ours. Sent and answered times are taken before
+// Write and after Read, on the safe side of both.
 //
 // On the leader or a standalone server, every answer already proves as
 // much (F1), but the client cannot tell which server it talks to, so it
