@@ -101,6 +101,13 @@ import (
 // much (F1), but the client cannot tell which server it talks to, so it
 // waits the same m everywhere.
 //
+// Not covered: a leader cut off from its followers leads on until its
+// next tick finds no quorum of acks (Leader.lead, hasAllQuorums), up to
+// one tick after the followers gave up on it and may have elected another,
+// which counts the session's expiry from its own start. Evidence from the
+// old leader in that window can be up to a tick too new; the stop grace
+// and granted/10 cover it only when they exceed a tick.
+//
 // The watchdog: a connection with a request (the connect request included)
 // unanswered for `patience`, once the evidence is older than half the
 // holder's budget (granted − stop grace − granted/10), is closed, and
