@@ -12,8 +12,13 @@ import (
 )
 
 // The lock-loss tests hold with a 4s session and a 1s kill grace, so the
-// workload is told to stop 4 − 1 − 0.4 = 2.6s after the send time of the
-// last request the server answered (SPEC section 4).
+// workload is told to stop 4 − 1 − 0.4 = 2.6s after the evidence that the
+// leader renewed the session (SPEC section 4, internal/zklock/wire.go): at
+// first the connect request's send time, then the send time of a request
+// answered m before a sync that another one followed. m is a quarter of
+// the servers' minSessionTimeout (400ms here: 100ms), and a sync goes every
+// 4s/40 = 100ms, so the evidence lags real time by 0.1s to 0.4s, and the
+// workload is told to stop 2.2s to 2.5s into a silence.
 var lossFlags = []string{"--session-timeout", "4s", "--kill-grace", "1s"}
 
 func lossArgs(hosts, id string, workload []string) []string {
@@ -87,8 +92,9 @@ func TestLeaderKilled(t *testing.T) {
 	conn := zkClient(t, ens.Hosts())
 	logPath := filepath.Join(t.TempDir(), "log")
 	// A session timeout nearer the default (10s): an election on a loaded
-	// machine can take longer than the 2.6s the other tests allow, and
-	// then stopping would be right, not spurious.
+	// machine can take longer than the 2.2s of silence the other tests
+	// allow at least (8s allows 5.5s), and then stopping would be right,
+	// not spurious.
 	a := startLockex(t, nil, append([]string{"-z", ens.Hosts(), "-i", "leader", "--session-timeout", "8s", "--kill-grace", "1s", "--"},
 		ticker(logPath, "a", 0, false)...)...)
 	waitRecord(t, logPath, "a")
@@ -242,8 +248,9 @@ func startAll(t *testing.T, ens *zktest.Cluster) {
 	}
 }
 
-// TestShortStall: a network stall shorter than the deadline leaves the
-// workload running, with the same session.
+// TestShortStall: a network stall shorter than the deadline (700ms, less
+// than the 2.2s of silence lossFlags allow at least) leaves the workload
+// running, with the same session.
 func TestShortStall(t *testing.T) {
 	zk := startZK(t)
 	conn := zkClient(t, zk.Hosts())

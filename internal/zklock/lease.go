@@ -14,8 +14,9 @@ var (
 	// ErrSessionExpired: the server expired the session, and with it the
 	// node; another contender may hold the lock already.
 	ErrSessionExpired = errors.New("zklock: session expired")
-	// ErrSuspendedTooLong: the server has not answered for so long that it
-	// may expire the session before the holder could stop.
+	// ErrSuspendedTooLong: nothing has shown for so long that the leader
+	// still has the session that it may expire it before the holder could
+	// stop (wire.go says what counts).
 	ErrSuspendedTooLong = errors.New("zklock: no answer from zookeeper for too long")
 	// ErrNodeDeleted: the own node is gone or belongs to another session.
 	ErrNodeDeleted = errors.New("zklock: own lock node deleted")
@@ -158,8 +159,8 @@ func (l *Lease) watchSession() {
 			}
 		case state != zk.StateHasSession && !suspended:
 			suspended = true
-			_, last := l.s.live.snapshot()
-			l.s.log.Debug("suspended while holding", "stop_in", time.Until(l.deadline(last)).Round(time.Millisecond))
+			_, evidence := l.s.live.snapshot()
+			l.s.log.Debug("suspended while holding", "stop_in", time.Until(l.deadline(evidence)).Round(time.Millisecond))
 		}
 		select {
 		case <-changed:
@@ -169,12 +170,13 @@ func (l *Lease) watchSession() {
 	}
 }
 
-// watchDeadline ends the lease when the server has not answered for so long
-// that it could expire the session before the holder stops: at
-// lastAnswered + granted − StopGrace − granted/10 (SPEC section 4). While
-// connected, it also asks the server something every third of that budget,
-// because go-zookeeper's own pings (every third of the session timeout)
-// may be too rare for a small budget.
+// watchDeadline ends the lease when nothing has shown for so long that the
+// leader still has the session that it could expire it before the holder
+// stops: at evidence + granted − StopGrace − granted/10 (SPEC section 4),
+// where evidence is the latest moment the leader is known to have renewed
+// the session after (wire.go). While connected, it also checks the node's
+// owner every third of that budget; the session's syncs keep the evidence
+// fresh.
 func (l *Lease) watchDeadline() {
 	beat := max(l.budget(l.s.Granted())/3, time.Millisecond)
 	heartbeat := time.NewTicker(beat)
@@ -184,14 +186,14 @@ func (l *Lease) watchDeadline() {
 	for {
 		select {
 		case <-timer.C:
-			_, last := l.s.live.snapshot()
-			at := l.deadline(last)
+			_, evidence := l.s.live.snapshot()
+			at := l.deadline(evidence)
 			if wait := time.Until(at); wait > 0 {
 				timer.Reset(wait)
 				continue
 			}
-			l.lose(fmt.Errorf("%w: last answer to a request sent %s ago; session timeout %s, stop grace %s",
-				ErrSuspendedTooLong, time.Since(last).Round(time.Millisecond), l.s.Granted(), l.s.opts.StopGrace))
+			l.lose(fmt.Errorf("%w: the leader is known to have renewed the session only until %s ago; session timeout %s, stop grace %s",
+				ErrSuspendedTooLong, time.Since(evidence).Round(time.Millisecond), l.s.Granted(), l.s.opts.StopGrace))
 			return
 		case <-heartbeat.C:
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
@@ -203,8 +205,8 @@ func (l *Lease) watchDeadline() {
 	}
 }
 
-// beat is one request whose answer moves lastAnswered on; that it checks
-// the node's owner again costs nothing more.
+// beat checks the node's owner again; its answer also gives the wire
+// layer one more request the server noted (wire.go, R0 of E2).
 func (l *Lease) beat() {
 	ok, stat, err := l.s.conn.Exists(l.s.abs(l.node))
 	if err == nil {
@@ -215,23 +217,24 @@ func (l *Lease) beat() {
 }
 
 // KillBy is the latest moment by which everything run under the lease must
-// be dead: the earliest moment the server may expire the session, given
-// what the client has seen of it. A holder that learns of a loss late (it
-// was frozen) must not wait out a whole stop grace past it.
+// be dead: the earliest moment the leader may expire the session, given
+// the evidence that it renewed it (wire.go), less a tenth of the timeout
+// for the difference between its clock and ours. A holder that learns of a
+// loss late (it was frozen) must not wait out a whole stop grace past it.
+// It moves on as the evidence does.
 func (l *Lease) KillBy() time.Time {
-	_, last := l.s.live.snapshot()
+	_, evidence := l.s.live.snapshot()
 	granted := l.s.Granted()
-	return last.Add(granted - granted/10)
+	return evidence.Add(granted - granted/10)
 }
 
 func (l *Lease) budget(granted time.Duration) time.Duration {
 	return granted - l.s.opts.StopGrace - granted/10
 }
 
-// deadline is when the holder must be told to stop, given the send time of
-// the last request the server answered.
-func (l *Lease) deadline(lastAnswered time.Time) time.Time {
-	return lastAnswered.Add(l.budget(l.s.Granted()))
+// deadline is when the holder must be told to stop, given the evidence.
+func (l *Lease) deadline(evidence time.Time) time.Time {
+	return evidence.Add(l.budget(l.s.Granted()))
 }
 
 // check is whether the node, as just seen, is still this lease's.

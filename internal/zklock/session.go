@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -92,7 +93,9 @@ type Session struct {
 	obs  Observer
 	acl  []zk.ACL // what lockex's nodes are created with
 
-	live liveness // what the wire shows: granted timeout, last answer
+	live liveness      // what the wire shows: granted timeout, evidence
+	quit chan struct{} // closed by Close: the heartbeat ends
+	stop sync.Once     // closes quit
 
 	mu       sync.Mutex
 	state    zk.State
@@ -112,7 +115,8 @@ type Session struct {
 func Connect(ctx context.Context, opts Options) (*Session, error) {
 	var err error
 	for attempt := 1; attempt <= max(opts.Attempts, 1); attempt++ {
-		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{})}
+		s := &Session{opts: opts, log: opts.Logger, obs: opts.Observer, changed: make(chan struct{}), quit: make(chan struct{})}
+		s.live.requested, s.live.grace, s.live.log = opts.SessionTimeout, opts.StopGrace, opts.Logger
 		if s.obs == nil {
 			s.obs = nopObserver{}
 		}
@@ -137,16 +141,21 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 
 func (s *Session) connect(ctx context.Context) error {
 	s.obs.Connecting(s.opts.Servers, s.opts.SessionTimeout)
+	hosts := hostList{zk.NewDNSHostProvider(), &s.live}
 	conn, _, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
 		zk.WithEventCallback(s.onEvent),
 		zk.WithLogger(zkLogger{s.log}),
-		zk.WithDialer(s.dial))
+		zk.WithDialer(s.dial),
+		zk.WithHostProvider(hosts))
 	if err != nil {
 		// go-zookeeper resolves every host once, here, and fails on the first
 		// that does not resolve.
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	s.conn = conn
+	s.live.mu.Lock()
+	s.live.servers = hosts.Len()
+	s.live.mu.Unlock()
 	waitCtx, cancel := context.WithTimeout(ctx, s.opts.ConnectTimeout)
 	defer cancel()
 	err = s.WaitConnected(waitCtx)
@@ -158,6 +167,7 @@ func (s *Session) connect(ctx context.Context) error {
 		}
 	}
 	if err != nil {
+		s.stop.Do(func() { close(s.quit) })
 		conn.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -179,7 +189,89 @@ func (s *Session) connect(ctx context.Context) error {
 	s.up, s.reported = true, conn.SessionID()
 	s.mu.Unlock()
 	s.obs.Connected(conn.Server(), conn.SessionID(), s.Granted())
+	go s.heartbeat()
+	go s.probe()
 	return nil
+}
+
+// probe learns the largest minSessionTimeout of the listed servers, which
+// bounds how long a follower may keep a touch to itself (wire.go, m). It
+// asks every server, and those that did not answer again every session
+// timeout; until all have answered, the margin stays at a quarter of the
+// granted timeout.
+func (s *Session) probe() {
+	known := map[string]time.Duration{}
+	servers := zk.FormatServers(s.opts.Servers)
+	slices.Sort(servers)
+	servers = slices.Compact(servers)
+	for {
+		for _, addr := range servers {
+			if _, ok := known[addr]; ok {
+				continue
+			}
+			c, raw, err := s.dialTransport("tcp", addr, s.opts.ConnectTimeout)
+			if err == nil {
+				var d time.Duration
+				d, err = minSession(c, time.Now().Add(s.opts.ConnectTimeout))
+				raw.Close()
+				if err == nil {
+					known[addr] = d
+				}
+			}
+			if err != nil {
+				s.log.Debug("could not learn the shortest session a server grants", "server", addr, "err", err)
+			}
+		}
+		if len(known) == len(servers) {
+			var most time.Duration
+			for _, d := range known {
+				most = max(most, d)
+			}
+			s.live.mu.Lock()
+			s.live.minSession = most
+			s.live.mu.Unlock()
+			s.log.Debug("shortest session the servers grant", "min_session_timeout", most)
+			return
+		}
+		select {
+		case <-time.After(s.Granted()):
+		case <-s.quit:
+			return
+		}
+	}
+}
+
+// heartbeat sends a sync every granted/40 while the session is connected,
+// for the session's whole life: syncs are what lets the wire layer see
+// that the leader, not only the server, still has the session (wire.go,
+// E2), for a lease taken after a long wait as much as for one held. A
+// sync answered late is followed by the next one at once.
+//
+// The load: 40 syncs per session timeout (4 a second with the default
+// 10s), each one request to the server and a round trip from it to the
+// leader, which answers without writing anything; a lease adds its owner
+// check (lease.go). The evidence then lags real time by m plus up to three
+// sync periods: with ZooKeeper's defaults (tickTime 2s, so a 4s
+// minSessionTimeout) and a 10s session, 1s + 0.75s.
+func (s *Session) heartbeat() {
+	for {
+		state, _, changed := s.current()
+		if state != zk.StateHasSession {
+			select {
+			case <-changed:
+				continue
+			case <-s.quit:
+				return
+			}
+		}
+		began := time.Now()
+		_, _ = s.conn.Sync("/") // what the answer proves, the wire layer sees
+		select {
+		case <-time.After(max(s.Granted()/40-time.Since(began), time.Millisecond)):
+		case <-s.quit:
+			return
+		}
+	}
 }
 
 // Granted is the session timeout the server granted, which may differ from
@@ -195,7 +287,7 @@ func (s *Session) Granted() time.Duration {
 }
 
 func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, error) {
-	c, err := s.dialTransport(network, addr, timeout)
+	c, raw, err := s.dialTransport(network, addr, timeout)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var cert *tls.CertificateVerificationError
@@ -215,23 +307,55 @@ func (s *Session) dial(network, addr string, timeout time.Duration) (net.Conn, e
 		return nil, err
 	}
 	s.tlsFails = 0
-	return newWireConn(c, &s.live), nil
+	return newWireConn(c, raw, &s.live), nil
 }
 
-// dialTransport connects to one server, in TLS if configured. The TLS
-// handshake happens here, so that its failure is a dial error with a
-// reason, not a silent session that never comes.
-func (s *Session) dialTransport(network, addr string, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	if s.opts.TLS == nil {
-		return d.Dial(network, addr)
+// dialTransport connects to one server, in TLS if configured, and returns
+// the connection and the TCP connection under it. The TLS handshake
+// happens here, so that its failure is a dial error with a reason, not a
+// silent session that never comes.
+func (s *Session) dialTransport(network, addr string, timeout time.Duration) (c, raw net.Conn, err error) {
+	// As tls.DialWithDialer does: one timeout for the dial and handshake.
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	raw, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+	if err != nil || s.opts.TLS == nil {
+		return raw, raw, err
 	}
 	cfg := s.opts.TLS.Clone()
 	if cfg.ServerName == "" {
 		host, _, _ := net.SplitHostPort(addr)
 		cfg.ServerName = host
 	}
-	return tls.DialWithDialer(d, network, addr, cfg)
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, nil, err
+	}
+	return tc, raw, nil
+}
+
+// hostList is go-zookeeper's own host provider (which resolves every name
+// once and shuffles the addresses), except that a server the wire layer
+// gave up on for want of an answer is passed over while another remains:
+// a frozen server still accepts connections (the kernel does), and would
+// cost a whole patience at every pass. Passing over keeps the retry flag
+// of the addresses skipped, so go-zookeeper still pauses once per pass.
+type hostList struct {
+	*zk.DNSHostProvider
+	live *liveness
+}
+
+func (h hostList) Next() (server string, retryStart bool) {
+	for range h.Len() {
+		s, retry := h.DNSHostProvider.Next()
+		retryStart = retryStart || retry
+		if !h.live.passedOver(s) {
+			return s, retryStart
+		}
+	}
+	s, retry := h.DNSHostProvider.Next() // all passed over: in turn, then
+	return s, retryStart || retry
 }
 
 // onEvent runs on go-zookeeper's goroutine and must not block. Reading
@@ -313,6 +437,7 @@ func (s *Session) Close() {
 	s.mu.Lock()
 	s.closing = true
 	s.mu.Unlock()
+	s.stop.Do(func() { close(s.quit) })
 	s.conn.Close()
 }
 

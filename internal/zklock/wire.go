@@ -2,50 +2,391 @@ package zklock
 
 import (
 	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
 )
 
-// go-zookeeper keeps two facts to itself that SPEC section 4 needs: the
-// session timeout the server granted, and when the server last answered.
-// Rather than fork the library, lockex reads them off the wire through the
+// go-zookeeper keeps to itself what SPEC section 4 needs: the session
+// timeout the server granted, and when the server last answered what.
+// Rather than fork the library, lockex reads both off the wire through the
 // library's public WithDialer option: wireConn wraps each connection and
 // follows ZooKeeper's framing (a 4-byte length, then the packet), which is
-// stable protocol, not library internals.
+// stable protocol, not library internals. A request starts with its xid
+// and opcode, an answer with the xid, the zxid and an error code, and
+// answers come in the order of the requests.
 //
-// Requests carry an xid and are answered in order on a connection, so the
-// send times of unanswered requests form a queue: each reply pops the
-// oldest, and that send time is the latest moment the server is known to
-// have heard from this session. The server restarts its expiry timer when
-// a request arrives, which is after it was sent: counting from the send
-// time is on the safe side.
+// What the holder may count on is when the LEADER last renewed the session:
+// only the leader expires sessions. That is not when a server last
+// answered. The rule below, with the facts it rests on (ZooKeeper 3.8.0,
+// tag release-3.8.0-1; files under zookeeper-server/src/main/java/org/
+// apache/zookeeper/server/, in quorum/ for Leader*, Learner*, Follower*
+// and ProposalRequestProcessor):
+//
+//   - F1. Any server renews ("touches") the session as it takes in a
+//     request, before processing it (ZooKeeperServer.java:1164 in
+//     submitRequestNow); auth packets alone are answered without
+//     (processPacket, :1597). On the leader or a standalone server that is
+//     the expiry itself (SessionTrackerImpl.java:179 touchSession: expiry =
+//     now + timeout, rounded up to a tick by ExpiryQueue.java:84). A
+//     follower only notes the session in a table (LearnerSessionTracker.
+//     java:139) and tells the leader in its answer to the leader's next
+//     ping (Learner.java:842 ping, getTouchSnapshot), where the leader
+//     touches it (LearnerHandler.java:683; touchSession returns false,
+//     touching nothing, once the session expired).
+//   - F2. The leader pings each follower every tickTime/2 (Leader.java:729),
+//     through the same queue as everything else it sends that follower
+//     (LearnerHandler.java:1093 queuePacket). A follower handles what it
+//     gets from the leader in order, in one thread (Follower.java:72
+//     followLeader, :157 processPacket), and writes all it sends the leader
+//     into one stream (Learner.java:191 writePacket); the leader reads that
+//     stream in order, in one thread (LearnerHandler.run).
+//   - F3. A sync (opcode 9) on a follower is forwarded to the leader
+//     (FollowerRequestProcessor.java:97) and answered only once the
+//     leader's SYNC comes back (FollowerZooKeeperServer.java:113; Leader.
+//     java:1289 processSync). But a sync is answered without error even
+//     for a session the leader has expired: checkSession's exception is
+//     set on the request (PrepRequestProcessor.java:912) and ignored for a
+//     LearnerSyncRequest (ProposalRequestProcessor.java:76).
+//   - F4. A connect with a session id makes a follower ask the leader
+//     (Learner.java:160 validateSession), which touches the session and
+//     says whether it lives (Leader.java:1723 revalidateSession,
+//     LeaderZooKeeperServer.java:187 checkIfValidGlobalSession); the leader
+//     itself touches it (ZooKeeperServer.java:1033 reopenSession, :1022
+//     revalidateSession); a new session is tracked by the leader
+//     (PrepRequestProcessor.java:579). An expired session is refused.
+//   - F5. A server that loses its leader, or its leadership, closes every
+//     client connection (Learner.java:859 shutdown, Leader.java:830
+//     closeAllConnections). One client connection therefore sees one
+//     server following one leader over one pair of streams.
+//
+// The evidence is the latest moment t such that the leader renewed the
+// session after t: the server cannot expire it before t + timeout.
+//
+//   - E1 (F4): a connect answer that gives a session: t = the connect
+//     request's send time.
+//   - E2 (F1, F2, F3, F5): on one connection, sync S1 sent at s1 and
+//     answered, then sync S2 sent after that answer and answered; R0 any
+//     request answered (a0) by s1 − m. The follower noted R0 before a0.
+//     The leader took S1 after s1, and queued a ping in the tickTime/2
+//     before that, so after R0 was noted when m ≥ tickTime/2; the follower
+//     answered that ping, carrying R0's note, before it answered S1, so
+//     before S2 reached it; the leader read that answer, and touched the
+//     session, before it read S2, which it did, since S2 was answered.
+//     So t = R0's send time. The two syncs matter: one sync proves nothing
+//     about pings that had not reached the follower by the time it
+//     forwarded the sync.
+//   - E3: the touch in E2 renews only a session the leader has not expired
+//     (F1, F3), so E2 counts only while the evidence so far rules that out:
+//     answered before evidence + timeout − timeout/10 (KillBy). Past that,
+//     only a new connect (E1) can say; the watchdog below makes one.
+//
+// m: the client is not told tickTime, but a server grants no session
+// shorter than its minSessionTimeout (ZooKeeperServer.java:1431 in
+// processConnectRequest), by default 2 × tickTime (:1295). So m =
+// granted/4 ≥ tickTime/2, and better, once known, m = min(granted,
+// minSession)/4, where minSession is the largest minSessionTimeout of the
+// listed servers, each asked for a 1ms session (minSession, below). Either
+// rests on one assumption about the servers' configuration: no
+// minSessionTimeout below 2 × the leader's tickTime, which holds unless an
+// operator set it so. The tenth of the timeout kept back from every
+// deadline absorbs the leader's lateness in pinging and the difference
+// between its clock and ours. Sent and answered times are taken before
+// Write and after Read, on the safe side of both.
+//
+// On the leader or a standalone server, every answer already proves as
+// much (F1), but the client cannot tell which server it talks to, so it
+// waits the same m everywhere.
+//
+// Not covered: a leader cut off from its followers leads on until its
+// next tick finds no quorum of acks (Leader.lead, hasAllQuorums), up to
+// one tick after the followers gave up on it and may have elected another,
+// which counts the session's expiry from its own start. Evidence from the
+// old leader in that window can be up to a tick too new; the stop grace
+// and granted/10 cover it only when they exceed a tick.
+//
+// The watchdog: a connection with a request (the connect request included)
+// unanswered for `patience`, once the evidence is older than half the
+// holder's budget (granted − stop grace − granted/10), is closed, and
+// go-zookeeper moves to its next server with the same session, whose
+// connect answer is fresh evidence (E1). go-zookeeper on its own waits 2/3
+// of the session timeout for an answer, and 20/3 of it for a connect
+// answer, which leaves a holder no time to move. While the evidence is
+// young, a slow server is waited for: closing fails every request under
+// way (ErrConnectionClosed), which the recipes count against their
+// retries. The server given up on is passed over for a session timeout
+// while others remain (hostList), and the last server not given up on is
+// waited for (the network, not the servers, is then the likely trouble).
+// patience starts at granted/10 (at least 100ms), doubles up to granted/3
+// after as many closes in a row as there are servers, and is reset by an
+// answer that comes within granted/10: servers that are all slow, but
+// answer, are waited for, and every pass through the server list costs
+// go-zookeeper's pause of a second.
+
+// Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
+// ZooDefs.OpCode, KeeperException.Code).
+const (
+	opSync            = 9
+	xidNotification   = -1
+	xidAuth           = -4
+	errSessionExpired = -112
+	errSessionMoved   = -118
+)
 
 // liveness is what the wire has shown about the session, across connections.
 type liveness struct {
-	mu           sync.Mutex
-	granted      time.Duration // session timeout in the last connect answer
-	lastAnswered time.Time     // send time of the last request answered
+	requested time.Duration // asked for: stands in for granted until the first answer
+	grace     time.Duration // the holder's stop grace
+	log       *slog.Logger
+
+	mu         sync.Mutex
+	granted    time.Duration        // session timeout in the last connect answer
+	evidence   time.Time            // see the rule above
+	patience   time.Duration        // for an unanswered request; 0: the base
+	minSession time.Duration        // the servers' largest minSessionTimeout; 0: unknown
+	servers    int                  // how many addresses go-zookeeper tries in turn
+	closes     int                  // connections closed for want of an answer, in a row
+	shunned    map[string]time.Time // server address: passed over until then
 }
 
-func (l *liveness) snapshot() (granted time.Duration, lastAnswered time.Time) {
+func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.granted, l.lastAnswered
+	return l.grantedLocked(), l.evidence
+}
+
+func (l *liveness) grantedLocked() time.Duration {
+	if l.granted == 0 {
+		return l.requested
+	}
+	return l.granted
+}
+
+// offer takes evidence t, found at now; handshake says it came from a
+// connect answer (E1), else from syncs (E2), which count only while the
+// evidence so far holds (E3).
+func (l *liveness) offer(t, now time.Time, handshake bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !handshake && now.After(l.killByLocked()) {
+		return
+	}
+	if t.After(l.evidence) {
+		l.evidence = t
+	}
+}
+
+// killByLocked is the earliest moment the leader may expire the session,
+// as far as the evidence shows.
+func (l *liveness) killByLocked() time.Time {
+	g := l.grantedLocked()
+	return l.evidence.Add(g - g/10)
+}
+
+// margin is m in the rule above.
+func (l *liveness) margin() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.grantedLocked()
+	if l.minSession > 0 {
+		g = min(g, l.minSession)
+	}
+	return g / 4
+}
+
+// minSession asks the server on c for the shortest session it grants:
+// asked for 1ms, a server grants its minSessionTimeout. The session it
+// makes is closed at once. c is left for the caller to close.
+func minSession(c net.Conn, deadline time.Time) (time.Duration, error) {
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, err
+	}
+	// ConnectRequest (zookeeper.jute): protocolVersion, lastZxidSeen,
+	// timeOut, sessionId, passwd (a length and 16 bytes).
+	req := make([]byte, 4+44)
+	binary.BigEndian.PutUint32(req, 44)
+	binary.BigEndian.PutUint32(req[4+12:], 1)
+	binary.BigEndian.PutUint32(req[4+24:], 16)
+	if _, err := c.Write(req); err != nil {
+		return 0, err
+	}
+	// ConnectResponse: protocolVersion, timeOut, sessionId, passwd, ...
+	var head [4 + 16]byte
+	if _, err := io.ReadFull(c, head[:]); err != nil {
+		return 0, err
+	}
+	ms := int32(binary.BigEndian.Uint32(head[8:12]))
+	if binary.BigEndian.Uint64(head[12:20]) == 0 || ms <= 0 {
+		return 0, errors.New("no session granted")
+	}
+	// closeSession: xid 1, opcode -11; its answer only tells that it was
+	// done, which the server does all the same once it has the request.
+	closeReq := []byte{0, 0, 0, 8, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xf5}
+	if _, err := c.Write(closeReq); err != nil {
+		return 0, err
+	}
+	return time.Duration(ms) * time.Millisecond, nil
+}
+
+// basePatience is how long a request may go unanswered on a healthy
+// connection.
+func (l *liveness) basePatienceLocked() time.Duration {
+	return max(l.grantedLocked()/10, 100*time.Millisecond)
+}
+
+func (l *liveness) currentPatience() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return max(l.patience, l.basePatienceLocked())
+}
+
+// answeredIn notes how long an answer took: a prompt one means patience
+// can be short again.
+func (l *liveness) answeredIn(d time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if d <= l.basePatienceLocked() {
+		l.patience, l.closes = 0, 0
+	}
+}
+
+// gaveUp notes that the connection to server was closed at now for want
+// of an answer: the server is passed over for a session timeout, and after
+// as many such closes in a row as there are servers, patience doubles, up
+// to granted/3.
+func (l *liveness) gaveUp(server string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shunned == nil {
+		l.shunned = map[string]time.Time{}
+	}
+	for s, until := range l.shunned {
+		if now.After(until) {
+			delete(l.shunned, s)
+		}
+	}
+	l.shunned[server] = now.Add(l.grantedLocked())
+	if l.closes++; l.closes >= max(l.servers, 1) {
+		l.closes = 0
+		l.patience = min(2*max(l.patience, l.basePatienceLocked()), max(l.grantedLocked()/3, l.basePatienceLocked()))
+	}
+}
+
+// passedOver reports whether server is to be tried only when no other is.
+func (l *liveness) passedOver(server string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Now().Before(l.shunned[server])
+}
+
+// lastResort reports whether every server but this one was given up on
+// lately: then the network, not the server, is the likely trouble, and the
+// connection at hand is the one to wait on. Leaving it would only add
+// go-zookeeper's pause to the time it takes to recover.
+func (l *liveness) lastResort(server string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	others := 0
+	for s, until := range l.shunned {
+		if s != server && now.Before(until) {
+			others++
+		}
+	}
+	return l.servers > 1 && others >= l.servers-1
+}
+
+// aging reports whether the evidence is older than half the holder's
+// budget, so that a stuck connection is worth leaving.
+func (l *liveness) aging(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	g := l.grantedLocked()
+	half := max((g-l.grace-g/10)/2, 0)
+	return now.Sub(l.evidence) > half
+}
+
+// lapsed reports whether the evidence no longer rules out an expiry (E3).
+func (l *liveness) lapsed(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.evidence.IsZero() && now.After(l.killByLocked())
+}
+
+// exchange is one request and its answer, as seen from here.
+type exchange struct{ sent, answered time.Time }
+
+// history is one connection's answered requests, for E2.
+type history struct {
+	noted []exchange // answers to requests the server noted (touched), in order
+	syncs []exchange // syncs answered without error, in order
+}
+
+// maxNoted bounds noted when no sync gets through to prune it: dropping
+// the oldest can only make the evidence older.
+const maxNoted = 1024
+
+func (h *history) note(e exchange) {
+	if len(h.noted) == maxNoted {
+		h.noted = h.noted[1:]
+	}
+	h.noted = append(h.noted, e)
+}
+
+// synced records sync s, answered without error (it was noted already),
+// and returns the evidence it gives under E2 with margin m, if any.
+func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
+	defer func() { h.syncs = append(h.syncs, s) }()
+	// S1: the last sync answered before s was sent.
+	i := len(h.syncs) - 1
+	for i >= 0 && h.syncs[i].answered.After(s.sent) {
+		i--
+	}
+	if i < 0 {
+		return time.Time{}, false
+	}
+	s1 := h.syncs[i]
+	h.syncs = h.syncs[i:] // a later S2 finds this S1 or a later one
+	// R0: the last request answered by s1 − m.
+	j := len(h.noted) - 1
+	for j >= 0 && h.noted[j].answered.After(s1.sent.Add(-m)) {
+		j--
+	}
+	if j < 0 {
+		return time.Time{}, false
+	}
+	r0 := h.noted[j]
+	h.noted = h.noted[j:]
+	return r0.sent, true
 }
 
 // wireConn is one connection to a server, observed.
 type wireConn struct {
 	net.Conn
+	raw  net.Conn // under TLS, the TCP connection: closing it cannot block
 	live *liveness
 
-	mu      sync.Mutex
-	sent    []time.Time // send times of requests not yet answered
-	out, in framer
+	mu          sync.Mutex
+	out, in     framer
+	pending     []request // sent and not answered, in order
+	hist        history
+	established bool // the connect answer gave a session
+
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
-func newWireConn(c net.Conn, live *liveness) *wireConn {
-	return &wireConn{Conn: c, live: live}
+type request struct {
+	xid, op int32
+	sent    time.Time
+}
+
+func newWireConn(c, raw net.Conn, live *liveness) *wireConn {
+	w := &wireConn{Conn: c, raw: raw, live: live, closed: make(chan struct{})}
+	go w.watch()
+	return w
 }
 
 // Write notes the send time of every packet that starts in b. The first
@@ -54,47 +395,121 @@ func newWireConn(c net.Conn, live *liveness) *wireConn {
 func (w *wireConn) Write(b []byte) (int, error) {
 	now := time.Now()
 	w.mu.Lock()
-	w.out.feed(b, func(_ []byte) { w.sent = append(w.sent, now) })
+	w.out.feed(b, func(head []byte) {
+		r := request{sent: now}
+		if w.out.packets > 1 && len(head) >= 8 {
+			r.xid = int32(binary.BigEndian.Uint32(head))
+			r.op = int32(binary.BigEndian.Uint32(head[4:]))
+		}
+		w.pending = append(w.pending, r)
+	})
 	w.mu.Unlock()
 	return w.Conn.Write(b)
 }
 
-// Read pops a send time for every answer that starts in what was read.
+// Read matches every answer that starts in what was read to its request.
 func (w *wireConn) Read(b []byte) (int, error) {
 	n, err := w.Conn.Read(b)
+	now := time.Now()
 	w.mu.Lock()
-	w.in.feed(b[:n], w.answered)
+	w.in.feed(b[:n], func(head []byte) { w.answered(head, now) })
 	w.mu.Unlock()
 	return n, err
 }
 
-// xidNotification marks a watch event: the server sends it unasked.
-const xidNotification = -1
+func (w *wireConn) Close() error {
+	w.closeOnce.Do(func() { close(w.closed) })
+	return w.Conn.Close()
+}
 
-// answered handles the head of one incoming packet (up to 16 bytes).
-func (w *wireConn) answered(head []byte) {
-	first := w.in.packets == 1
-	if !first && len(head) >= 4 && int32(binary.BigEndian.Uint32(head)) == xidNotification {
-		return
-	}
-	if len(w.sent) == 0 {
-		return // an answer to nothing: not ours to interpret
-	}
-	sentAt := w.sent[0]
-	w.sent = w.sent[1:]
-	w.live.mu.Lock()
-	defer w.live.mu.Unlock()
-	if first && len(head) >= 8 {
-		// Connect response: protocol version, timeout in ms, session id, ...
-		// A refused (expired) session answers with timeout 0.
-		if ms := int32(binary.BigEndian.Uint32(head[4:8])); ms > 0 {
-			w.live.granted = time.Duration(ms) * time.Millisecond
-		} else {
+// answered handles the head of one incoming packet (up to 16 bytes),
+// which arrived at now.
+func (w *wireConn) answered(head []byte, now time.Time) {
+	if w.in.packets == 1 {
+		// Connect response: protocol version, timeout in ms, session id,
+		// password. A refused (expired) session has id and timeout 0.
+		if len(w.pending) == 0 || len(head) < 16 {
 			return
 		}
+		sent := w.pending[0].sent
+		w.pending = w.pending[1:]
+		ms := int32(binary.BigEndian.Uint32(head[4:8]))
+		if ms <= 0 || binary.BigEndian.Uint64(head[8:16]) == 0 {
+			return
+		}
+		w.live.mu.Lock()
+		w.live.granted = time.Duration(ms) * time.Millisecond
+		w.live.mu.Unlock()
+		w.established = true
+		w.live.offer(sent, now, true) // E1
+		w.live.answeredIn(now.Sub(sent))
+		return
 	}
-	if sentAt.After(w.live.lastAnswered) {
-		w.live.lastAnswered = sentAt
+	if len(head) < 16 {
+		return
+	}
+	xid := int32(binary.BigEndian.Uint32(head))
+	if xid == xidNotification {
+		return // sent unasked
+	}
+	i := 0
+	for i < len(w.pending) && w.pending[i].xid != xid {
+		i++
+	}
+	if i == len(w.pending) {
+		return // an answer to nothing: not ours to interpret
+	}
+	r := w.pending[i]
+	w.pending = append(w.pending[:i], w.pending[i+1:]...)
+	w.live.answeredIn(now.Sub(r.sent))
+	code := int32(binary.BigEndian.Uint32(head[12:16]))
+	if xid == xidAuth || code == errSessionExpired || code == errSessionMoved {
+		return // not noted for the session (F1)
+	}
+	e := exchange{sent: r.sent, answered: now}
+	w.hist.note(e)
+	if r.op == opSync && code == 0 {
+		if t, ok := w.hist.synced(e, w.live.margin()); ok {
+			w.live.offer(t, now, false) // E2, E3
+		}
+	}
+}
+
+// watch closes the connection when a request has waited longer than
+// patience while the evidence ages, or when the evidence has lapsed on an
+// established connection (E3: only a new connect can tell whether the
+// session lives).
+func (w *wireConn) watch() {
+	every := max(w.live.currentPatience()/8, 10*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-w.closed:
+			return
+		case now := <-tick.C:
+			patience := w.live.currentPatience()
+			w.mu.Lock()
+			var waited time.Duration
+			if len(w.pending) > 0 {
+				waited = now.Sub(w.pending[0].sent)
+			}
+			established := w.established
+			w.mu.Unlock()
+			switch {
+			case waited > patience && w.live.aging(now) && !w.live.lastResort(w.RemoteAddr().String(), now):
+				w.live.gaveUp(w.RemoteAddr().String(), now)
+				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
+					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
+			case established && w.live.lapsed(now):
+				w.live.log.Warn("no evidence that the leader still has the session; reconnecting to ask it",
+					"server", w.RemoteAddr().String())
+			default:
+				continue
+			}
+			w.raw.Close()
+			return
+		}
 	}
 }
 

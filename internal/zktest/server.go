@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,6 +55,8 @@ type Server struct {
 	id         int
 	dir        string
 	java       string
+	host       string // the loopback address it binds its ports on
+	gid        uint32 // the JVM's group id, 0 for lockex's own (see Partitions)
 	clientPort int
 	securePort int    // 0 without TLS
 	tls        *Certs // nil without TLS
@@ -64,8 +67,14 @@ type Server struct {
 	done chan struct{} // closed once proc has exited
 }
 
-// Addr returns the client address, "127.0.0.1:<clientPort>".
-func (s *Server) Addr() string { return fmt.Sprintf("127.0.0.1:%d", s.clientPort) }
+// Addr returns the client address, "<host>:<clientPort>". A standalone
+// server binds 127.0.0.1; member i of an ensemble binds its client, peer
+// and election ports on 127.0.0.(10+i), so that its peer traffic can be
+// told from the others' (see Cluster.Cut).
+func (s *Server) Addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.clientPort)) }
+
+// Host returns the loopback address the server binds its ports on.
+func (s *Server) Host() string { return s.host }
 
 // ID returns the server's myid, 1-based in ensemble order; 1 for standalone.
 func (s *Server) ID() int { return s.id }
@@ -225,7 +234,7 @@ func (s *Server) launch() error {
 		mainClass, filepath.Join(s.dir, "zoo.cfg"))
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = sysProcAttr()
+	cmd.SysProcAttr = withGroup(sysProcAttr(), s.gid)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("zktest: starting server %d: %w", s.id, err)
 	}
