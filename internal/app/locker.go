@@ -32,10 +32,10 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 		return classify(err)
 	}
 	l.session = s
-	if granted := s.Granted(); c.KillGrace.D() >= granted/10*9 {
+	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
-			"--kill-grace %s leaves no room: it must be less than 90%% of the session timeout the server granted, %s (asked for %s)",
-			c.KillGrace, granted, c.SessionTimeout))
+			"--kill-grace %s leaves no room: it must be less than %s, 57.5%% of the session timeout the server granted, %s (asked for %s)",
+			c.KillGrace, zklock.MaxStopGrace(granted), granted, c.SessionTimeout))
 	}
 	return nil
 }

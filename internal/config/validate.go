@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/lockex/lockex/internal/zklock"
 )
 
 // validate checks each value against its range and the values against each
@@ -34,12 +36,14 @@ func (c *Config) validate() error {
 		{strings.Contains(c.ZKUser, ":"), "zk-user", c.ZKUser, "no colon: digest auth is user:password"},
 		{c.ZKACLWorldRead && c.ZKUser == "", "zk-acl-world-read", c.ZKACLWorldRead, "--zk-user: without auth every node is world-readable anyway"},
 		{(c.ZKTLSCert == "") != (c.ZKTLSKey == ""), "zk-tls-key", c.ZKTLSKey, "--zk-tls-cert and --zk-tls-key together"},
-		// SPEC section 4: the workload is told to stop at session timeout
-		// − kill grace − 10%, so a grace of 90% or more leaves no time at
-		// all. The server may grant less than asked; lockex checks again
-		// once it knows.
-		{c.KillGrace.D() >= c.SessionTimeout.D()/10*9, "kill-grace", c.KillGrace,
-			fmt.Sprintf("less than 90%% of %s (%s), or the lock could be lost before the workload is stopped", c.name("session-timeout"), c.SessionTimeout)},
+		// The workload is told to stop the kill grace, and a tenth of the
+		// timeout, before the server may expire the session, counted from
+		// evidence that lags; a grace of 57.5% of the timeout or more
+		// leaves no time at all (zklock.MaxStopGrace). The server may
+		// grant less than asked; lockex checks again once it knows.
+		{c.KillGrace.D() >= zklock.MaxStopGrace(c.SessionTimeout.D()), "kill-grace", c.KillGrace,
+			fmt.Sprintf("less than %s, 57.5%% of %s (%s), or the lock could be lost before the workload is stopped",
+				zklock.MaxStopGrace(c.SessionTimeout.D()), c.name("session-timeout"), c.SessionTimeout)},
 	}
 	for _, ch := range checks {
 		if ch.bad {

@@ -228,6 +228,15 @@ func (l *Lease) KillBy() time.Time {
 	return evidence.Add(granted - granted/10)
 }
 
+// MaxStopGrace is the longest stop grace a session timeout leaves a holder
+// any time to run with: the evidence that the leader renewed the session
+// lags by up to m (a quarter of the timeout) and three heartbeats (wire.go,
+// session.go), and a tenth of the timeout is kept back. Anything longer
+// would tell the workload to stop the moment it started.
+func MaxStopGrace(timeout time.Duration) time.Duration {
+	return timeout - timeout/10 - timeout/4 - 3*timeout/40
+}
+
 func (l *Lease) budget(granted time.Duration) time.Duration {
 	return granted - l.s.opts.StopGrace - granted/10
 }
