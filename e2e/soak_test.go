@@ -153,7 +153,7 @@ func newSoak(t *testing.T, seed int64, kind soakKind) *soak {
 		t:       t,
 		kind:    kind,
 		rng:     rand.New(rand.NewPCG(uint64(seed), uint64(kind.size)<<8)),
-		ens:     zktest.StartEnsemble(t, 3, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second)),
+		ens:     zktest.StartEnsemble(t, 3, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second), zktest.Partitions()),
 		logPath: filepath.Join(t.TempDir(), "log"),
 		running: make([]*soakRun, len(kind.fleet)),
 		stderr:  make([]*os.File, len(kind.fleet)),
@@ -346,7 +346,7 @@ func (s *soak) inject() {
 	// kinds and lengths of the faults; only whom they hit depends on timing.
 	i, toHolder := s.rng.IntN(len(s.running)), s.rng.IntN(10) < 7
 	d := time.Duration(500+s.rng.IntN(5500)) * time.Millisecond // up to 1.5 session timeouts
-	kind, j := s.rng.IntN(6), s.rng.IntN(len(s.ens.Servers))
+	kind, j := s.rng.IntN(8), s.rng.IntN(len(s.ens.Servers))
 	if h, ok := s.holder(); ok && toHolder {
 		i = h // most faults hit a holder, where they matter most
 	}
@@ -394,22 +394,51 @@ func (s *soak) inject() {
 				s.repairs.Go(func() { s.freeze(r.who, pid, d) })
 			}
 		}
-	case 4, 5:
+	case 4, 5, 6, 7:
 		if slices.Contains(s.serverUp, false) {
 			return // one member down at a time: the ensemble keeps a quorum
 		}
 		srv := s.ens.Servers[j]
 		var repair func() error
-		if kind == 4 {
+		switch kind {
+		case 4:
 			s.faults["server kill"]++
 			_ = srv.Kill()
 			repair = srv.Start
-		} else {
+		case 5:
 			s.faults["server pause"]++
 			if err := srv.Pause(); err != nil {
 				s.t.Errorf("pausing server %d: %v", srv.ID(), err)
 			}
 			repair = func() error { return resume(srv) }
+		case 6, 7:
+			// 6 cuts a member from the leader alone (a follower then
+			// stops serving; the leader, still followed by one, goes on),
+			// 7 from both others (a leader so cut loses its quorum: the
+			// 1|2 split). Clients' own links stay up throughout.
+			var cut *zktest.Cut
+			var err error
+			leader, lerr := s.ens.Leader()
+			switch {
+			case kind == 6 && lerr == nil && leader != srv:
+				s.faults["partition follower|leader"]++
+				cut, err = s.ens.Cut([]*zktest.Server{srv}, []*zktest.Server{leader})
+			case kind == 6:
+				return // no leader to cut from, or srv leads
+			default:
+				s.faults["partition 1|2"]++
+				cut, err = s.ens.Isolate(srv)
+			}
+			if err != nil {
+				s.t.Errorf("partitioning server %d: %v", srv.ID(), err)
+				return
+			}
+			repair = func() error {
+				if err := cut.Heal(); err != nil {
+					return err
+				}
+				return serving(srv)
+			}
 		}
 		s.serverUp[j] = false
 		s.event("server %d down for %s", srv.ID(), d)
@@ -432,11 +461,16 @@ func resume(srv *zktest.Server) error {
 	if err := srv.Resume(); err != nil {
 		return err
 	}
+	return serving(srv)
+}
+
+// serving waits until srv serves again, as leader or follower.
+func serving(srv *zktest.Server) error {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		if mode, err := srv.Mode(); err == nil && (mode == "leader" || mode == "follower") {
 			return nil
 		} else if time.Now().After(deadline) {
-			return fmt.Errorf("not serving 30s after it was resumed (mode %q, %v)", mode, err)
+			return fmt.Errorf("not serving 30s after its fault was repaired (mode %q, %v)", mode, err)
 		}
 	}
 }
