@@ -219,11 +219,11 @@ func TestStderrStalled(t *testing.T) {
 // TestFrozenLockexKillsByDeadline: lockex alone (not its workload, which
 // ignores SIGTERM) is frozen past the session timeout. When it resumes the
 // server may have expired its session already: the workload gets SIGKILL
-// at once, not after the 8s --kill-grace.
+// at once, not after the 5s --kill-grace.
 func TestFrozenLockexKillsByDeadline(t *testing.T) {
 	zk := startZK(t)
 	logPath := filepath.Join(t.TempDir(), "log")
-	a := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", "frozen-alone", "--session-timeout", "10s", "--kill-grace", "8s", "--"},
+	a := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", "frozen-alone", "--session-timeout", "10s", "--kill-grace", "5s", "--"},
 		ticker(logPath, "a", 0, true)...)...)
 	waitRecord(t, logPath, "a")
 
@@ -247,8 +247,8 @@ func TestFrozenLockexKillsByDeadline(t *testing.T) {
 	if code != 76 {
 		t.Errorf("exit %d, want 76; log:\n%s", code, a.stderr)
 	}
-	if ranOn > 4*time.Second {
-		t.Errorf("the workload wrote %s after the resume, want under 4s (--kill-grace is 8s); log:\n%s", ranOn, a.stderr)
+	if ranOn > 2500*time.Millisecond {
+		t.Errorf("the workload wrote %s after the resume, want under 2.5s (--kill-grace is 5s); log:\n%s", ranOn, a.stderr)
 	}
 	if !strings.Contains(a.stderr.String(), "SIGKILL") {
 		t.Errorf("no SIGKILL in the log:\n%s", a.stderr)
