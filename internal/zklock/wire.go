@@ -63,26 +63,39 @@ import (
 //     closeAllConnections). One client connection therefore sees one
 //     server following one leader over one pair of streams.
 //
-// The evidence is the latest moment t such that the leader renewed the
-// session after t: the server cannot expire it before t + timeout.
+//   - F6. A write (create, delete, setData) is answered
+//     only once the leader committed it with a quorum of acks
+//     (ProposalRequestProcessor, Leader.processAck, CommitProcessor), and
+//     the leader prepares it only for a session it still tracks
+//     (PrepRequestProcessor checkSession): sessions that expired never
+//     come back. A leader that a quorum left for a newer epoch cannot
+//     commit anything, but until its next tick's quorum check it still
+//     answers connects (F4, from its own tracker) and syncs (F3) — for as
+//     long as it was frozen, in the worst case, since a frozen leader's
+//     tick counter stands still (Leader.lead).
 //
-//   - E1 (F4): a connect answer that gives a session: t = the connect
-//     request's send time.
-//   - E2 (F1, F2, F3, F5): on one connection, sync S1 sent at s1 and
-//     answered, then sync S2 sent after that answer and answered; R0 any
-//     request answered (a0) by s1 − m. The follower noted R0 before a0.
-//     The leader took S1 after s1, and queued a ping in the tickTime/2
-//     before that, so after R0 was noted when m ≥ tickTime/2; the follower
-//     answered that ping, carrying R0's note, before it answered S1, so
-//     before S2 reached it; the leader read that answer, and touched the
-//     session, before it read S2, which it did, since S2 was answered.
-//     So t = R0's send time. The two syncs matter: one sync proves nothing
-//     about pings that had not reached the follower by the time it
-//     forwarded the sync.
-//   - E3: the touch in E2 renews only a session the leader has not expired
-//     (F1, F3), so E2 counts only while the evidence so far rules that out:
-//     answered before evidence + timeout − timeout/10 (KillBy). Past that,
-//     only a new connect (E1) can say; the watchdog below makes one.
+// The evidence is the latest moment t such that the leader renewed the
+// session after t: the server cannot expire it before t + timeout. Every
+// piece of it waits for a write W committed on the same connection after
+// it (F6): that proves the connection's leader (one, by F5) led with a
+// quorum then, so also when it touched the session before, and that the
+// session had not expired.
+//
+//   - E1 (F4, F6): a connect answer that gives a session, then W: t = the
+//     connect request's send time.
+//   - E2 (F1, F2, F5, F6): on one connection, a sync S1 sent at s1 and
+//     answered, then W sent after that answer; R0 any request answered
+//     (a0) by s1 − m. The follower noted R0 before a0. The leader took S1
+//     after s1, and queued a ping in the tickTime/2 before that, so after
+//     R0 was noted when m ≥ tickTime/2; the follower answered that ping,
+//     carrying R0's note, before it answered S1, so before W reached it;
+//     the leader read that answer, and touched the session, before it
+//     read W, which it did, since W was committed. So t = R0's send time.
+//     S1 matters: W alone proves nothing about pings that had not reached
+//     the follower by the time it forwarded W.
+//   - Syncs and connect answers alone are no evidence: a deposed leader
+//     gives both (F3, F4, F6), and so does a follower cut off from its
+//     leader (F3), until it notices.
 //
 // m: the client is not told tickTime, but a server grants no session
 // shorter than its minSessionTimeout (ZooKeeperServer.java:1431 in
@@ -101,18 +114,11 @@ import (
 // much (F1), but the client cannot tell which server it talks to, so it
 // waits the same m everywhere.
 //
-// Not covered: a leader cut off from its followers leads on until its
-// next tick finds no quorum of acks (Leader.lead, hasAllQuorums), up to
-// one tick after the followers gave up on it and may have elected another,
-// which counts the session's expiry from its own start. Evidence from the
-// old leader in that window can be up to a tick too new; the stop grace
-// and granted/10 cover it only when they exceed a tick.
-//
 // The watchdog: a connection with a request (the connect request included)
 // unanswered for `patience`, once the evidence is older than half the
 // holder's budget (granted − stop grace − granted/10), is closed, and
 // go-zookeeper moves to its next server with the same session, whose
-// connect answer is fresh evidence (E1). go-zookeeper on its own waits 2/3
+// connect answer, once a write confirms it, is fresh evidence (E1). go-zookeeper on its own waits 2/3
 // of the session timeout for an answer, and 20/3 of it for a connect
 // answer, which leaves a holder no time to move. While the evidence is
 // young, a slow server is waited for: closing fails every request under
@@ -129,7 +135,11 @@ import (
 // Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
 // ZooDefs.OpCode, KeeperException.Code).
 const (
+	opCreate          = 1
+	opDelete          = 2
+	opSetData         = 5
 	opSync            = 9
+	opCreate2         = 15
 	xidNotification   = -1
 	xidAuth           = -4
 	errSessionExpired = -112
@@ -165,15 +175,10 @@ func (l *liveness) grantedLocked() time.Duration {
 	return l.granted
 }
 
-// offer takes evidence t, found at now; handshake says it came from a
-// connect answer (E1), else from syncs (E2), which count only while the
-// evidence so far holds (E3).
-func (l *liveness) offer(t, now time.Time, handshake bool) {
+// offer takes evidence t, confirmed by a committed write (E1, E2).
+func (l *liveness) offer(t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !handshake && now.After(l.killByLocked()) {
-		return
-	}
 	if t.After(l.evidence) {
 		l.evidence = t
 	}
@@ -308,7 +313,9 @@ func (l *liveness) aging(now time.Time) bool {
 	return now.Sub(l.evidence) > half
 }
 
-// lapsed reports whether the evidence no longer rules out an expiry (E3).
+// lapsed reports whether the evidence no longer rules out an expiry: only
+// a new connect, confirmed by a write, can then tell whether the session
+// lives.
 func (l *liveness) lapsed(now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -324,8 +331,8 @@ type history struct {
 	syncs []exchange // syncs answered without error, in order
 }
 
-// maxNoted bounds noted when no sync gets through to prune it: dropping
-// the oldest can only make the evidence older.
+// maxNoted bounds noted and syncs when no write comes to prune them:
+// dropping the oldest can only make the evidence older.
 const maxNoted = 1024
 
 func (h *history) note(e exchange) {
@@ -335,20 +342,27 @@ func (h *history) note(e exchange) {
 	h.noted = append(h.noted, e)
 }
 
-// synced records sync s, answered without error (it was noted already),
-// and returns the evidence it gives under E2 with margin m, if any.
-func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
-	defer func() { h.syncs = append(h.syncs, s) }()
-	// S1: the last sync answered before s was sent.
+// synced records sync s, answered without error (it was noted already).
+func (h *history) synced(s exchange) {
+	if len(h.syncs) == maxNoted {
+		h.syncs = h.syncs[1:]
+	}
+	h.syncs = append(h.syncs, s)
+}
+
+// written takes write w, committed (it was noted already), and returns the
+// evidence it confirms under E2 with margin m, if any.
+func (h *history) written(w exchange, m time.Duration) (time.Time, bool) {
+	// S1: the last sync answered before w was sent.
 	i := len(h.syncs) - 1
-	for i >= 0 && h.syncs[i].answered.After(s.sent) {
+	for i >= 0 && h.syncs[i].answered.After(w.sent) {
 		i--
 	}
 	if i < 0 {
 		return time.Time{}, false
 	}
 	s1 := h.syncs[i]
-	h.syncs = h.syncs[i:] // a later S2 finds this S1 or a later one
+	h.syncs = h.syncs[i:] // a later write finds this S1 or a later one
 	// R0: the last request answered by s1 − m.
 	j := len(h.noted) - 1
 	for j >= 0 && h.noted[j].answered.After(s1.sent.Add(-m)) {
@@ -362,6 +376,17 @@ func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
 	return r0.sent, true
 }
 
+// isWrite reports whether op is a request the leader commits (F6) and
+// answers with an error in the header when the session is gone. Not multi:
+// its header says no error when an operation in it failed.
+func isWrite(op int32) bool {
+	switch op {
+	case opCreate, opDelete, opSetData, opCreate2:
+		return true
+	}
+	return false
+}
+
 // wireConn is one connection to a server, observed.
 type wireConn struct {
 	net.Conn
@@ -372,7 +397,8 @@ type wireConn struct {
 	out, in     framer
 	pending     []request // sent and not answered, in order
 	hist        history
-	established bool // the connect answer gave a session
+	established bool      // the connect answer gave a session
+	connectSent time.Time // its request's send time, until a write confirms it (E1)
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -441,7 +467,7 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 		w.live.granted = time.Duration(ms) * time.Millisecond
 		w.live.mu.Unlock()
 		w.established = true
-		w.live.offer(sent, now, true) // E1
+		w.connectSent = sent // E1, once a write confirms it
 		w.live.answeredIn(now.Sub(sent))
 		return
 	}
@@ -468,9 +494,17 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 	}
 	e := exchange{sent: r.sent, answered: now}
 	w.hist.note(e)
-	if r.op == opSync && code == 0 {
-		if t, ok := w.hist.synced(e, w.live.margin()); ok {
-			w.live.offer(t, now, false) // E2, E3
+	switch {
+	case code != 0:
+	case r.op == opSync:
+		w.hist.synced(e)
+	case isWrite(r.op):
+		if !w.connectSent.IsZero() {
+			w.live.offer(w.connectSent) // E1
+			w.connectSent = time.Time{}
+		}
+		if t, ok := w.hist.written(e, w.live.margin()); ok {
+			w.live.offer(t) // E2
 		}
 	}
 }
