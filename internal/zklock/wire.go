@@ -110,6 +110,11 @@ import (
 // between its clock and ours. Sent and answered times are taken before
 // Write and after Read, on the safe side of both.
 //
+// Not covered: observers that reach the leader through an observer
+// master (observerMasterPort). The follower relaying for them reports
+// their touches only in its next ping answer but forwards their writes at
+// once, so a write can overtake the touch it should follow (F2 fails).
+//
 // On the leader or a standalone server, every answer already proves as
 // much (F1), but the client cannot tell which server it talks to, so it
 // waits the same m everywhere.
@@ -153,7 +158,8 @@ type liveness struct {
 	log       *slog.Logger
 
 	mu         sync.Mutex
-	granted    time.Duration        // session timeout in the last connect answer
+	timeout    time.Duration        // the least the servers granted this session
+	session    int64                // its id
 	evidence   time.Time            // see the rule above
 	patience   time.Duration        // for an unanswered request; 0: the base
 	minSession time.Duration        // the servers' largest minSessionTimeout; 0: unknown
@@ -169,10 +175,25 @@ func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
 }
 
 func (l *liveness) grantedLocked() time.Duration {
-	if l.granted == 0 {
+	if l.timeout == 0 {
 		return l.requested
 	}
-	return l.granted
+	return l.timeout
+}
+
+// granted takes a connect answer's timeout for session. go-zookeeper asks
+// each server it moves to for the timeout granted last, and a server with
+// other bounds may grant a longer one; but the leader keeps counting with
+// the one the session was created with, and a new leader restarts every
+// session with it. So the timeout of a session only ever shrinks here.
+func (l *liveness) granted(session int64, timeout time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if session != l.session || l.timeout == 0 {
+		l.session, l.timeout = session, timeout
+		return
+	}
+	l.timeout = min(l.timeout, timeout)
 }
 
 // offer takes evidence t, confirmed by a committed write (E1, E2).
@@ -313,15 +334,6 @@ func (l *liveness) aging(now time.Time) bool {
 	return now.Sub(l.evidence) > half
 }
 
-// lapsed reports whether the evidence no longer rules out an expiry: only
-// a new connect, confirmed by a write, can then tell whether the session
-// lives.
-func (l *liveness) lapsed(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.evidence.IsZero() && now.After(l.killByLocked())
-}
-
 // exchange is one request and its answer, as seen from here.
 type exchange struct{ sent, answered time.Time }
 
@@ -397,7 +409,6 @@ type wireConn struct {
 	out, in     framer
 	pending     []request // sent and not answered, in order
 	hist        history
-	established bool      // the connect answer gave a session
 	connectSent time.Time // its request's send time, until a write confirms it (E1)
 
 	closed    chan struct{}
@@ -463,10 +474,7 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 		if ms <= 0 || binary.BigEndian.Uint64(head[8:16]) == 0 {
 			return
 		}
-		w.live.mu.Lock()
-		w.live.granted = time.Duration(ms) * time.Millisecond
-		w.live.mu.Unlock()
-		w.established = true
+		w.live.granted(int64(binary.BigEndian.Uint64(head[8:16])), time.Duration(ms)*time.Millisecond)
 		w.connectSent = sent // E1, once a write confirms it
 		w.live.answeredIn(now.Sub(sent))
 		return
@@ -510,9 +518,9 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 }
 
 // watch closes the connection when a request has waited longer than
-// patience while the evidence ages, or when the evidence has lapsed on an
-// established connection (E3: only a new connect can tell whether the
-// session lives).
+// patience while the evidence ages. An answering connection is never
+// closed for want of evidence: a reconnect gives none by itself (E1 waits
+// for a write), and a waiter, which writes nothing, needs none.
 func (w *wireConn) watch() {
 	every := max(w.live.currentPatience()/8, 10*time.Millisecond)
 	tick := time.NewTicker(every)
@@ -528,19 +536,13 @@ func (w *wireConn) watch() {
 			if len(w.pending) > 0 {
 				waited = now.Sub(w.pending[0].sent)
 			}
-			established := w.established
 			w.mu.Unlock()
-			switch {
-			case waited > patience && w.live.aging(now) && !w.live.lastResort(w.RemoteAddr().String(), now):
-				w.live.gaveUp(w.RemoteAddr().String(), now)
-				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
-					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
-			case established && w.live.lapsed(now):
-				w.live.log.Warn("no evidence that the leader still has the session; reconnecting to ask it",
-					"server", w.RemoteAddr().String())
-			default:
+			if waited <= patience || !w.live.aging(now) || w.live.lastResort(w.RemoteAddr().String(), now) {
 				continue
 			}
+			w.live.gaveUp(w.RemoteAddr().String(), now)
+			w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
+				"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
 			w.raw.Close()
 			return
 		}
