@@ -27,6 +27,7 @@ var (
 type Lease struct {
 	s          *Session
 	path, node string
+	data       []byte // node's data, written again by every beat
 	token      int64
 	waited     time.Duration
 	session    int64 // the ephemeralOwner of node
@@ -39,13 +40,17 @@ type Lease struct {
 	released sync.Once
 }
 
-func newLease(s *Session, path, node string, stat *zk.Stat, waited time.Duration) *Lease {
+func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited time.Duration) *Lease {
 	_, expiries, _ := s.current()
 	l := &Lease{
-		s: s, path: path, node: node, token: stat.Czxid, waited: waited,
+		s: s, path: path, node: node, data: data, token: stat.Czxid, waited: waited,
 		session: stat.EphemeralOwner, expiries: expiries,
 		done: make(chan struct{}), release: make(chan struct{}),
 	}
+	// A waiter's session sends syncs but no writes, so the evidence is as
+	// old as its last write: one beat, before the lease counts, brings it
+	// to the last sync (wire.go, E2).
+	l.beat()
 	go l.watchNode()
 	go l.watchSession()
 	go l.watchDeadline()
@@ -150,12 +155,11 @@ func (l *Lease) watchSession() {
 			return // lost already; nothing more to say
 		case state == zk.StateHasSession && suspended:
 			suspended = false
-			ok, stat, err := l.s.conn.Exists(l.s.abs(l.node))
-			if err == nil {
-				if err := l.check(ok, stat); err != nil {
-					l.lose(err)
-					return
-				}
+			// Also the write that lets the new connection's connect
+			// answer count as evidence (wire.go, E1).
+			l.beat()
+			if l.Err() != nil {
+				return
 			}
 		case state != zk.StateHasSession && !suspended:
 			suspended = true
@@ -178,8 +182,7 @@ func (l *Lease) watchSession() {
 // owner every third of that budget; the session's syncs keep the evidence
 // fresh.
 func (l *Lease) watchDeadline() {
-	beat := max(l.budget(l.s.Granted())/3, time.Millisecond)
-	heartbeat := time.NewTicker(beat)
+	heartbeat := time.NewTicker(max(l.s.Granted()/heartbeats, time.Millisecond))
 	defer heartbeat.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -205,12 +208,19 @@ func (l *Lease) watchDeadline() {
 	}
 }
 
-// beat checks the node's owner again; its answer also gives the wire
-// layer one more request the server noted (wire.go, R0 of E2).
+// heartbeats is how many times a session timeout a holder writes its node.
+const heartbeats = 20
+
+// beat writes the node's data again, unchanged: a write the leader must
+// commit, which is what lets the wire layer count evidence (wire.go, W in
+// E1 and E2). Its answer also shows the node's owner.
 func (l *Lease) beat() {
-	ok, stat, err := l.s.conn.Exists(l.s.abs(l.node))
-	if err == nil {
-		if err := l.check(ok, stat); err != nil {
+	stat, err := l.s.conn.Set(l.s.abs(l.node), l.data, -1)
+	switch {
+	case errors.Is(err, zk.ErrNoNode):
+		l.lose(l.check(false, nil))
+	case err == nil:
+		if err := l.check(true, stat); err != nil {
 			l.lose(err)
 		}
 	}
@@ -230,8 +240,9 @@ func (l *Lease) KillBy() time.Time {
 
 // MaxStopGrace is the longest stop grace a session timeout leaves a holder
 // any time to run with: the evidence that the leader renewed the session
-// lags by up to m (a quarter of the timeout) and three heartbeats (wire.go,
-// session.go), and a tenth of the timeout is kept back. Anything longer
+// lags by up to m (a quarter of the timeout), a holder's heartbeat (a
+// twentieth) and the sync before it (a fortieth, session.go), and a tenth
+// of the timeout is kept back. Anything longer
 // would tell the workload to stop the moment it started.
 func MaxStopGrace(timeout time.Duration) time.Duration {
 	return timeout - timeout/10 - timeout/4 - 3*timeout/40

@@ -265,7 +265,7 @@ func (m *Mutex) held(node *string, start time.Time) (*Lease, <-chan zk.Event, er
 		*node = ""
 		return nil, nil, nil
 	}
-	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
+	return newLease(m.s, m.path, p, m.data, stat, time.Since(start)), nil, nil
 }
 
 // predecessor returns the contender just ahead of own and how many are

@@ -164,7 +164,7 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 		held++
 	}
 	m.s.obs.Contenders(held)
-	return newLease(m.s, m.path, p, stat, time.Since(start)), nil, nil
+	return newLease(m.s, m.path, p, m.data, stat, time.Since(start)), nil, nil
 }
 
 // watchTurn returns a channel that fires when the turn's node goes, by a

@@ -242,17 +242,17 @@ func (s *Session) probe() {
 }
 
 // heartbeat sends a sync every granted/40 while the session is connected,
-// for the session's whole life: syncs are what lets the wire layer see
-// that the leader, not only the server, still has the session (wire.go,
-// E2), for a lease taken after a long wait as much as for one held. A
-// sync answered late is followed by the next one at once.
+// for the session's whole life: a holder's next write (lease.go) counts as
+// evidence from the last request answered m before the last sync (wire.go,
+// E2), also for a lease taken after a long wait. A sync answered late is
+// followed by the next one at once.
 //
 // The load: 40 syncs per session timeout (4 a second with the default
 // 10s), each one request to the server and a round trip from it to the
-// leader, which answers without writing anything; a lease adds its owner
-// check (lease.go). The evidence then lags real time by m plus up to three
-// sync periods: with ZooKeeper's defaults (tickTime 2s, so a 4s
-// minSessionTimeout) and a 10s session, 1s + 0.75s.
+// leader, which answers without writing anything; a holder adds a write
+// every granted/20. The evidence then lags real time by m, a sync period
+// and a write period at most: with ZooKeeper's defaults (tickTime 2s, so
+// a 4s minSessionTimeout) and a 10s session, 1s + 0.25s + 0.5s.
 func (s *Session) heartbeat() {
 	for {
 		state, _, changed := s.current()

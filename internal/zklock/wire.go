@@ -63,26 +63,39 @@ import (
 //     closeAllConnections). One client connection therefore sees one
 //     server following one leader over one pair of streams.
 //
-// The evidence is the latest moment t such that the leader renewed the
-// session after t: the server cannot expire it before t + timeout.
+//   - F6. A write (create, delete, setData) is answered
+//     only once the leader committed it with a quorum of acks
+//     (ProposalRequestProcessor, Leader.processAck, CommitProcessor), and
+//     the leader prepares it only for a session it still tracks
+//     (PrepRequestProcessor checkSession): sessions that expired never
+//     come back. A leader that a quorum left for a newer epoch cannot
+//     commit anything, but until its next tick's quorum check it still
+//     answers connects (F4, from its own tracker) and syncs (F3) — for as
+//     long as it was frozen, in the worst case, since a frozen leader's
+//     tick counter stands still (Leader.lead).
 //
-//   - E1 (F4): a connect answer that gives a session: t = the connect
-//     request's send time.
-//   - E2 (F1, F2, F3, F5): on one connection, sync S1 sent at s1 and
-//     answered, then sync S2 sent after that answer and answered; R0 any
-//     request answered (a0) by s1 − m. The follower noted R0 before a0.
-//     The leader took S1 after s1, and queued a ping in the tickTime/2
-//     before that, so after R0 was noted when m ≥ tickTime/2; the follower
-//     answered that ping, carrying R0's note, before it answered S1, so
-//     before S2 reached it; the leader read that answer, and touched the
-//     session, before it read S2, which it did, since S2 was answered.
-//     So t = R0's send time. The two syncs matter: one sync proves nothing
-//     about pings that had not reached the follower by the time it
-//     forwarded the sync.
-//   - E3: the touch in E2 renews only a session the leader has not expired
-//     (F1, F3), so E2 counts only while the evidence so far rules that out:
-//     answered before evidence + timeout − timeout/10 (KillBy). Past that,
-//     only a new connect (E1) can say; the watchdog below makes one.
+// The evidence is the latest moment t such that the leader renewed the
+// session after t: the server cannot expire it before t + timeout. Every
+// piece of it waits for a write W committed on the same connection after
+// it (F6): that proves the connection's leader (one, by F5) led with a
+// quorum then, so also when it touched the session before, and that the
+// session had not expired.
+//
+//   - E1 (F4, F6): a connect answer that gives a session, then W: t = the
+//     connect request's send time.
+//   - E2 (F1, F2, F5, F6): on one connection, a sync S1 sent at s1 and
+//     answered, then W sent after that answer; R0 any request answered
+//     (a0) by s1 − m. The follower noted R0 before a0. The leader took S1
+//     after s1, and queued a ping in the tickTime/2 before that, so after
+//     R0 was noted when m ≥ tickTime/2; the follower answered that ping,
+//     carrying R0's note, before it answered S1, so before W reached it;
+//     the leader read that answer, and touched the session, before it
+//     read W, which it did, since W was committed. So t = R0's send time.
+//     S1 matters: W alone proves nothing about pings that had not reached
+//     the follower by the time it forwarded W.
+//   - Syncs and connect answers alone are no evidence: a deposed leader
+//     gives both (F3, F4, F6), and so does a follower cut off from its
+//     leader (F3), until it notices.
 //
 // m: the client is not told tickTime, but a server grants no session
 // shorter than its minSessionTimeout (ZooKeeperServer.java:1431 in
@@ -97,22 +110,20 @@ import (
 // between its clock and ours. Sent and answered times are taken before
 // Write and after Read, on the safe side of both.
 //
+// Not covered: observers that reach the leader through an observer
+// master (observerMasterPort). The follower relaying for them reports
+// their touches only in its next ping answer but forwards their writes at
+// once, so a write can overtake the touch it should follow (F2 fails).
+//
 // On the leader or a standalone server, every answer already proves as
 // much (F1), but the client cannot tell which server it talks to, so it
 // waits the same m everywhere.
-//
-// Not covered: a leader cut off from its followers leads on until its
-// next tick finds no quorum of acks (Leader.lead, hasAllQuorums), up to
-// one tick after the followers gave up on it and may have elected another,
-// which counts the session's expiry from its own start. Evidence from the
-// old leader in that window can be up to a tick too new; the stop grace
-// and granted/10 cover it only when they exceed a tick.
 //
 // The watchdog: a connection with a request (the connect request included)
 // unanswered for `patience`, once the evidence is older than half the
 // holder's budget (granted − stop grace − granted/10), is closed, and
 // go-zookeeper moves to its next server with the same session, whose
-// connect answer is fresh evidence (E1). go-zookeeper on its own waits 2/3
+// connect answer, once a write confirms it, is fresh evidence (E1). go-zookeeper on its own waits 2/3
 // of the session timeout for an answer, and 20/3 of it for a connect
 // answer, which leaves a holder no time to move. While the evidence is
 // young, a slow server is waited for: closing fails every request under
@@ -129,7 +140,11 @@ import (
 // Opcodes, xids and error codes of ZooKeeper's protocol (zookeeper.jute,
 // ZooDefs.OpCode, KeeperException.Code).
 const (
+	opCreate          = 1
+	opDelete          = 2
+	opSetData         = 5
 	opSync            = 9
+	opCreate2         = 15
 	xidNotification   = -1
 	xidAuth           = -4
 	errSessionExpired = -112
@@ -143,7 +158,8 @@ type liveness struct {
 	log       *slog.Logger
 
 	mu         sync.Mutex
-	granted    time.Duration        // session timeout in the last connect answer
+	timeout    time.Duration        // the least the servers granted this session
+	session    int64                // its id
 	evidence   time.Time            // see the rule above
 	patience   time.Duration        // for an unanswered request; 0: the base
 	minSession time.Duration        // the servers' largest minSessionTimeout; 0: unknown
@@ -159,21 +175,31 @@ func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
 }
 
 func (l *liveness) grantedLocked() time.Duration {
-	if l.granted == 0 {
+	if l.timeout == 0 {
 		return l.requested
 	}
-	return l.granted
+	return l.timeout
 }
 
-// offer takes evidence t, found at now; handshake says it came from a
-// connect answer (E1), else from syncs (E2), which count only while the
-// evidence so far holds (E3).
-func (l *liveness) offer(t, now time.Time, handshake bool) {
+// granted takes a connect answer's timeout for session. go-zookeeper asks
+// each server it moves to for the timeout granted last, and a server with
+// other bounds may grant a longer one; but the leader keeps counting with
+// the one the session was created with, and a new leader restarts every
+// session with it. So the timeout of a session only ever shrinks here.
+func (l *liveness) granted(session int64, timeout time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !handshake && now.After(l.killByLocked()) {
+	if session != l.session || l.timeout == 0 {
+		l.session, l.timeout = session, timeout
 		return
 	}
+	l.timeout = min(l.timeout, timeout)
+}
+
+// offer takes evidence t, confirmed by a committed write (E1, E2).
+func (l *liveness) offer(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if t.After(l.evidence) {
 		l.evidence = t
 	}
@@ -308,13 +334,6 @@ func (l *liveness) aging(now time.Time) bool {
 	return now.Sub(l.evidence) > half
 }
 
-// lapsed reports whether the evidence no longer rules out an expiry (E3).
-func (l *liveness) lapsed(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return !l.evidence.IsZero() && now.After(l.killByLocked())
-}
-
 // exchange is one request and its answer, as seen from here.
 type exchange struct{ sent, answered time.Time }
 
@@ -324,8 +343,8 @@ type history struct {
 	syncs []exchange // syncs answered without error, in order
 }
 
-// maxNoted bounds noted when no sync gets through to prune it: dropping
-// the oldest can only make the evidence older.
+// maxNoted bounds noted and syncs when no write comes to prune them:
+// dropping the oldest can only make the evidence older.
 const maxNoted = 1024
 
 func (h *history) note(e exchange) {
@@ -335,20 +354,27 @@ func (h *history) note(e exchange) {
 	h.noted = append(h.noted, e)
 }
 
-// synced records sync s, answered without error (it was noted already),
-// and returns the evidence it gives under E2 with margin m, if any.
-func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
-	defer func() { h.syncs = append(h.syncs, s) }()
-	// S1: the last sync answered before s was sent.
+// synced records sync s, answered without error (it was noted already).
+func (h *history) synced(s exchange) {
+	if len(h.syncs) == maxNoted {
+		h.syncs = h.syncs[1:]
+	}
+	h.syncs = append(h.syncs, s)
+}
+
+// written takes write w, committed (it was noted already), and returns the
+// evidence it confirms under E2 with margin m, if any.
+func (h *history) written(w exchange, m time.Duration) (time.Time, bool) {
+	// S1: the last sync answered before w was sent.
 	i := len(h.syncs) - 1
-	for i >= 0 && h.syncs[i].answered.After(s.sent) {
+	for i >= 0 && h.syncs[i].answered.After(w.sent) {
 		i--
 	}
 	if i < 0 {
 		return time.Time{}, false
 	}
 	s1 := h.syncs[i]
-	h.syncs = h.syncs[i:] // a later S2 finds this S1 or a later one
+	h.syncs = h.syncs[i:] // a later write finds this S1 or a later one
 	// R0: the last request answered by s1 − m.
 	j := len(h.noted) - 1
 	for j >= 0 && h.noted[j].answered.After(s1.sent.Add(-m)) {
@@ -362,6 +388,17 @@ func (h *history) synced(s exchange, m time.Duration) (time.Time, bool) {
 	return r0.sent, true
 }
 
+// isWrite reports whether op is a request the leader commits (F6) and
+// answers with an error in the header when the session is gone. Not multi:
+// its header says no error when an operation in it failed.
+func isWrite(op int32) bool {
+	switch op {
+	case opCreate, opDelete, opSetData, opCreate2:
+		return true
+	}
+	return false
+}
+
 // wireConn is one connection to a server, observed.
 type wireConn struct {
 	net.Conn
@@ -372,7 +409,7 @@ type wireConn struct {
 	out, in     framer
 	pending     []request // sent and not answered, in order
 	hist        history
-	established bool // the connect answer gave a session
+	connectSent time.Time // its request's send time, until a write confirms it (E1)
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -437,11 +474,8 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 		if ms <= 0 || binary.BigEndian.Uint64(head[8:16]) == 0 {
 			return
 		}
-		w.live.mu.Lock()
-		w.live.granted = time.Duration(ms) * time.Millisecond
-		w.live.mu.Unlock()
-		w.established = true
-		w.live.offer(sent, now, true) // E1
+		w.live.granted(int64(binary.BigEndian.Uint64(head[8:16])), time.Duration(ms)*time.Millisecond)
+		w.connectSent = sent // E1, once a write confirms it
 		w.live.answeredIn(now.Sub(sent))
 		return
 	}
@@ -468,17 +502,25 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 	}
 	e := exchange{sent: r.sent, answered: now}
 	w.hist.note(e)
-	if r.op == opSync && code == 0 {
-		if t, ok := w.hist.synced(e, w.live.margin()); ok {
-			w.live.offer(t, now, false) // E2, E3
+	switch {
+	case code != 0:
+	case r.op == opSync:
+		w.hist.synced(e)
+	case isWrite(r.op):
+		if !w.connectSent.IsZero() {
+			w.live.offer(w.connectSent) // E1
+			w.connectSent = time.Time{}
+		}
+		if t, ok := w.hist.written(e, w.live.margin()); ok {
+			w.live.offer(t) // E2
 		}
 	}
 }
 
 // watch closes the connection when a request has waited longer than
-// patience while the evidence ages, or when the evidence has lapsed on an
-// established connection (E3: only a new connect can tell whether the
-// session lives).
+// patience while the evidence ages. An answering connection is never
+// closed for want of evidence: a reconnect gives none by itself (E1 waits
+// for a write), and a waiter, which writes nothing, needs none.
 func (w *wireConn) watch() {
 	every := max(w.live.currentPatience()/8, 10*time.Millisecond)
 	tick := time.NewTicker(every)
@@ -494,19 +536,13 @@ func (w *wireConn) watch() {
 			if len(w.pending) > 0 {
 				waited = now.Sub(w.pending[0].sent)
 			}
-			established := w.established
 			w.mu.Unlock()
-			switch {
-			case waited > patience && w.live.aging(now) && !w.live.lastResort(w.RemoteAddr().String(), now):
-				w.live.gaveUp(w.RemoteAddr().String(), now)
-				w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
-					"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
-			case established && w.live.lapsed(now):
-				w.live.log.Warn("no evidence that the leader still has the session; reconnecting to ask it",
-					"server", w.RemoteAddr().String())
-			default:
+			if waited <= patience || !w.live.aging(now) || w.live.lastResort(w.RemoteAddr().String(), now) {
 				continue
 			}
+			w.live.gaveUp(w.RemoteAddr().String(), now)
+			w.live.log.Warn("no answer from zookeeper server; trying the next one with the same session",
+				"server", w.RemoteAddr().String(), "waited", waited.Round(time.Millisecond))
 			w.raw.Close()
 			return
 		}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-zookeeper/zk"
 	"github.com/lockex/lockex/internal/zktest"
 )
 
@@ -50,12 +51,13 @@ func TestFramer(t *testing.T) {
 }
 
 // TestLivenessFromTheWire: against a real server, the granted timeout is
-// the server's (it clamps the 30s asked for to its maximum of 20s), and
-// the connect answer is evidence from the send time of the connect
-// request (E1). The session learns the server's minSessionTimeout (400ms
-// here), so m = 100ms; once the heartbeat's syncs run, the evidence
-// follows real time from m behind to m plus three sync periods behind
-// (E2), never nearer.
+// the server's (it clamps the 30s asked for to its maximum of 20s); a
+// connect answer is no evidence until a write confirms it, and then it is
+// the connect request's send time (E1). The session learns the server's
+// minSessionTimeout (400ms here), so m = 100ms; while a write follows the
+// heartbeat's syncs every granted/20, the evidence follows real time from
+// m behind to m plus a write period and a sync period behind (E2), never
+// nearer.
 func TestLivenessFromTheWire(t *testing.T) {
 	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
 	open := func(timeout time.Duration, servers ...string) *Session {
@@ -72,13 +74,18 @@ func TestLivenessFromTheWire(t *testing.T) {
 	}
 	before := time.Now()
 	s := open(30*time.Second, zkc.Servers[0].Addr())
-	after := time.Now()
 	if got := s.Granted(); got != 20*time.Second {
 		t.Errorf("granted %s, want the server's maximum 20s", got)
 	}
-	if _, ev := s.live.snapshot(); ev.Before(before) || ev.After(after) {
-		t.Errorf("evidence %s; want the connect request's send time, between %s and %s",
-			ev.Format(time.StampMicro), before.Format(time.StampMicro), after.Format(time.StampMicro))
+	if _, ev := s.live.snapshot(); !ev.IsZero() {
+		t.Errorf("evidence %s before any write; a connect answer alone proves nothing", time.Since(ev))
+	}
+	node, err := s.conn.Create("/w", nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ev := s.live.snapshot(); ev.Before(before) || ev.After(time.Now()) {
+		t.Errorf("evidence %s after %s; want the connect request's send time, after it", ev.Format(time.StampMicro), before.Format(time.StampMicro))
 	}
 
 	s = open(2*time.Second, zkc.Servers[0].Addr())
@@ -87,16 +94,23 @@ func TestLivenessFromTheWire(t *testing.T) {
 			t.Fatalf("margin %s, want 100ms: a quarter of the server's minSessionTimeout", s.live.margin())
 		}
 	}
-	m, period := 100*time.Millisecond, s.Granted()/40
+	m, syncs, writes := 100*time.Millisecond, s.Granted()/40, s.Granted()/20
+	node, err = s.conn.Create("/w2", nil, zk.FlagEphemeral, zk.WorldACL(zk.PermAll))
+	if err != nil {
+		t.Fatal(err)
+	}
 	// By then the connect answer is m old too, like anything E2 gives.
 	time.Sleep(m)
 	var prev time.Time
 	for range 20 {
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(writes)
+		if _, err := s.conn.Set(node, nil, -1); err != nil {
+			t.Fatal(err)
+		}
 		_, ev := s.live.snapshot()
 		age := time.Since(ev)
 		if age < m {
-			t.Fatalf("evidence %s old; from syncs never newer than m = %s", age, m)
+			t.Fatalf("evidence %s old; from writes after syncs never newer than m = %s", age, m)
 		}
 		if ev.Before(prev) {
 			t.Fatalf("evidence went back by %s", prev.Sub(ev))
@@ -104,8 +118,8 @@ func TestLivenessFromTheWire(t *testing.T) {
 		prev = ev
 	}
 	// Generous: a loaded machine answers late.
-	if age := time.Since(prev); age > m+3*period+500*time.Millisecond {
-		t.Errorf("evidence %s old after 2s of syncs; want at most m + 3 sync periods = %s (and 500ms of slack)", age, m+3*period)
+	if age := time.Since(prev); age > m+syncs+writes+500*time.Millisecond {
+		t.Errorf("evidence %s old after 2s of writes; want at most m + a sync and a write period = %s (and 500ms of slack)", age, m+syncs+writes)
 	}
 
 	// A listed server that does not answer: m stays a quarter of granted.
@@ -119,25 +133,28 @@ func TestLivenessFromTheWire(t *testing.T) {
 // at is a moment in a made-up timeline, ms milliseconds after its start.
 func at(ms int) time.Time { return time.Unix(1000, 0).Add(time.Duration(ms) * time.Millisecond) }
 
-// TestEvidenceFromTwoSyncs: the rule E2 of wire.go on made-up timelines
-// (m = 1000ms); each request is {sent, answered} in ms, syncs included.
-func TestEvidenceFromTwoSyncs(t *testing.T) {
+// TestEvidenceFromASyncAndAWrite: the rule E2 of wire.go on made-up
+// timelines (m = 1000ms); each request is {sent, answered} in ms and a
+// request ('r'), a sync ('s') or a write ('w'); the evidence is what the
+// last write gives.
+func TestEvidenceFromASyncAndAWrite(t *testing.T) {
 	type req struct {
 		sent, answered int
-		sync           bool
+		kind           byte
 	}
 	for _, tc := range []struct {
 		name string
 		reqs []req
-		want int // sent of R0 from the last sync; -1: none
+		want int // sent of R0 from the last write; -1: none
 	}{
-		{"one sync proves nothing", []req{{0, 10, false}, {2000, 2010, true}}, -1},
-		{"two syncs and a request m before the first", []req{{0, 10, false}, {1500, 1510, true}, {1600, 1610, true}}, 0},
-		{"the newest request m before the first sync", []req{{100, 110, false}, {300, 310, false}, {480, 490, false}, {495, 501, false}, {1500, 1510, true}, {1600, 1610, true}}, 480},
-		{"a request answered less than m before the first sync", []req{{590, 600, false}, {1500, 1510, true}, {1600, 1610, true}}, -1},
-		{"the first sync answered after the second was sent", []req{{0, 10, false}, {1500, 1700, true}, {1600, 1710, true}}, -1},
-		{"the last sync answered before the second was sent", []req{{0, 10, false}, {700, 710, false}, {1200, 1210, true}, {1800, 1900, true}, {1850, 1910, true}}, 0},
-		{"a sync is a request too", []req{{100, 110, true}, {1200, 1210, true}, {1300, 1310, true}}, 100},
+		{"a write alone proves nothing", []req{{0, 10, 'r'}, {2000, 2010, 'w'}}, -1},
+		{"syncs alone prove nothing", []req{{0, 10, 'r'}, {1500, 1510, 's'}, {1600, 1610, 's'}}, -1},
+		{"a sync, a write, and a request m before the sync", []req{{0, 10, 'r'}, {1500, 1510, 's'}, {1600, 1610, 'w'}}, 0},
+		{"the newest request m before the sync", []req{{100, 110, 'r'}, {300, 310, 'r'}, {480, 490, 'r'}, {495, 501, 'r'}, {1500, 1510, 's'}, {1600, 1610, 'w'}}, 480},
+		{"a request answered less than m before the sync", []req{{590, 600, 'r'}, {1500, 1510, 's'}, {1600, 1610, 'w'}}, -1},
+		{"the sync answered after the write was sent", []req{{0, 10, 'r'}, {1500, 1700, 's'}, {1600, 1710, 'w'}}, -1},
+		{"the last sync answered before the write was sent", []req{{0, 10, 'r'}, {700, 710, 'r'}, {1200, 1210, 's'}, {1800, 1900, 's'}, {1850, 1910, 'w'}}, 0},
+		{"a sync is a request too", []req{{100, 110, 's'}, {1200, 1210, 's'}, {1300, 1310, 'w'}}, 100},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var h history
@@ -145,8 +162,11 @@ func TestEvidenceFromTwoSyncs(t *testing.T) {
 			for _, r := range tc.reqs {
 				e := exchange{sent: at(r.sent), answered: at(r.answered)}
 				h.note(e)
-				if r.sync {
-					got, ok = h.synced(e, time.Second)
+				switch r.kind {
+				case 's':
+					h.synced(e)
+				case 'w':
+					got, ok = h.written(e, time.Second)
 				}
 			}
 			switch {
@@ -159,29 +179,29 @@ func TestEvidenceFromTwoSyncs(t *testing.T) {
 	}
 }
 
-// TestLapsedEvidence: syncs extend the evidence only while it still rules
-// out an expiry (E3); after that, only a connect answer does.
-func TestLapsedEvidence(t *testing.T) {
-	l := &liveness{requested: 4 * time.Second} // KillBy: evidence + 3.6s
-	l.offer(at(0), at(10), true)
-	l.offer(at(1000), at(3500), false)
-	if _, ev := l.snapshot(); !ev.Equal(at(1000)) {
-		t.Fatalf("evidence %s, want 1000ms: offered in time", ev.Sub(at(0)))
+// TestGrantedOnlyShrinks: a server that grants the same session a longer
+// timeout than before changes nothing; a new session starts afresh.
+func TestGrantedOnlyShrinks(t *testing.T) {
+	l := &liveness{requested: 10 * time.Second}
+	for _, step := range []struct {
+		session int64
+		granted time.Duration
+		want    time.Duration
+	}{{7, 4 * time.Second, 4 * time.Second}, {7, 12 * time.Second, 4 * time.Second}, {7, 2 * time.Second, 2 * time.Second}, {8, 12 * time.Second, 12 * time.Second}} {
+		l.granted(step.session, step.granted)
+		if got, _ := l.snapshot(); got != step.want {
+			t.Fatalf("session %d granted %s: timeout %s, want %s", step.session, step.granted, got, step.want)
+		}
 	}
-	l.offer(at(500), at(3600), false)
+}
+
+// TestEvidenceNeverGoesBack: an older piece of evidence changes nothing.
+func TestEvidenceNeverGoesBack(t *testing.T) {
+	l := &liveness{requested: 4 * time.Second}
+	l.offer(at(1000))
+	l.offer(at(500))
 	if _, ev := l.snapshot(); !ev.Equal(at(1000)) {
 		t.Fatalf("evidence %s, want 1000ms: it never goes back", ev.Sub(at(0)))
-	}
-	if l.lapsed(at(4600)) || !l.lapsed(at(4601)) {
-		t.Fatalf("lapsed at 4600ms %v, at 4601ms %v; want false, true", l.lapsed(at(4600)), l.lapsed(at(4601)))
-	}
-	l.offer(at(3000), at(4700), false)
-	if _, ev := l.snapshot(); !ev.Equal(at(1000)) {
-		t.Fatalf("evidence %s after it lapsed, want 1000ms still", ev.Sub(at(0)))
-	}
-	l.offer(at(4800), at(4810), true)
-	if _, ev := l.snapshot(); !ev.Equal(at(4800)) || l.lapsed(at(4810)) {
-		t.Fatalf("evidence %s after a connect answer, want 4800ms", ev.Sub(at(0)))
 	}
 }
 
@@ -240,8 +260,8 @@ func dialWire(t *testing.T, addr string, live *liveness) *wireConn {
 // TestWatchdog: a connection whose request goes unanswered for the
 // patience (granted/10, here 100ms) is closed once the evidence is older
 // than half the holder's budget, and patience doubles; a connection that
-// answers is left open, and its connect answer is evidence from its send
-// time (E1).
+// answers is left open, and its connect answer, once a write follows, is
+// evidence from its send time (E1).
 func TestWatchdog(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	connectReq := packet(make([]byte, 44)...)
@@ -274,9 +294,58 @@ func TestWatchdog(t *testing.T) {
 		}
 	})
 
-	t.Run("silent after the connect answer", func(t *testing.T) {
+	t.Run("silent after a confirmed connect", func(t *testing.T) {
 		// Budget 1s − 0 − 0.1s: the connection is left only once the
-		// connect answer's evidence is 450ms old, not after 100ms.
+		// connect answer's evidence, confirmed by a write, is 450ms old,
+		// not after 100ms.
+		live := &liveness{requested: time.Second, log: quiet}
+		w := dialWire(t, fakeServer(t, func(c net.Conn) {
+			var in framer
+			buf := make([]byte, 4096)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				in.feed(buf[:n], func(head []byte) {
+					switch in.packets {
+					case 1:
+						c.Write(packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7))
+					case 2: // the write, then silence
+						c.Write(packet(append(slices.Clone(head[:4]), make([]byte, 12)...)...))
+					}
+				})
+			}
+		}), live)
+		began := time.Now()
+		if _, err := w.Write(connectReq); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		if _, err := w.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(packet(0, 0, 0, 1, 0, 0, 0, opSetData, 0, 0, 0, 1, '/')); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(packet(0, 0, 0, 2, 0, 0, 0, opSync, 0, 0, 0, 1, '/')); err != nil {
+			t.Fatal(err)
+		}
+		w.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := w.Read(buf)
+		took := time.Since(began)
+		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < 450*time.Millisecond {
+			t.Fatalf("read returned %v after %s; want the connection closed once the evidence was 450ms old", err, took)
+		}
+		t.Logf("closed %s after the connect request", took.Round(time.Millisecond))
+	})
+
+	t.Run("silent after an unconfirmed connect", func(t *testing.T) {
+		// No evidence at all: a request unanswered for the patience
+		// (100ms) is enough.
 		live := &liveness{requested: time.Second, log: quiet}
 		w := dialWire(t, fakeServer(t, func(c net.Conn) {
 			var in framer
@@ -293,7 +362,6 @@ func TestWatchdog(t *testing.T) {
 				})
 			}
 		}), live)
-		began := time.Now()
 		if _, err := w.Write(connectReq); err != nil {
 			t.Fatal(err)
 		}
@@ -301,16 +369,15 @@ func TestWatchdog(t *testing.T) {
 		if _, err := w.Read(buf); err != nil {
 			t.Fatal(err)
 		}
+		sent := time.Now()
 		if _, err := w.Write(packet(0, 0, 0, 1, 0, 0, 0, opSync, 0, 0, 0, 1, '/')); err != nil {
 			t.Fatal(err)
 		}
 		w.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, err := w.Read(buf)
-		took := time.Since(began)
-		if err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < 450*time.Millisecond {
-			t.Fatalf("read returned %v after %s; want the connection closed once the evidence was 450ms old", err, took)
+		if took := time.Since(sent); err == nil || errors.Is(err, os.ErrDeadlineExceeded) || took < 100*time.Millisecond {
+			t.Fatalf("read returned %v after %s; want the connection closed after 100ms", err, took)
 		}
-		t.Logf("closed %s after the connect request", took.Round(time.Millisecond))
 	})
 
 	t.Run("answering server", func(t *testing.T) {
@@ -324,8 +391,17 @@ func TestWatchdog(t *testing.T) {
 		if _, err := w.Read(buf); err != nil {
 			t.Fatal(err)
 		}
-		if granted, ev := live.snapshot(); granted != time.Second || ev.Before(sent) || ev.After(time.Now()) {
-			t.Fatalf("granted %s, evidence %s; want 1s and the connect's send time", granted, ev.Sub(sent))
+		if granted, ev := live.snapshot(); granted != time.Second || !ev.IsZero() {
+			t.Fatalf("granted %s, evidence %s; want 1s and none before a write", granted, ev.Sub(sent))
+		}
+		if _, err := w.Write(packet(0, 0, 0, 100, 0, 0, 0, opSetData, 0, 0, 0, 1, '/')); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, ev := live.snapshot(); ev.Before(sent) || ev.After(time.Now()) {
+			t.Fatalf("evidence %s after a write; want the connect's send time", ev.Sub(sent))
 		}
 		for xid := byte(1); xid <= 20; xid++ {
 			if _, err := w.Write(packet(0, 0, 0, xid, 0, 0, 0, opSync, 0, 0, 0, 1, '/')); err != nil {
