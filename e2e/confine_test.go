@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -75,6 +76,9 @@ type confinement struct {
 	// readOnlyCgroups runs lockex in a mount namespace of its own where
 	// the cgroup v2 hierarchy is read-only, as in most containers.
 	readOnlyCgroups bool
+	// stalledStderr gives lockex, and so its guardian, a stderr pipe that
+	// is full and never read: what lockex has to say cannot be read.
+	stalledStderr bool
 }
 
 // start runs lockex with args, with --subreaper if subreaper is set.
@@ -83,16 +87,21 @@ func (c confinement) start(t *testing.T, env []string, subreaper bool, args ...s
 	if subreaper {
 		args = append([]string{"--subreaper"}, args...)
 	}
-	if !c.readOnlyCgroups {
-		return startCommand(t, env, lockexBin, args...)
+	cmd := exec.Command(lockexBin, args...)
+	if c.readOnlyCgroups {
+		mnt := cgroup2Mount(t)
+		if mnt == "" {
+			t.Fatal("no cgroup v2 hierarchy is mounted: nothing to make read-only")
+		}
+		// sh execs lockex, so the started pid is lockex's.
+		script := `mount -o remount,bind,ro "$0" && exec "$@"`
+		cmd = exec.Command("unshare", append([]string{"--mount", "sh", "-c", script, mnt, lockexBin}, args...)...)
 	}
-	mnt := cgroup2Mount(t)
-	if mnt == "" {
-		t.Fatal("no cgroup v2 hierarchy is mounted: nothing to make read-only")
+	cmd.Env = append(os.Environ(), env...)
+	if c.stalledStderr {
+		cmd.Stderr = fullPipe(t)
 	}
-	// sh execs lockex, so the started pid is lockex's.
-	script := `mount -o remount,bind,ro "$0" && exec "$@"`
-	return startCommand(t, env, "unshare", append([]string{"--mount", "sh", "-c", script, mnt, lockexBin}, args...)...)
+	return startCmd(t, cmd)
 }
 
 // TestKilledLockexLeavesNothing (issue 12): lockex, not PID 1, is SIGKILLed
@@ -113,10 +122,14 @@ func TestKilledLockexLeavesNothing(t *testing.T) {
 			// in this confinement: lockex must have said so.
 			escapes bool
 		}{
-			{confinement{"cgroup", false}, "(" + loop + `) & echo $! > "$D/bg"`, false},
-			{confinement{"cgroup", false}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, false},
-			{confinement{"no cgroup", true}, "(" + loop + `) & echo $! > "$D/bg"`, false},
-			{confinement{"no cgroup", true}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, true},
+			{confinement{"cgroup", false, false}, "(" + loop + `) & echo $! > "$D/bg"`, false},
+			{confinement{"cgroup", false, false}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, false},
+			{confinement{"no cgroup", true, false}, "(" + loop + `) & echo $! > "$D/bg"`, false},
+			{confinement{"no cgroup", true, false}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, true},
+			// The soak's find: a guardian that logged before it killed
+			// waited for ever on the full pipe.
+			{confinement{"cgroup, stderr stalled", false, true}, `setsid sh -c 'echo $$ > "$D/bg"; ` + loop + `' &`, false},
+			{confinement{"no cgroup, stderr stalled", true, true}, "(" + loop + `) & echo $! > "$D/bg"`, false},
 		} {
 			mode := "plain"
 			if subreaper {
@@ -177,7 +190,7 @@ exec sleep 1000`)
 		t.Errorf("the %s (pid %d) still runs %s after lockex was SIGKILLed; log:\n%s", describeLeftover(leftover), bg, bound, first.stderr)
 	default:
 		t.Logf("the %s was gone within %s of the SIGKILL", describeLeftover(leftover), time.Since(killed).Round(time.Millisecond))
-		if !strings.Contains(first.stderr.String(), "killing what it started") {
+		if !c.stalledStderr && !strings.Contains(first.stderr.String(), "killed what it started") {
 			t.Errorf("the guardian did not say what it killed; log:\n%s", first.stderr)
 		}
 	}

@@ -48,6 +48,9 @@ const (
 	// guardKillMax bounds how long the guardian waits for what it killed
 	// to die (a process in uninterruptible sleep dies when it wakes).
 	guardKillMax = 10 * time.Second
+	// guardFlushMax bounds how long the guardian, exiting, waits for its
+	// last lines to reach stderr.
+	guardFlushMax = time.Second
 )
 
 // canGuard is set in a binary whose main calls Guardian first: only such a
@@ -67,7 +70,13 @@ func Guardian(args []string) (code int, isGuardian bool) {
 	if len(args) > 1 {
 		format = args[1]
 	}
-	return runGuardian(logging.New(os.Stderr, format, "info")), true
+	// The guardian shares lockex's stderr, which may be a pipe nobody
+	// drains: its lines are queued, never waited for, and flushed for a
+	// bounded time as it exits.
+	logs := logging.NewWriter(os.Stderr, logging.QueueLines)
+	code = runGuardian(logging.New(logs, format, "info"))
+	logs.Flush(guardFlushMax)
+	return code, true
 }
 
 func runGuardian(log *slog.Logger) int {
@@ -162,12 +171,21 @@ func (g *guarded) killAll(log *slog.Logger) int {
 	if len(g.groups) == 0 && len(g.cgroups) == 0 {
 		return 0
 	}
-	log.Warn("lockex is gone and left its workload running; killing what it started", g.attrs()...)
+	// Kill first, tell after: nothing said may delay the kill.
 	deadline := time.Now().Add(guardKillMax)
+	killed := g.attrs()
+	var refused []any
 	for cg := range g.cgroups {
 		if err := killCgroup(cg); err != nil {
-			log.Error("cannot kill a cgroup", "cgroup", cg, "err", err)
+			refused = append(refused, cg, err)
 		}
+	}
+	for pgid := range g.groups {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+	log.Warn("lockex is gone and left its workload running; killed what it started", killed...)
+	for i := 0; i < len(refused); i += 2 {
+		log.Error("cannot kill a cgroup", "cgroup", refused[i], "err", refused[i+1])
 	}
 	for {
 		for pgid := range g.groups {
