@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"os"
 	"syscall"
 
 	"github.com/lockex/lockex/internal/exitcode"
@@ -17,6 +18,9 @@ type Process struct {
 	// groupForgotten is set once the guardian was told to forget the
 	// workload's process group.
 	groupForgotten bool
+	// pidfd is the workload's pidfd, nil if the kernel gave none; its
+	// watcher closes it (reaper.go, watchExit).
+	pidfd *os.File
 
 	done chan struct{}
 	code int

@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Reaper is the only code in lockex that waits for child processes. A
@@ -29,6 +31,9 @@ type Reaper struct {
 	// started lists every workload, for Close to account for.
 	started []*Process
 	confine confinement
+	// closed is set by Close: from then on nothing of r's calls wait4,
+	// the pidfd watchers included.
+	closed bool
 
 	sigchld chan os.Signal
 	stop    chan struct{}
@@ -64,6 +69,14 @@ func NewReaper(log *slog.Logger, subreaper bool) (*Reaper, error) {
 // the guardian's to kill.
 func (r *Reaper) Close() {
 	r.closeGuard()
+	r.mu.Lock()
+	r.closed = true
+	for _, p := range r.started {
+		if p.pidfd != nil {
+			_ = p.pidfd.Close() // ends its watcher
+		}
+	}
+	r.mu.Unlock()
 	signal.Stop(r.sigchld)
 	close(r.stop)
 	<-r.stopped
@@ -134,6 +147,12 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	r.procs[pid] = p
 	r.started = append(r.started, p)
 	first := len(r.started) == 1
+	// Opened under r.mu: pid cannot have been reaped, so it is the
+	// workload's, if only as a zombie.
+	p.pidfd = openPidfd(pid)
+	if p.pidfd != nil {
+		go r.watchExit(p.pidfd)
+	}
 	r.mu.Unlock()
 	if first {
 		r.sayConfinement(p)
@@ -160,10 +179,56 @@ func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
 	return syscall.ForkExec(path, argv, attr)
 }
 
+// openPidfd returns a pidfd for pid, registered with Go's netpoller (a
+// pidfd turns readable when its process exits), or nil where the kernel
+// has none (before Linux 5.3) or a seccomp filter refuses it: SIGCHLD
+// then does alone what it always does.
+func openPidfd(pid int) *os.File {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil
+	}
+	if err := syscall.SetNonblock(fd, true); err != nil {
+		_ = syscall.Close(fd)
+		return nil
+	}
+	syscall.CloseOnExec(fd)
+	return os.NewFile(uintptr(fd), "pidfd")
+}
+
+// watchExit reaps the moment the workload's main process exits, as told
+// by its pidfd. SIGCHLD tells the same, but Go delivers a signal through
+// two more goroutines (the runtime's signal receiver, then os/signal's
+// loop), each on a thread that has to be woken first; the netpoller wakes
+// this goroutine directly. It only makes the reaping sooner: wait4 is
+// still called under r.mu, by reap, which collects every child that has
+// changed state, and the SIGCHLD loop still runs for the orphans and in
+// case this goroutine is late. It ends when the pidfd does (Close, or the
+// workload's exit).
+func (r *Reaper) watchExit(f *os.File) {
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	err = rc.Read(func(fd uintptr) bool {
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 0)
+		return err != nil || n > 0
+	})
+	if err == nil {
+		r.reap()
+	}
+}
+
 // reap collects every child that has changed state, and reports whether
-// lockex still has children.
+// lockex still has children. After Close it does nothing.
 func (r *Reaper) reap() (childrenLeft bool) {
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return false
+	}
 	left, stopped := r.reapLocked()
 	r.mu.Unlock()
 	if stopped != nil {
