@@ -33,6 +33,9 @@ type Mutex struct {
 	// obs is told of contenders and waiting; a semaphore's inner mutex
 	// reports nothing, the semaphore reports its leases.
 	obs Observer
+	// created is set once a create of a node with prefix was sent: from
+	// then on a node of ours may exist that no answer named.
+	created bool
 }
 
 // NewMutex returns a mutex at path whose node carries identifier.
@@ -122,12 +125,16 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 // round makes one pass of the recipe. It returns a lease when the lock is
 // held, a channel to wait on when it is not, or neither to go again at once.
 func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease, <-chan zk.Event, error) {
-	if *node == "" {
+	children, parent, err := m.s.conn.Children(m.s.abs(m.path))
+	if errors.Is(err, zk.ErrNoNode) {
+		// P is created only when the listing says it is missing: an
+		// unconditional create of a node that exists is a write the
+		// leader logs and fails, on every contender's path.
 		if _, err := m.s.ensurePath(m.path, nil); err != nil {
 			return nil, nil, err
 		}
+		children, parent, err = m.s.conn.Children(m.s.abs(m.path))
 	}
-	children, parent, err := m.s.conn.Children(m.s.abs(m.path))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -182,22 +189,27 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 // adoptOrCreate finds this contender's node (a create whose answer was lost
 // may have succeeded) or else creates it. A retried create may reach a
 // server that has not yet applied the first one: Sync makes it catch up
-// with the leader before it is asked.
+// with the leader before it is asked. Before the first create there is
+// nothing to find: the caller's listing just showed no node of ours, and
+// the prefix is this Mutex's alone.
 func (m *Mutex) adoptOrCreate() (string, error) {
-	if _, err := m.s.conn.Sync(m.s.abs(m.path)); err != nil {
-		return "", err
+	if m.created {
+		if _, err := m.s.conn.Sync(m.s.abs(m.path)); err != nil {
+			return "", err
+		}
+		children, err := m.s.children(m.path)
+		if err != nil {
+			return "", err
+		}
+		mine, err := m.mine(children)
+		if err != nil {
+			return "", err
+		}
+		if len(mine) > 0 {
+			return mine[0], nil
+		}
 	}
-	children, err := m.s.children(m.path)
-	if err != nil {
-		return "", err
-	}
-	mine, err := m.mine(children)
-	if err != nil {
-		return "", err
-	}
-	if len(mine) > 0 {
-		return mine[0], nil
-	}
+	m.created = true
 	created, err := m.s.conn.Create(m.s.abs(join(m.path, m.prefix)), m.data, zk.FlagEphemeral|zk.FlagSequence, m.s.acl)
 	if err != nil {
 		return "", err
