@@ -125,6 +125,13 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 // round makes one pass of the recipe. It returns a lease when the lock is
 // held, a channel to wait on when it is not, or neither to go again at once.
 func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease, <-chan zk.Event, error) {
+	// Once the own node is known, whether it is still this session's is
+	// asked together with the listing: the two answers come in one round
+	// trip, from the same server, both after whatever woke this round.
+	var own <-chan ownStat
+	if *node != "" {
+		own = m.lookAt(*node)
+	}
 	children, parent, err := m.s.conn.Children(m.s.abs(m.path))
 	if errors.Is(err, zk.ErrNoNode) {
 		// P is created only when the listing says it is missing: an
@@ -138,7 +145,15 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	if err != nil {
 		return nil, nil, err
 	}
-	mine, err := m.mine(children)
+	known := map[string]ownStat{}
+	if own != nil {
+		o := <-own
+		if o.err != nil {
+			return nil, nil, o.err
+		}
+		known[*node] = o
+	}
+	mine, err := m.mine(children, known)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,9 +165,9 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	}
 	// Two nodes of ours (a lost create retried): keep the older, or the
 	// newer would wait behind it for ever, and so would everyone after.
-	*node = mine[0]
+	*node = mine[0].name
 	for _, extra := range mine[1:] {
-		if err := m.s.conn.Delete(m.s.abs(join(m.path, extra)), -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
+		if err := m.s.conn.Delete(m.s.abs(join(m.path, extra.name)), -1); err != nil && !errors.Is(err, zk.ErrNoNode) {
 			return nil, nil, err
 		}
 	}
@@ -168,7 +183,7 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	pred, ahead := predecessor(children, *node)
 	m.obs.Contenders(countContenders(children))
 	if pred == "" {
-		return m.held(node, start)
+		return m.held(mine[0], start)
 	}
 	m.obs.Waiting(ahead)
 	m.s.log.Debug("waiting behind", "predecessor", join(m.path, pred), "node", join(m.path, *node))
@@ -186,6 +201,25 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	return nil, merge(watch, wake), nil
 }
 
+// ownStat is what an exists on one of this contender's nodes answered.
+type ownStat struct {
+	name   string
+	exists bool
+	stat   *zk.Stat
+	err    error
+}
+
+// lookAt sends an exists for the own node name and returns where its
+// answer will arrive, so that the caller can list the children meanwhile.
+func (m *Mutex) lookAt(name string) <-chan ownStat {
+	out := make(chan ownStat, 1)
+	go func() {
+		ok, stat, err := m.s.conn.Exists(m.s.abs(join(m.path, name)))
+		out <- ownStat{name: name, exists: ok, stat: stat, err: err}
+	}()
+	return out
+}
+
 // adoptOrCreate finds this contender's node (a create whose answer was lost
 // may have succeeded) or else creates it. A retried create may reach a
 // server that has not yet applied the first one: Sync makes it catch up
@@ -201,12 +235,12 @@ func (m *Mutex) adoptOrCreate() (string, error) {
 		if err != nil {
 			return "", err
 		}
-		mine, err := m.mine(children)
+		mine, err := m.mine(children, nil)
 		if err != nil {
 			return "", err
 		}
 		if len(mine) > 0 {
-			return mine[0], nil
+			return mine[0].name, nil
 		}
 	}
 	m.created = true
@@ -219,20 +253,26 @@ func (m *Mutex) adoptOrCreate() (string, error) {
 }
 
 // mine returns the children that are this contender's nodes, oldest
-// first: those with its prefix that this session owns. A node of an
-// earlier session of ours is not among them.
-func (m *Mutex) mine(children []string) ([]string, error) {
-	var mine []string
+// first, with their stats: those with its prefix that this session owns.
+// A node of an earlier session of ours is not among them. known holds
+// answers to exists already asked in this round, after the listing's
+// cause; every other candidate is asked now.
+func (m *Mutex) mine(children []string, known map[string]ownStat) ([]ownStat, error) {
+	var mine []ownStat
 	for _, name := range hasPrefixIn(children, m.prefix) {
-		_, ok, err := m.s.owned(join(m.path, name))
-		if err != nil {
-			return nil, err
+		o, ok := known[name]
+		if !ok {
+			exists, stat, err := m.s.conn.Exists(m.s.abs(join(m.path, name)))
+			if err != nil {
+				return nil, err
+			}
+			o = ownStat{name: name, exists: exists, stat: stat}
 		}
-		if ok {
-			mine = append(mine, name)
+		if o.exists && o.stat.EphemeralOwner == m.s.ID() {
+			mine = append(mine, o)
 		}
 	}
-	slices.SortFunc(mine, func(a, b string) int { return strings.Compare(sequence(a), sequence(b)) })
+	slices.SortFunc(mine, func(a, b ownStat) int { return strings.Compare(sequence(a.name), sequence(b.name)) })
 	return mine, nil
 }
 
@@ -250,8 +290,10 @@ func (m *Mutex) abandon(node string) {
 	}
 	nodes := []string{node}
 	if children, err := m.s.children(m.path); err == nil {
-		if mine, err := m.mine(children); err == nil {
-			nodes = append(nodes, mine...)
+		if mine, err := m.mine(children, nil); err == nil {
+			for _, o := range mine {
+				nodes = append(nodes, o.name)
+			}
 		}
 	}
 	slices.Sort(nodes)
@@ -265,19 +307,12 @@ func (m *Mutex) abandon(node string) {
 	}
 }
 
-// held confirms that the node is this session's before the lock counts as
-// taken, and reads its czxid, the fencing token.
-func (m *Mutex) held(node *string, start time.Time) (*Lease, <-chan zk.Event, error) {
-	p := join(m.path, *node)
-	stat, mine, err := m.s.owned(p)
-	if err != nil {
-		return nil, nil, err
-	}
-	if !mine {
-		*node = ""
-		return nil, nil, nil
-	}
-	return newLease(m.s, m.path, p, m.data, stat, time.Since(start)), nil, nil
+// held hands out the lease on own, which this round found to be this
+// session's (mine): the exists that showed it was answered after the
+// listing's cause, as a second one would be, and a node's owner and czxid
+// (the fencing token) never change.
+func (m *Mutex) held(own ownStat, start time.Time) (*Lease, <-chan zk.Event, error) {
+	return newLease(m.s, m.path, join(m.path, own.name), m.data, own.stat, time.Since(start)), nil, nil
 }
 
 // predecessor returns the contender just ahead of own and how many are
