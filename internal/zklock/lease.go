@@ -51,6 +51,12 @@ func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited 
 	// old as its last write: one beat, before the lease counts, brings it
 	// to the last sync (wire.go, E2).
 	l.beat()
+	// A beat that failed (no write committed) leaves the evidence where it
+	// was: a deadline that has passed already ends the lease before it
+	// is handed out, not a moment after the workload started.
+	if err := l.overdue(time.Now()); err != nil {
+		l.lose(err)
+	}
 	go l.watchNode()
 	go l.watchSession()
 	go l.watchDeadline()
@@ -195,8 +201,7 @@ func (l *Lease) watchDeadline() {
 				timer.Reset(wait)
 				continue
 			}
-			l.lose(fmt.Errorf("%w: the leader is known to have renewed the session only until %s ago; session timeout %s, stop grace %s",
-				ErrSuspendedTooLong, time.Since(evidence).Round(time.Millisecond), l.s.Granted(), l.s.opts.StopGrace))
+			l.lose(l.suspendedTooLong(evidence))
 			return
 		case <-heartbeat.C:
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
@@ -206,6 +211,21 @@ func (l *Lease) watchDeadline() {
 			return
 		}
 	}
+}
+
+// overdue is the loss watchDeadline reports once the deadline, given the
+// evidence as of now, has passed; nil before.
+func (l *Lease) overdue(now time.Time) error {
+	_, evidence := l.s.live.snapshot()
+	if now.Before(l.deadline(evidence)) {
+		return nil
+	}
+	return l.suspendedTooLong(evidence)
+}
+
+func (l *Lease) suspendedTooLong(evidence time.Time) error {
+	return fmt.Errorf("%w: the leader is known to have renewed the session only until %s ago; session timeout %s, stop grace %s",
+		ErrSuspendedTooLong, time.Since(evidence).Round(time.Millisecond), l.s.Granted(), l.s.opts.StopGrace)
 }
 
 // heartbeats is how many times a session timeout a holder writes its node.
