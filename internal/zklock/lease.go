@@ -48,9 +48,21 @@ func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited 
 		done: make(chan struct{}), release: make(chan struct{}),
 	}
 	// A waiter's session sends syncs but no writes, so the evidence is as
-	// old as its last write: one beat, before the lease counts, brings it
-	// to the last sync (wire.go, E2).
-	l.beat()
+	// old as its last write (its create, in a mutex), and after a long
+	// wait the deadline may be near or past: then one beat, before the
+	// lease counts, brings the evidence to the last sync (wire.go, E2).
+	// While the evidence is younger than half the budget (as aging
+	// counts, the watchdog's measure), the lease counts at once and the
+	// beat goes out beside the workload's start: the deadline already
+	// stands at least half the budget away, by the same evidence rule
+	// that bounds every holder for as long as it holds, and watchDeadline
+	// stops the workload on it, by KillBy, if no beat ever confirms newer
+	// evidence (an isolated follower).
+	if l.s.live.aging(time.Now()) {
+		l.beat()
+	} else {
+		go l.beat()
+	}
 	// A beat that failed (no write committed) leaves the evidence where it
 	// was: a deadline that has passed already ends the lease before it
 	// is handed out, not a moment after the workload started.
