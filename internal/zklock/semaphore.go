@@ -254,14 +254,19 @@ func (m *Semaphore) abandon() {
 }
 
 // checkSize stores the size on P, or compares it with the one stored there.
+// P is created, with the size, only when a read says it is missing: a
+// create of a P that exists is a write the leader logs and fails.
 func (m *Semaphore) checkSize() error {
 	want := strconv.Itoa(m.size)
-	existed, err := m.s.ensurePath(m.path, []byte(want))
-	if err != nil || !existed {
-		return err
-	}
 	for {
 		data, stat, err := m.s.conn.Get(m.s.abs(m.path))
+		if errors.Is(err, zk.ErrNoNode) {
+			existed, err := m.s.ensurePath(m.path, []byte(want))
+			if err != nil || !existed {
+				return err
+			}
+			continue // created by another meanwhile: read what it wrote
+		}
 		if err != nil {
 			return fmt.Errorf("read %s: %w", m.path, err)
 		}
