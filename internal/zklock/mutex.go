@@ -32,7 +32,7 @@ type Mutex struct {
 	sizeCheck bool
 	// obs is told of contenders and waiting; a semaphore's inner mutex
 	// reports nothing, the semaphore reports its leases.
-	obs Observer
+	obs SessionObserver
 }
 
 // NewMutex returns a mutex at path whose node carries identifier.
