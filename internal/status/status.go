@@ -28,11 +28,11 @@ type Snapshot struct {
 	Connected, Suspended, SessionLost bool
 	Ahead                             int // contenders ahead while waiting (mutex), once Queued
 	// Queued is set once the recipe, waiting, has seen the lock taken.
-	Queued bool
-	Contenders                        int // contenders (mutex) or lease holders (semaphore) last seen
-	Node                              string
-	Token                             int64
-	Pid                               int // the workload's, while it runs
+	Queued     bool
+	Contenders int // contenders (mutex) or lease holders (semaphore) last seen
+	Node       string
+	Token      int64
+	Pid        int // the workload's, while it runs
 	// LockLost is set once the lock was lost, and stays set; Loss says why.
 	LockLost bool
 	Loss     zklock.Loss
