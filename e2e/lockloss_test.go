@@ -81,6 +81,11 @@ func TestNodeDeleted(t *testing.T) {
 			if !strings.Contains(a.stderr.String(), "own lock node deleted") {
 				t.Errorf("no reason in the log:\n%s", a.stderr)
 			}
+			// One line per change (issue 13): the loss is said once, as
+			// the one error of the run.
+			if n := strings.Count(a.stderr.String(), " ERR "); n != 1 || strings.Count(a.stderr.String(), "lock lost") != 1 {
+				t.Errorf("%d error lines, want the loss's alone; log:\n%s", n, a.stderr)
+			}
 		})
 	}
 }
