@@ -85,7 +85,15 @@ func (l *Lease) Err() error {
 	}
 }
 
+// lose ends the lease with err, unless it was given back: a released
+// lease has nothing left to lose, and its own delete would otherwise show
+// as a loss to a watcher still running.
 func (l *Lease) lose(err error) {
+	select {
+	case <-l.release:
+		return
+	default:
+	}
 	l.lost.Do(func() {
 		l.err = err
 		close(l.done)
@@ -178,9 +186,9 @@ func (l *Lease) watchSession() {
 // leader still has the session that it could expire it before the holder
 // stops: at evidence + granted − StopGrace − granted/10 (docs/design.md §5.3),
 // where evidence is the latest moment the leader is known to have renewed
-// the session after (wire.go). While connected, it also checks the node's
-// owner every third of that budget; the session's syncs keep the evidence
-// fresh.
+// the session after (wire.go). While connected, it also beats: it writes
+// the node every granted/heartbeats, which shows the node's owner and,
+// with the session's syncs, keeps the evidence fresh.
 func (l *Lease) watchDeadline() {
 	heartbeat := time.NewTicker(max(l.s.Granted()/heartbeats, time.Millisecond))
 	defer heartbeat.Stop()
