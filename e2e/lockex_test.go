@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -15,7 +16,7 @@ import (
 	"github.com/lockex/lockex/internal/zktest"
 )
 
-// TestExitCodes covers every row of SPEC's exit-code table that needs no
+// TestExitCodes covers every row of the exit-code table (docs/design.md §2) that needs no
 // second contender, against one server.
 func TestExitCodes(t *testing.T) {
 	zk := startZK(t)
@@ -412,4 +413,29 @@ func TestEnsemble(t *testing.T) {
 	}
 	wg.Wait()
 	checkOneAtATime(t, logPath, 9)
+}
+
+// TestConfigErrorInJSON (issue 13): a configuration error is written in the
+// log format asked for, so that the first line a JSON log pipeline sees
+// from a misconfigured pod is JSON; it names the bad value and exits 64.
+func TestConfigErrorInJSON(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		bad  string
+	}{
+		{nil, []string{"--log-format", "json", "-c", "abc", "--", "true"}, "abc"},
+		{[]string{"LOCKEX_LOG_FORMAT=json"}, []string{"--session-timeout", "soon", "--", "true"}, "soon"},
+		{[]string{"LOCKEX_LOG_FORMAT=json", "LOCKEX_CONCURRENT=-2"}, []string{"--", "true"}, "-2"},
+	} {
+		r := lockex(t, tc.env, tc.args...)
+		var line map[string]any
+		if err := json.Unmarshal([]byte(r.stderr), &line); err != nil || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%v %v: stderr %q is not one JSON line: %v", tc.env, tc.args, r.stderr, err)
+			continue
+		}
+		if r.code != 64 || line["level"] != "ERROR" || !strings.Contains(fmt.Sprint(line["err"]), tc.bad) {
+			t.Errorf("%v %v: exit %d, %v; want 64 and an error naming %q", tc.env, tc.args, r.code, line, tc.bad)
+		}
+	}
 }

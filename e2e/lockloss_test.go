@@ -13,7 +13,7 @@ import (
 
 // The lock-loss tests hold with a 4s session and a 1s kill grace, so the
 // workload is told to stop 4 − 1 − 0.4 = 2.6s after the evidence that the
-// leader renewed the session (SPEC section 4, internal/zklock/wire.go): at
+// leader renewed the session (docs/design.md §5, internal/zklock/wire.go): at
 // first the connect request's send time, then the send time of a request
 // answered m before a sync that another one followed. m is a quarter of
 // the servers' minSessionTimeout (400ms here: 100ms), and a sync goes every
@@ -80,6 +80,11 @@ func TestNodeDeleted(t *testing.T) {
 			t.Logf("exited 76 %s after the delete", time.Since(deleted).Round(time.Millisecond))
 			if !strings.Contains(a.stderr.String(), "own lock node deleted") {
 				t.Errorf("no reason in the log:\n%s", a.stderr)
+			}
+			// One line per change (issue 13): the loss is said once, as
+			// the one error of the run.
+			if n := strings.Count(a.stderr.String(), " ERR "); n != 1 || strings.Count(a.stderr.String(), "lock lost") != 1 {
+				t.Errorf("%d error lines, want the loss's alone; log:\n%s", n, a.stderr)
 			}
 		})
 	}

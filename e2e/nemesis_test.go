@@ -22,14 +22,8 @@ import (
 // stops before the contender's starts, and lockex exits 76.
 func TestIsolatedFollower(t *testing.T) {
 	ens := zktest.StartEnsemble(t, 3, zktest.TickTime(2*time.Second), zktest.Partitions())
-	leader, err := ens.Leader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	follower := ens.Servers[0]
-	if follower == leader {
-		follower = ens.Servers[1]
-	}
+	leader, followers := roles(t, ens)
+	follower := followers[0]
 	conn := zkClient(t, leader.Addr())
 	logPath := filepath.Join(t.TempDir(), "log")
 	a := startLockex(t, nil, lossArgs(follower.Addr(), "isolated", ticker(logPath, "a", 0, false))...)
@@ -53,16 +47,38 @@ func TestIsolatedFollower(t *testing.T) {
 	if code := b.wait(t, 30*time.Second); code != 0 {
 		t.Fatalf("contender exit %d; log:\n%s", code, b.stderr)
 	}
-	runs := readRuns(t, logPath)
-	for _, r := range runs {
-		t.Logf("%s: first %s, last %s after the cut", r.who,
-			time.Duration(r.first-cutAt.UnixNano()).Round(time.Millisecond), time.Duration(r.last-cutAt.UnixNano()).Round(time.Millisecond))
+	oneAfterTheOther(t, logPath, cutAt, "the cut")
+	if !strings.Contains(a.stderr.String(), "no answer from zookeeper for too long") {
+		t.Errorf("no reason in the log:\n%s", a.stderr)
+	}
+}
+
+// roles is ens's leader, and its followers, as they are now.
+func roles(t *testing.T, ens *zktest.Cluster) (leader *zktest.Server, followers []*zktest.Server) {
+	t.Helper()
+	leader, err := ens.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range ens.Servers {
+		if s != leader {
+			followers = append(followers, s)
+		}
+	}
+	return leader, followers
+}
+
+// oneAfterTheOther checks that a's and b's runs in logPath, and only
+// theirs, never overlapped, and logs when each ran, relative to the fault
+// at t0.
+func oneAfterTheOther(t *testing.T, logPath string, t0 time.Time, fault string) {
+	t.Helper()
+	for _, r := range readRuns(t, logPath) {
+		t.Logf("%s: first %s, last %s after %s", r.who,
+			time.Duration(r.first-t0.UnixNano()).Round(time.Millisecond), time.Duration(r.last-t0.UnixNano()).Round(time.Millisecond), fault)
 	}
 	if v := mustBeOneAtATime(t, logPath); v.runs != 2 {
 		t.Errorf("%d runs, want a's and b's", v.runs)
-	}
-	if !strings.Contains(a.stderr.String(), "no answer from zookeeper for too long") {
-		t.Errorf("no reason in the log:\n%s", a.stderr)
 	}
 }
 

@@ -168,7 +168,7 @@ func lost(reason string, v float64) want {
 
 // TestObservability follows a holder (behind a fault proxy) and a waiter
 // through holding, waiting, suspended, reconnected and lost, checking the
-// probes, every metric of SPEC section 5 and the JSON log in each state.
+// probes, every metric of docs/design.md §8 and §9 and the JSON log in each state.
 func TestObservability(t *testing.T) {
 	zk := startZK(t)
 	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
@@ -194,7 +194,9 @@ func TestObservability(t *testing.T) {
 
 	b := startObserved(t, nil, lossArgs(zk.Hosts(), "obs", ticker(logPath, "b", 100*time.Millisecond, false))...)
 	t.Run("waiting", func(t *testing.T) {
-		eventually(t, 10*time.Second, "b waits", func() bool { _, body := b.get(t, "/active"); return strings.Contains(body, "waiting") })
+		// Waiting from the moment it is connected; queued once its recipe
+		// has seen the lock taken.
+		eventually(t, 10*time.Second, "b is queued", func() bool { _, body := b.get(t, "/active"); return strings.Contains(body, "contenders ahead") })
 		b.probes(t, 200, 200, 503)
 		if _, body := b.get(t, "/active"); !strings.Contains(body, "waiting for "+lock+" (1 contenders ahead)") {
 			t.Errorf("/active says %q", body)

@@ -33,16 +33,7 @@ import (
 // assumption.
 func TestReviewIsolatedLeaderOverlap(t *testing.T) {
 	ens := zktest.StartEnsemble(t, 3, zktest.TickTime(2*time.Second), zktest.Partitions())
-	leader, err := ens.Leader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var followers []*zktest.Server
-	for _, s := range ens.Servers {
-		if s != leader {
-			followers = append(followers, s)
-		}
-	}
+	leader, followers := roles(t, ens)
 	p1 := zktest.StartProxy(t, leader.Addr())
 	p2 := zktest.StartProxy(t, leader.Addr())
 	conn := zkClient(t, followers[0].Addr())
@@ -91,14 +82,7 @@ func TestReviewIsolatedLeaderOverlap(t *testing.T) {
 	if code := b.wait(t, 60*time.Second); code != 0 {
 		t.Fatalf("contender exit %d; log:\n%s", code, b.stderr)
 	}
-	runs := readRuns(t, logPath)
-	for _, r := range runs {
-		t.Logf("%s: first %s, last %s after the cut", r.who,
-			time.Duration(r.first-cutAt.UnixNano()).Round(time.Millisecond), time.Duration(r.last-cutAt.UnixNano()).Round(time.Millisecond))
-	}
-	if v := mustBeOneAtATime(t, logPath); v.runs != 2 {
-		t.Errorf("%d runs, want a's and b's", v.runs)
-	}
+	oneAfterTheOther(t, logPath, cutAt, "the cut")
 	if t.Failed() {
 		t.Logf("holder's log:\n%s", a.stderr)
 	}
@@ -126,16 +110,7 @@ func TestReviewIsolatedLeaderOverlap(t *testing.T) {
 // SIGTERM, as the grace allows) still runs.
 func TestReviewPausedLeaderOverlap(t *testing.T) {
 	ens := zktest.StartEnsemble(t, 3, zktest.Partitions(), zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
-	leader, err := ens.Leader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var followers []*zktest.Server
-	for _, s := range ens.Servers {
-		if s != leader {
-			followers = append(followers, s)
-		}
-	}
+	leader, followers := roles(t, ens)
 	conn := zkClient(t, followers[0].Addr()+","+followers[1].Addr())
 	logPath := filepath.Join(t.TempDir(), "log")
 	a := startLockex(t, nil, "-z", leader.Addr(), "-i", "pausedleader", "--", "sh", "-c", ticker(logPath, "a", 0, true)[2])
@@ -169,14 +144,7 @@ func TestReviewPausedLeaderOverlap(t *testing.T) {
 	if code := b.wait(t, 60*time.Second); code != 0 {
 		t.Fatalf("contender exit %d; log:\n%s", code, b.stderr)
 	}
-	runs := readRuns(t, logPath)
-	for _, r := range runs {
-		t.Logf("%s: first %s, last %s after the pause began", r.who,
-			time.Duration(r.first-pausedAt.UnixNano()).Round(time.Millisecond), time.Duration(r.last-pausedAt.UnixNano()).Round(time.Millisecond))
-	}
-	if v := mustBeOneAtATime(t, logPath); v.runs != 2 {
-		t.Errorf("%d runs, want a's and b's", v.runs)
-	}
+	oneAfterTheOther(t, logPath, pausedAt, "the pause began")
 	if t.Failed() {
 		t.Logf("holder's log:\n%s", a.stderr)
 	}

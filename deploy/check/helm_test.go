@@ -269,7 +269,7 @@ func TestHelmLockexRejects(t *testing.T) {
 }
 
 // TestLockexVariables: every LOCKEX_ variable the chart or kustomize sets
-// is a flag of the real lockex (SPEC: LOCKEX_ + the long name), so none is
+// is a flag of the real lockex (docs/design.md §1: LOCKEX_ + the long name), so none is
 // silently ignored.
 func TestLockexVariables(t *testing.T) {
 	help := string(run(t, lockexBin, "--help"))

@@ -24,7 +24,6 @@ import (
 	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/status"
 	"github.com/lockex/lockex/internal/supervisor"
-	"github.com/lockex/lockex/internal/zklock"
 )
 
 // Version is stamped at build time with -ldflags "-X ...app.Version=v1.2.3".
@@ -54,7 +53,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return exitcode.OK
 	}
 	if err != nil {
-		logging.New(logs, "text", "info").Error("bad usage", "err", err)
+		// In the format asked for, if that much parsed: a log pipeline
+		// that expects JSON sees the first line of a misconfigured pod.
+		logging.New(logs, config.RequestedLogFormat(args, environ), "info").Error("bad usage", "err", err)
 		return exitcode.Usage
 	}
 	hideSecrets(len(cfg.Command), cfg.ZKPassword)
@@ -97,7 +98,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	rec := status.New(log, cfg.Path, cfg.Concurrent, zklock.LossReason, m)
+	rec := status.New(log, cfg.Path, cfg.Concurrent, m.Observe)
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
@@ -118,7 +119,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		},
 		Env:          workloadEnv(environ),
 		Signals:      signals,
-		LockTimeout:  lockTimeout(cfg.LockTimeout),
+		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
 		KillSignal:   cfg.KillSignal.Sys(),
@@ -147,20 +148,18 @@ func lingerForScrape(srv *httpapi.Server, signals <-chan os.Signal, log *slog.Lo
 	log.Info("serving /metrics until the next scrape, so that the loss is seen", "at_most", lingerMax)
 	timer := time.NewTimer(lingerMax)
 	defer timer.Stop()
-	select {
-	case <-srv.Scraped():
-	case <-timer.C:
-	case <-signals:
+	for {
+		select {
+		case <-srv.Scraped():
+			return
+		case <-timer.C:
+			return
+		case sig := <-signals:
+			if supervisor.Stops(sig) {
+				return
+			}
+		}
 	}
-}
-
-// lockTimeout is --locktimeout for the supervisor: 0 for no limit (and for
-// -t 0, which the locker turns into --no-blocking).
-func lockTimeout(d config.Duration) time.Duration {
-	if d == config.NoLimit {
-		return 0
-	}
-	return d.D()
 }
 
 // getenv is os.Getenv over environ: the last KEY= wins, as in execve.

@@ -8,20 +8,27 @@ import (
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/supervisor"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
+var (
+	_ supervisor.Locker  = (*zkLocker)(nil)
+	_ supervisor.Lease   = (*zklock.Lease)(nil)
+	_ supervisor.Process = (*proc.Process)(nil)
+)
+
 // zkLocker connects to ZooKeeper and takes the configured recipe, and turns
-// zklock's errors into the exit codes of SPEC section 1.
+// zklock's errors into the exit codes of docs/design.md §2.
 type zkLocker struct {
 	cfg     *config.Config
 	log     *slog.Logger
-	obs     zklock.Observer
+	obs     zklock.SessionObserver
 	session *zklock.Session
 }
 
-func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.Observer) *zkLocker {
+func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
 	return &zkLocker{cfg: cfg, log: log, obs: obs}
 }
 
@@ -40,10 +47,8 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	return nil
 }
 
-func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
+func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease, error) {
 	c := l.cfg
-	// -t 0 is one look, as flock -w 0 is flock -n.
-	blocking := c.Blocking && c.LockTimeout != 0
 	id := config.Identifier()
 	var (
 		lease *zklock.Lease
@@ -61,7 +66,7 @@ func (l *zkLocker) Acquire(ctx context.Context) (supervisor.Lease, error) {
 }
 
 // sessionOptions are the ZooKeeper session's options for cfg.
-func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.Observer) zklock.Options {
+func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) zklock.Options {
 	return zklock.Options{
 		Servers:        cfg.Servers,
 		Chroot:         cfg.Chroot,

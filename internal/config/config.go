@@ -11,6 +11,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/caarlos0/env/v10"
 	"github.com/spf13/pflag"
@@ -23,7 +24,7 @@ const EnvPrefix = "LOCKEX_"
 var ErrHelp = errors.New("config: help requested")
 
 // Config is what one lockex run was asked to do. The fields with env tags
-// are the flags of SPEC section 1; the rest Parse derives from them.
+// are the flags of docs/design.md §1; the rest Parse derives from them.
 type Config struct {
 	ZKHosts        string   `env:"ZKHOSTS" envDefault:"localhost:2181"`
 	LockPath       string   `env:"LOCKPATH" envDefault:"lockex"`
@@ -117,6 +118,15 @@ func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
 	return c, nil
 }
 
+// LockWait is how long to wait for the lock, with --locktimeout's meaning
+// (NoLimit for ever, 0 one look): --no-blocking is one look.
+func (c *Config) LockWait() time.Duration {
+	if !c.Blocking {
+		return 0
+	}
+	return c.LockTimeout.D()
+}
+
 // envMap turns KEY=VALUE pairs into a map, with ZKHOSTS, the original
 // tool's variable, standing in for LOCKEX_ZKHOSTS when that is not set.
 func envMap(environ []string) map[string]string {
@@ -184,3 +194,20 @@ func (c *Config) IsMode() bool {
 }
 
 func oneOf(v string, allowed ...string) bool { return slices.Contains(allowed, v) }
+
+// RequestedLogFormat is the log format that args and environ ask for, so
+// that an error in the rest of them is reported in it: the last
+// --log-format before "--", else LOCKEX_LOG_FORMAT, when it names a format;
+// "text" otherwise. It never fails: flags it does not know are skipped.
+func RequestedLogFormat(args, environ []string) string {
+	format := envMap(environ)[EnvPrefix+"LOG_FORMAT"]
+	fs := pflag.NewFlagSet("lockex", pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	fs.StringVar(&format, "log-format", format, "")
+	_ = fs.Parse(args)
+	if oneOf(format, "text", "json") {
+		return format
+	}
+	return "text"
+}

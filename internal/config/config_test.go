@@ -169,3 +169,24 @@ func TestPassword(t *testing.T) {
 		t.Errorf("--help does not say which variables hold secrets:\n%s", help.String())
 	}
 }
+
+// TestRequestedLogFormat: an error elsewhere in the configuration is
+// reported in the log format asked for, whenever that value parsed.
+func TestRequestedLogFormat(t *testing.T) {
+	for _, tc := range []struct {
+		args, env []string
+		want      string
+	}{
+		{[]string{"-c", "abc", "--log-format", "json", "--", "x"}, nil, "json"},
+		{[]string{"--bogus", "--log-format=json", "x"}, nil, "json"},
+		{[]string{"-c", "0", "x"}, []string{"LOCKEX_LOG_FORMAT=json"}, "json"},
+		{[]string{"--log-format", "text", "x"}, []string{"LOCKEX_LOG_FORMAT=json"}, "text"},
+		{[]string{"--log-format", "xml", "x"}, []string{"LOCKEX_LOG_FORMAT=json"}, "text"},
+		{[]string{"--", "cmd", "--log-format", "json"}, nil, "text"},
+		{nil, []string{"LOCKEX_CONCURRENT=abc"}, "text"},
+	} {
+		if got := RequestedLogFormat(tc.args, tc.env); got != tc.want {
+			t.Errorf("args %q env %q: %q, want %q", tc.args, tc.env, got, tc.want)
+		}
+	}
+}

@@ -13,7 +13,9 @@ import (
 // encoding.TextUnmarshaler, so flags and environment parse it the same way.
 type Duration time.Duration
 
-// NoLimit is the LockTimeout that waits for ever.
+// NoLimit is the LockTimeout that waits for ever. --locktimeout means one
+// thing everywhere: NoLimit waits for ever, 0 looks once (as flock -w 0 is
+// flock -n), more gives up after that long.
 const NoLimit = Duration(-1)
 
 func ParseDuration(s string) (Duration, error) {

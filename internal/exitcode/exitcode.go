@@ -1,5 +1,5 @@
 // Package exitcode is lockex's written contract for its own exit codes
-// (SPEC section 1). Every other code lockex returns is the workload's.
+// (docs/design.md §2). Every other code lockex returns is the workload's.
 package exitcode
 
 import (

@@ -1,4 +1,4 @@
-// Package httpapi serves lockex's probes and metrics (SPEC section 5) from
+// Package httpapi serves lockex's probes and metrics (docs/design.md §8) from
 // a status snapshot and a registry; it decides nothing itself.
 package httpapi
 
@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lockex/lockex/internal/status"
+	"github.com/lockex/lockex/internal/supervisor"
 )
 
 // Server is the HTTP server behind --http-addr.
@@ -48,7 +49,7 @@ func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registr
 	}
 	mux.Handle("GET /healthz", probe(snapshot, func(s status.Snapshot) bool { return !s.SessionGone() }))
 	mux.Handle("GET /readyz", probe(snapshot, func(s status.Snapshot) bool { return s.Connected }))
-	mux.Handle("GET /active", probe(snapshot, func(s status.Snapshot) bool { return s.Phase == status.Running }))
+	mux.Handle("GET /active", probe(snapshot, func(s status.Snapshot) bool { return s.State == supervisor.Running }))
 	mux.Handle("GET /metrics", s.counted(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	go func() {
 		defer close(s.done)

@@ -11,9 +11,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lockex/lockex/internal/status"
+	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
 )
 
-// TestProbes: each probe's code in each state of SPEC section 5's table.
+// TestProbes: each probe's code in each state of docs/design.md §8's table.
 func TestProbes(t *testing.T) {
 	var mu sync.Mutex
 	var snap status.Snapshot
@@ -28,14 +30,16 @@ func TestProbes(t *testing.T) {
 		s                       status.Snapshot
 		healthz, readyz, active int
 	}{
-		{"connecting", status.Snapshot{Phase: status.Connecting}, 200, 503, 503},
-		{"waiting", status.Snapshot{Phase: status.Waiting, Connected: true}, 200, 200, 503},
-		{"holding, workload not started", status.Snapshot{Phase: status.Holding, Connected: true}, 200, 200, 503},
-		{"running", status.Snapshot{Phase: status.Running, Connected: true}, 200, 200, 200},
-		{"running, suspended", status.Snapshot{Phase: status.Running, Suspended: true}, 200, 503, 200},
-		{"lost: suspend deadline", status.Snapshot{Phase: status.Lost, Suspended: true, LostReason: "suspend_deadline"}, 503, 503, 503},
-		{"lost: node deleted", status.Snapshot{Phase: status.Lost, Connected: true, LostReason: "node_deleted"}, 200, 200, 503},
-		{"session expired", status.Snapshot{Phase: status.Waiting, SessionLost: true}, 503, 503, 503},
+		{"connecting", status.Snapshot{State: supervisor.Connecting}, 200, 503, 503},
+		{"waiting", status.Snapshot{State: supervisor.Waiting, Connected: true}, 200, 200, 503},
+		{"holding, workload not started", status.Snapshot{State: supervisor.Holding, Connected: true}, 200, 200, 503},
+		{"running", status.Snapshot{State: supervisor.Running, Connected: true}, 200, 200, 200},
+		{"running, suspended", status.Snapshot{State: supervisor.Running, Suspended: true}, 200, 503, 200},
+		{"lost: suspend deadline", status.Snapshot{State: supervisor.Lost, Suspended: true, LockLost: true, Loss: zklock.SuspendDeadline}, 503, 503, 503},
+		{"lost: node deleted", status.Snapshot{State: supervisor.Lost, Connected: true, LockLost: true, Loss: zklock.NodeDeleted}, 200, 200, 503},
+		{"released after a loss by expiry", status.Snapshot{State: supervisor.Released, LockLost: true, Loss: zklock.SessionExpired}, 503, 503, 503},
+		{"session expired", status.Snapshot{State: supervisor.Waiting, SessionLost: true}, 503, 503, 503},
+		{"gave up", status.Snapshot{State: supervisor.GaveUp, Connected: true}, 200, 200, 503},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mu.Lock()

@@ -1,5 +1,5 @@
 // Package metrics turns the state changes that package status records into
-// the Prometheus metrics of SPEC section 5, on a registry of lockex's own.
+// the Prometheus metrics of docs/design.md §9, on a registry of lockex's own.
 package metrics
 
 import (
@@ -9,14 +9,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/lockex/lockex/internal/status"
+	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
 )
 
-// LossReasons are the values of lockex_lock_lost_total's reason label.
-// Each series exists from the start at 0, so that an alert on increase()
-// fires on the first loss too.
-var LossReasons = []string{"session_expired", "node_deleted", "suspend_deadline"}
-
-// Metrics is a status.Observer that keeps the metrics.
+// Metrics keeps the metrics; status.Recorder tells it of every change.
 type Metrics struct {
 	held, contenders, maxHolders, connected, running prometheus.Gauge
 	wait                                             prometheus.Observer
@@ -44,8 +41,10 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
-	for _, r := range LossReasons {
-		m.lost.WithLabelValues(r)
+	// Each reason's series exists from the start at 0, so that an alert
+	// on increase() fires on the first loss too.
+	for _, l := range zklock.Losses {
+		m.lost.WithLabelValues(l.String())
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "lockex_build_info", Help: "1, labelled with lockex's version and the Go version it was built with.",
@@ -61,17 +60,17 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 	return m, reg
 }
 
-// Observe implements status.Observer.
-func (m *Metrics) Observe(ch status.Change, s status.Snapshot) {
+// Observe updates the metrics for one change and the state after it.
+func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	m.held.Set(bool01(s.Held()))
-	m.running.Set(bool01(s.Phase == status.Running))
+	m.running.Set(bool01(s.State == supervisor.Running))
 	m.connected.Set(bool01(s.Connected))
 	m.contenders.Set(float64(s.Contenders))
-	switch ch.Event {
+	switch ev {
 	case status.EvAcquired:
-		m.wait.Observe(ch.Waited.Seconds())
+		m.wait.Observe(s.WaitedSinceStart.Seconds())
 	case status.EvLost:
-		m.lost.WithLabelValues(s.LostReason).Inc()
+		m.lost.WithLabelValues(s.Loss.String()).Inc()
 	case status.EvDisconnected:
 		m.disconnects.Inc()
 	case status.EvExpired:

@@ -59,7 +59,7 @@ func (r *Reaper) startGuardLocked() (*guard, error) {
 		w.Close()
 		return nil, fmt.Errorf("start %s: %w", GuardName, err)
 	}
-	p := &Process{pid: pid, reaper: r, done: make(chan struct{})}
+	p := &Process{pid: pid, reaper: r, done: make(chan struct{}), gone: make(chan struct{})}
 	r.procs[pid] = p
 	g := &guard{pid: pid, w: w, log: r.log}
 	go r.watchGuard(p)

@@ -154,7 +154,8 @@ func TestGuardianLetsGo(t *testing.T) {
 		waitDone(t, p)
 		g := guardian(t, r)
 		cg := p.cgroup
-		p.Stop(syscall.SIGTERM, time.Second)
+		p.SignalAll(syscall.SIGTERM)
+		<-p.Gone()
 		closeReaper()
 		if code := waitClosed(t, g); code != 0 {
 			t.Errorf("guardian exit code %d", code)

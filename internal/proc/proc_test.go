@@ -104,29 +104,38 @@ func TestStatusNeverStolen(t *testing.T) {
 	}
 }
 
-// TestStop: what the workload leaves behind is signalled, killed after the
-// grace if it ignores the signal, and gone when Stop returns.
+// TestStop: what the workload leaves behind is reached by SignalAll, by
+// KillAll if it ignores the signal, and Gone closes once all of it is gone.
 func TestStop(t *testing.T) {
 	r := newReaper(t)
 	for _, tc := range []struct {
 		name, script string
-		minTime      time.Duration
+		ignoresTERM  bool
 	}{
-		{"nothing left", "exit 0", 0},
-		{"background child", "sleep 1000 & exit 0", 0},
-		{"ignores TERM", `trap "" TERM; sleep 1000 & exit 0`, 200 * time.Millisecond},
+		{"nothing left", "exit 0", false},
+		{"background child", "sleep 1000 & exit 0", false},
+		{"ignores TERM", `trap "" TERM; sleep 1000 & exit 0`, true},
 		// The main process waits until the daemon ignores TERM.
 		{"own session", `setsid sh -c 'trap "" TERM; touch "$READY"; sleep 1000' &
-			while [ ! -e "$READY" ]; do sleep 0.01; done`, 200 * time.Millisecond},
+			while [ ! -e "$READY" ]; do sleep 0.01; done`, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("READY", t.TempDir()+"/ready")
 			p := sh(t, r, tc.script)
 			waitDone(t, p)
-			start := time.Now()
-			p.Stop(syscall.SIGTERM, 200*time.Millisecond)
-			if took := time.Since(start); took < tc.minTime {
-				t.Errorf("Stop returned after %s, before the grace of %s had passed", took, tc.minTime)
+			p.SignalAll(syscall.SIGTERM)
+			if tc.ignoresTERM {
+				select {
+				case <-p.Gone():
+					t.Fatal("gone after SIGTERM, which it ignores")
+				case <-time.After(200 * time.Millisecond):
+				}
+				p.KillAll()
+			}
+			select {
+			case <-p.Gone():
+			case <-time.After(5 * time.Second):
+				t.Fatal("not gone 5s after the last signal")
 			}
 			if syscall.Kill(-p.Pid(), 0) == nil {
 				t.Error("the workload's process group still has members")
@@ -143,9 +152,10 @@ func TestStop(t *testing.T) {
 	}
 }
 
-// TestStopRunningWorkload: Stop of a workload whose main process still
-// runs (as when the lock is lost) ends it too.
-func TestStopRunningWorkload(t *testing.T) {
+// TestKillRunningWorkload: KillAll of a workload whose main process still
+// runs (as when the lock is lost) ends it too, and Gone closes only once
+// its exit status is known.
+func TestKillRunningWorkload(t *testing.T) {
 	r := newReaper(t)
 	ready := t.TempDir() + "/ready"
 	t.Setenv("READY", ready)
@@ -156,14 +166,15 @@ func TestStopRunningWorkload(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	p.Stop(syscall.SIGTERM, 100*time.Millisecond)
+	p.KillAll()
+	<-p.Gone()
 	select {
 	case <-p.Done():
 	default:
-		t.Fatal("Stop returned while the main process runs")
+		t.Fatal("Gone closed while the main process runs")
 	}
 	if got := p.ExitCode(); got != 137 {
-		t.Errorf("exit code %d, want 137 (SIGKILL after the grace)", got)
+		t.Errorf("exit code %d, want 137 (SIGKILL)", got)
 	}
 }
 

@@ -2,6 +2,7 @@ package proc
 
 import (
 	"os"
+	"sync"
 	"syscall"
 
 	"github.com/lockex/lockex/internal/exitcode"
@@ -24,6 +25,12 @@ type Process struct {
 
 	done chan struct{}
 	code int
+
+	// groupGone is set once the workload's group was seen empty; gone
+	// closes once everything under the lock is (see Gone).
+	groupGone bool
+	goneOnce  sync.Once
+	gone      chan struct{}
 }
 
 // Pid is the workload's process id, and its process group's.

@@ -9,116 +9,103 @@ import (
 	"time"
 )
 
-// stopPoll is how often Stop looks again. A process group emptying, or a
+// stopPoll is how often Gone looks again. A process group emptying, or a
 // process that is not lockex's child exiting, sends lockex no event, so
-// this is a poll; it only runs while something is left to stop.
+// this is a poll; it only runs while someone waits for Gone.
 const stopPoll = 10 * time.Millisecond
 
-// Stop ends everything started under the lock: the workload's process
-// group and every orphan handed to lockex (when it is PID 1 or a
-// subreaper). Each gets sig (and SIGCONT, in case it is stopped) once, then
-// SIGKILL when grace has passed. Stop returns only when all of them are
-// gone, so the lock can be released. It is a no-op when the workload ended
-// and left nothing behind.
-func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
-	<-p.StartStop(sig, grace)
-}
+// The supervisor decides how the workload is stopped (which signal, how
+// long a grace); what is here only finds everything that runs under the
+// lock and signals it without ever hitting a process that is not ours.
 
-// StartStop is Stop that returns as soon as sig is sent (SIGKILL, if grace
-// is 0), so that the caller can report while the rest goes on; the channel
-// closes when all is gone.
-func (p *Process) StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{} {
-	s := &stopping{p: p, sig: sig, grace: grace, deadline: time.Now().Add(grace), signalled: map[int]bool{}}
-	gone := make(chan struct{})
-	if s.round() {
-		close(gone)
-		return gone
-	}
-	go func() {
-		defer close(gone)
-		tick := time.NewTicker(stopPoll)
-		defer tick.Stop()
-		for range tick.C {
-			if s.round() {
-				return
-			}
-		}
-	}()
-	return gone
-}
-
-// stopping is one Stop under way.
-type stopping struct {
-	p         *Process
-	sig       syscall.Signal
-	grace     time.Duration
-	deadline  time.Time
-	signalled map[int]bool
-	groupGone bool
-	killing   bool
-}
-
-// round reaps, signals what is left, and reports whether nothing is. It
-// logs only after its signals are sent, and outside the reaper's lock.
-func (s *stopping) round() (done bool) {
-	r := s.p.reaper
+// SignalAll sends sig to everything started under the lock: the workload's
+// process group, every orphan handed to lockex (when it is PID 1 or a
+// subreaper), and whatever left the group but not the workload's cgroup.
+// It names what it signalled.
+func (p *Process) SignalAll(sig syscall.Signal) []string {
+	r := p.reaper
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	// r.mu is held from the wait4 in targetsLocked to the kill: no pid
+	// signalled here can have been reaped, and so reused, in between.
+	targets := p.targetsLocked()
+	for _, t := range targets {
+		_ = syscall.Kill(t, sig)
+	}
+	return describeTargets(targets)
+}
+
+// KillAll is SignalAll(SIGKILL), and where the workload has a cgroup of its
+// own it kills the cgroup too: one write that also takes what forks
+// meanwhile.
+func (p *Process) KillAll() []string {
+	p.reaper.mu.Lock()
+	cg := p.cgroup
+	p.reaper.mu.Unlock()
+	if cg != "" {
+		_ = killCgroup(cg)
+	}
+	return p.SignalAll(syscall.SIGKILL)
+}
+
+// Gone closes once nothing started under the lock is left, and the
+// workload's exit status is known. The guardian has then forgotten the
+// workload's process group, whose id may be reused from then on.
+func (p *Process) Gone() <-chan struct{} {
+	p.goneOnce.Do(func() {
+		go func() {
+			tick := time.NewTicker(stopPoll)
+			defer tick.Stop()
+			for !p.allGone() {
+				<-tick.C
+			}
+			close(p.gone)
+		}()
+	})
+	return p.gone
+}
+
+func (p *Process) allGone() bool {
+	r := p.reaper
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(p.targetsLocked()) > 0 {
+		return false
+	}
+	// What died since the wait4 in targetsLocked may be a zombie of ours
+	// still: collect it, so that the workload's exit status is known.
+	r.reapLocked()
+	p.forgetLocked()
+	return true
+}
+
+// targetsLocked reaps, and lists what still runs under the lock: the
+// workload's group (as -pgid), orphans and strays. Called with r.mu held.
+func (p *Process) targetsLocked() []int {
+	r := p.reaper
 	left, _ := r.reapLocked()
 	var targets []int
-	if !s.groupGone {
+	if !p.groupGone {
 		// Once empty, the group's id may be reused by someone else:
 		// never signal it again.
-		if groupAlive(s.p.pid) {
-			targets = append(targets, -s.p.pid)
+		if groupAlive(p.pid) {
+			targets = append(targets, -p.pid)
 		} else {
-			s.groupGone = true
+			p.groupGone = true
 		}
 	}
 	if left && r.orphans {
 		targets = append(targets, r.childrenLocked()...)
 	}
-	// What left the group (a setsid daemon) is still in the workload's
-	// cgroup, where there is one: stop it too, before the release, not
-	// only when lockex dies.
-	targets = append(targets, s.p.strayedLocked(targets)...)
-	if len(targets) == 0 {
-		// All gone, but what died since the wait4 above may be a zombie
-		// of ours still: collect it, so that the workload's exit status
-		// is known when Stop returns. The group's id may be reused from
-		// now on, so the guardian must forget it before the release.
-		r.reapLocked()
-		s.p.forgetLocked()
-		r.mu.Unlock()
-		return true
-	}
-	startKilling := !s.killing && !time.Now().Before(s.deadline)
-	s.killing = s.killing || startKilling
-	if startKilling && s.p.cgroup != "" {
-		// One write kills the whole cgroup, including what forks meanwhile.
-		_ = killCgroup(s.p.cgroup)
-	}
-	var termed []int
+	return append(targets, p.strayedLocked(targets)...)
+}
+
+func describeTargets(targets []int) []string {
+	var names []string
 	for _, t := range targets {
-		switch {
-		case s.killing:
-			_ = syscall.Kill(t, syscall.SIGKILL)
-		case !s.signalled[t]:
-			s.signalled[t] = true
-			termed = append(termed, t)
-			_ = syscall.Kill(t, s.sig)
-			_ = syscall.Kill(t, syscall.SIGCONT)
-		}
+		names = append(names, describeTarget(t))
 	}
-	// r.mu was held from wait4 to kill: no pid signalled above can have
-	// been reaped, and so reused, in between.
-	r.mu.Unlock()
-	for _, t := range termed {
-		r.log.Info("stopping what runs under the lock", "target", describeTarget(t), "signal", s.sig.String())
-	}
-	if startKilling {
-		r.log.Warn("still running after the grace; sent SIGKILL", "grace", s.grace, "targets", targets)
-	}
-	return false
+	return names
 }
 
 // groupAlive reports whether process group pgid has a member that is not a

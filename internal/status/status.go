@@ -1,106 +1,96 @@
-// Package status keeps lockex's state in one place: the ZooKeeper session,
-// the lock and the workload. Every change goes through the Recorder, which
-// logs one line for it and tells its observers (the metrics); the probes
+// Package status keeps what lockex reports in one place: the run's state,
+// which the supervisor changes, and the ZooKeeper session's, which the
+// session and the recipes see. Every change goes through the Recorder,
+// which logs one line for it and passes it on to the metrics; the probes
 // read a Snapshot. Logs, metrics and probes therefore never disagree.
 package status
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
 )
-
-// Phase is where lockex is in its run.
-type Phase int
-
-const (
-	Starting   Phase = iota
-	Connecting       // reaching ZooKeeper
-	Waiting          // queued for the lock
-	Holding          // lock held, workload not running (yet, or any more)
-	Running          // lock held, workload running
-	Lost             // lock lost; the workload is being stopped
-	Released         // lock given back
-)
-
-var phaseNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released"}
-
-func (p Phase) String() string { return phaseNames[p] }
 
 // Snapshot is the state at one moment.
 type Snapshot struct {
 	Lock       string // P
 	MaxHolders int    // 1 for a mutex, N for a semaphore
-	Phase      Phase
-	Since      time.Time // when Phase began
+	State      supervisor.State
+	Since      time.Time // when State began
 	// Connected: a live session that answers. Suspended: disconnected, but
 	// the session may still be alive. SessionLost: it expired.
 	Connected, Suspended, SessionLost bool
-	Ahead                             int // contenders ahead while waiting (mutex)
-	Contenders                        int // contenders (mutex) or lease holders (semaphore) last seen
-	Node                              string
-	Token                             int64
-	Pid                               int    // the workload's, while it runs
-	LostReason                        string // session_expired, node_deleted or suspend_deadline
+	Ahead                             int // contenders ahead while waiting (mutex), once Queued
+	// Queued is set once the recipe, waiting, has seen the lock taken.
+	Queued     bool
+	Contenders int // contenders (mutex) or lease holders (semaphore) last seen
+	Node       string
+	Token      int64
+	Pid        int // the workload's, while it runs
+	// LockLost is set once the lock was lost, and stays set; Loss says why.
+	LockLost bool
+	Loss     zklock.Loss
+	// WaitedSinceStart is the time from lockex's start until the lock was
+	// held.
+	WaitedSinceStart time.Duration
 }
 
-// SessionGone reports whether the session expired, or may have: the loss
-// was by expiry or by the suspend deadline, not by a deleted node.
+// SessionGone reports whether the session expired, or may have: a loss by
+// expiry or by the suspend deadline, not by a deleted node.
 func (s Snapshot) SessionGone() bool {
-	return s.SessionLost || (s.Phase == Lost && s.LostReason != "node_deleted")
+	return s.SessionLost || (s.LockLost && s.Loss != zklock.NodeDeleted)
 }
 
 // Held reports whether this instance holds the lock or a lease.
-func (s Snapshot) Held() bool { return s.Phase == Holding || s.Phase == Running }
+func (s Snapshot) Held() bool {
+	return s.State == supervisor.Holding || s.State == supervisor.Running
+}
 
-// Event is the kind of a change, for observers that count.
+// Event is what changed, for the metrics that count changes.
 type Event int
 
 const (
-	EvConnecting Event = iota
-	EvConnected
-	EvDisconnected
-	EvReconnected
-	EvExpired
-	EvWaiting
+	EvOther Event = iota
 	EvAcquired
-	EvStarted
-	EvExited
 	EvLost
-	EvReleased
+	EvDisconnected
+	EvExpired
 )
 
-// Change is one state change.
-type Change struct {
-	Event  Event
-	Waited time.Duration // EvAcquired: since lockex started
-}
-
-// Observer is told of every change, with the state after it, in order.
-type Observer interface {
-	Observe(Change, Snapshot)
-}
-
-// Recorder owns the state. Its methods are the state changes; each may be
-// called from any goroutine.
+// Recorder owns the state. It is the supervisor's Observer and the
+// session's; each of its methods may be called from any goroutine.
 type Recorder struct {
 	log     *slog.Logger
 	started time.Time
-	reason  func(error) string
-	obs     []Observer
+	// changed is told of every change, with the state after it, in order
+	// (the metrics).
+	changed func(Event, Snapshot)
 
 	mu sync.Mutex
 	s  Snapshot
 }
 
-// New returns a Recorder for lock P. reason names a loss's cause for the
-// metrics' reason label.
-func New(log *slog.Logger, lock string, maxHolders int, reason func(error) string, obs ...Observer) *Recorder {
+var (
+	_ supervisor.Observer    = (*Recorder)(nil)
+	_ zklock.SessionObserver = (*Recorder)(nil)
+)
+
+// New returns a Recorder for lock P; changed, if not nil, is told of every
+// change.
+func New(log *slog.Logger, lock string, maxHolders int, changed func(Event, Snapshot)) *Recorder {
 	now := time.Now()
+	if changed == nil {
+		changed = func(Event, Snapshot) {}
+	}
 	return &Recorder{
-		log: log, started: now, reason: reason, obs: obs,
-		s: Snapshot{Lock: lock, MaxHolders: maxHolders, Phase: Starting, Since: now},
+		log: log, started: now, changed: changed,
+		s: Snapshot{Lock: lock, MaxHolders: maxHolders, State: supervisor.Starting, Since: now},
 	}
 }
 
@@ -111,33 +101,118 @@ func (r *Recorder) Snapshot() Snapshot {
 	return r.s
 }
 
-// change applies f to the state under the lock and tells the observers.
-func (r *Recorder) change(ev Change, f func(s *Snapshot)) {
+// update applies f to the state under the lock, passes the change on, and
+// returns the state after it.
+func (r *Recorder) update(ev Event, f func(s *Snapshot)) Snapshot {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	before := r.s.Phase
 	f(&r.s)
-	if r.s.Phase != before {
-		r.s.Since = time.Now()
+	r.changed(ev, r.s)
+	return r.s
+}
+
+// Changed records one of the supervisor's changes and logs it, in one line.
+func (r *Recorder) Changed(ch supervisor.Change) {
+	ev := EvOther
+	switch ch.To {
+	case supervisor.Holding:
+		if ch.From == supervisor.Waiting {
+			ev = EvAcquired
+		}
+	case supervisor.Lost:
+		ev = EvLost
 	}
-	for _, o := range r.obs {
-		o.Observe(ev, r.s)
+	waited := time.Since(r.started)
+	r.update(ev, func(s *Snapshot) {
+		s.State, s.Since = ch.To, ch.At
+		switch ch.To {
+		case supervisor.Waiting:
+			s.Queued = false
+		case supervisor.Holding:
+			s.Pid = 0
+			if ch.From == supervisor.Waiting {
+				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, waited
+			}
+		case supervisor.Running:
+			s.Pid = ch.Pid
+		case supervisor.Lost:
+			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
+		}
+	})
+	r.logChange(ch)
+}
+
+func (r *Recorder) logChange(ch supervisor.Change) {
+	var stopping []any
+	if len(ch.Stopping) > 0 {
+		stopping = []any{"stopping", ch.Stopping}
+	}
+	switch ch.To {
+	case supervisor.Holding:
+		if ch.From == supervisor.Waiting {
+			r.log.Info("lock acquired", "node", ch.Node, "fencing_token", ch.Token, "waited", ch.Waited.Round(time.Millisecond))
+			return
+		}
+		attrs := append([]any{"code", ch.WorkloadCode}, stopping...)
+		if ch.MinHold > 0 {
+			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+		}
+		r.log.Info("workload exited", attrs...)
+	case supervisor.Running:
+		r.log.Info("workload started", "pid", ch.Pid)
+	case supervisor.Lost:
+		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
+		if ch.Late > 0 {
+			// Noticed after the session may have expired: no grace.
+			attrs = append(attrs, "sigkill_late", ch.Late.Round(time.Millisecond))
+		}
+		r.log.Error("lock lost; stopping the workload", attrs...)
+	case supervisor.Released:
+		var stop supervisor.StoppedBy
+		var attrs []any
+		if ch.ReleaseErr != nil {
+			attrs = []any{"node_not_deleted", ch.ReleaseErr}
+		}
+		switch {
+		case errors.As(ch.Err, &stop):
+			r.log.Warn("stopped before the workload started; lock released", append(attrs, "signal", stop.Signal.String())...)
+		case ch.Err != nil:
+			r.log.Error("workload did not start; lock released", append(attrs, "err", ch.Err)...)
+		case ch.ReleaseErr != nil:
+			r.log.Warn("lock node not deleted; the session's end removes it", "node", r.Snapshot().Node, "err", ch.ReleaseErr)
+		default:
+			r.log.Info("lock released", "code", ch.Code)
+		}
+	case supervisor.GaveUp:
+		var stop supervisor.StoppedBy
+		switch {
+		case errors.As(ch.Err, &stop):
+			r.log.Warn("stopped while waiting for the lock", "signal", stop.Signal.String())
+		case errors.Is(ch.Err, supervisor.ErrLockTimeout):
+			r.log.Warn("lock not acquired", "reason", ch.Err)
+		case exitcode.Of(ch.Err) == exitcode.Busy:
+			r.log.Warn("lock not acquired", "reason", "taken, and --no-blocking or -t 0", "err", ch.Err)
+		default:
+			r.log.Error("lock not acquired", "err", ch.Err)
+		}
 	}
 }
 
+// Connecting, Connected, Disconnected, Reconnected, Expired, Contenders
+// and Waiting implement zklock.SessionObserver.
+
 func (r *Recorder) Connecting(servers []string, timeout time.Duration) {
-	r.change(Change{Event: EvConnecting}, func(s *Snapshot) { s.Phase = Connecting })
 	r.log.Info("connecting to zookeeper", "servers", servers, "session_timeout", timeout)
 }
 
 func (r *Recorder) Connected(server string, session int64, granted time.Duration) {
-	r.change(Change{Event: EvConnected}, func(s *Snapshot) { s.Connected, s.Suspended = true, false })
+	r.update(EvOther, func(s *Snapshot) { s.Connected, s.Suspended = true, false })
 	r.log.Info("connected to zookeeper", "server", server, "session_id", fmt.Sprintf("%#x", session), "session_timeout", granted)
 }
 
 func (r *Recorder) Disconnected() {
-	r.change(Change{Event: EvDisconnected}, func(s *Snapshot) { s.Connected, s.Suspended = false, true })
-	if r.Snapshot().Held() {
+	s := r.update(EvDisconnected, func(s *Snapshot) { s.Connected, s.Suspended = false, true })
+	if s.Held() {
 		r.log.Warn("suspended: disconnected from zookeeper; the workload runs on while the session may be alive")
 		return
 	}
@@ -145,90 +220,58 @@ func (r *Recorder) Disconnected() {
 }
 
 func (r *Recorder) Reconnected(server string) {
-	r.change(Change{Event: EvReconnected}, func(s *Snapshot) { s.Connected, s.Suspended = true, false })
+	r.update(EvOther, func(s *Snapshot) { s.Connected, s.Suspended = true, false })
 	r.log.Info("reconnected to zookeeper with the same session", "server", server)
 }
 
 func (r *Recorder) Expired() {
-	r.change(Change{Event: EvExpired}, func(s *Snapshot) { s.Connected, s.Suspended, s.SessionLost = false, false, true })
+	r.update(EvExpired, func(s *Snapshot) { s.Connected, s.Suspended, s.SessionLost = false, false, true })
 	r.log.Error("zookeeper session expired")
 }
 
 // Contenders records how many contenders (or lease holders) were seen.
 func (r *Recorder) Contenders(n int) {
-	r.change(Change{Event: EvWaiting}, func(s *Snapshot) { s.Contenders = n })
+	r.update(EvOther, func(s *Snapshot) { s.Contenders = n })
 }
 
 // Waiting records that the lock is taken and how many are ahead.
 func (r *Recorder) Waiting(ahead int) {
-	r.change(Change{Event: EvWaiting}, func(s *Snapshot) { s.Phase, s.Ahead = Waiting, ahead })
-	snap := r.Snapshot()
-	if snap.MaxHolders > 1 {
-		r.log.Info("waiting for a lease", "held", snap.Contenders, "size", snap.MaxHolders)
+	s := r.update(EvOther, func(s *Snapshot) { s.Ahead, s.Queued = ahead, true })
+	if s.MaxHolders > 1 {
+		r.log.Info("waiting for a lease", "held", s.Contenders, "size", s.MaxHolders)
 		return
 	}
 	r.log.Info("waiting for the lock", "ahead", ahead)
 }
 
-func (r *Recorder) Acquired(node string, token int64, waited time.Duration) {
-	sinceStart := time.Since(r.started)
-	r.change(Change{Event: EvAcquired, Waited: sinceStart}, func(s *Snapshot) {
-		s.Phase, s.Node, s.Token, s.Ahead = Holding, node, token, 0
-	})
-	r.log.Info("lock acquired", "node", node, "fencing_token", token, "waited", waited.Round(time.Millisecond))
-}
-
-func (r *Recorder) WorkloadStarted(pid int) {
-	r.change(Change{Event: EvStarted}, func(s *Snapshot) { s.Phase, s.Pid = Running, pid })
-	r.log.Info("workload started", "pid", pid)
-}
-
-func (r *Recorder) WorkloadExited(code int) {
-	r.change(Change{Event: EvExited}, func(s *Snapshot) {
-		if s.Phase == Running {
-			s.Phase = Holding
-		}
-		s.Pid = 0
-	})
-	r.log.Info("workload exited", "code", code)
-}
-
-// Lost records that the lock is lost, or about to be, and why.
-func (r *Recorder) Lost(err error) {
-	reason := r.reason(err)
-	r.change(Change{Event: EvLost}, func(s *Snapshot) { s.Phase, s.LostReason = Lost, reason })
-	r.log.Error("lock lost; stopping the workload", "reason", reason, "err", err)
-}
-
-func (r *Recorder) Released() {
-	r.change(Change{Event: EvReleased}, func(s *Snapshot) {
-		if s.Phase != Lost {
-			s.Phase = Released
-		}
-	})
-	r.log.Info("lock released")
-}
-
 // Describe says the state in a few words, for the probes' bodies.
 func (s Snapshot) Describe() string {
 	var d string
-	switch s.Phase {
-	case Starting, Connecting:
+	switch s.State {
+	case supervisor.Starting, supervisor.Connecting:
 		d = "connecting to zookeeper for " + s.Lock
-	case Waiting:
-		if s.MaxHolders > 1 {
+	case supervisor.Waiting:
+		switch {
+		case !s.Queued:
+			d = "waiting for " + s.Lock
+		case s.MaxHolders > 1:
 			d = fmt.Sprintf("waiting for a lease of %s (%d of %d held)", s.Lock, s.Contenders, s.MaxHolders)
-		} else {
+		default:
 			d = fmt.Sprintf("waiting for %s (%d contenders ahead)", s.Lock, s.Ahead)
 		}
-	case Holding:
+	case supervisor.Holding:
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); workload not running", s.Lock, s.Node, s.Token)
-	case Running:
+	case supervisor.Running:
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); workload pid %d running", s.Lock, s.Node, s.Token, s.Pid)
-	case Lost:
-		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.LostReason)
-	case Released:
+	case supervisor.Lost:
+		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
+	case supervisor.Released:
 		d = "released " + s.Lock
+		if s.LockLost {
+			d = fmt.Sprintf("lost %s (%s); released", s.Lock, s.Loss)
+		}
+	case supervisor.GaveUp:
+		d = "gave up waiting for " + s.Lock
 	}
 	switch {
 	case s.SessionLost:

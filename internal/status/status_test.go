@@ -1,71 +1,136 @@
 package status
 
 import (
+	"bytes"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/lockex/lockex/internal/supervisor"
+	"github.com/lockex/lockex/internal/zklock"
 )
 
-type recorded struct{ events []Event }
-
-func (r *recorded) Observe(c Change, _ Snapshot) { r.events = append(r.events, c.Event) }
-
-// TestRecorder: a run's changes, in order, and what the snapshot and its
-// description say after each.
+// TestRecorder: a run's changes, in order: the snapshot and its
+// description after each, the event passed on, and exactly one log line
+// for each change of state.
 func TestRecorder(t *testing.T) {
-	obs := &recorded{}
-	r := New(slog.New(slog.NewTextHandler(io.Discard, nil)), "/lockex/x", 1,
-		func(error) string { return "suspend_deadline" }, obs)
+	var logs bytes.Buffer
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, nil)
+	lost := fmt.Errorf("%w: for too long", zklock.ErrSuspendedTooLong)
 	steps := []struct {
 		do                               func()
-		phase                            Phase
+		state                            supervisor.State
 		connected, suspended, gone, held bool
 		says                             string
+		logs                             []string // the lines it logs, in order
 	}{
-		{func() { r.Connecting([]string{"zk:2181"}, 0) }, Connecting, false, false, false, false, "connecting to zookeeper for /lockex/x"},
-		{func() { r.Connected("zk:2181", 1, 0) }, Connecting, true, false, false, false, "connecting"},
-		{func() { r.Contenders(3); r.Waiting(2) }, Waiting, true, false, false, false, "waiting for /lockex/x (2 contenders ahead)"},
-		{func() { r.Acquired("/lockex/x/n", 7, 0) }, Holding, true, false, false, true, "fencing token 7"},
-		{func() { r.WorkloadStarted(42) }, Running, true, false, false, true, "workload pid 42 running"},
-		{func() { r.Disconnected() }, Running, false, true, false, true, "disconnected from zookeeper (suspended)"},
-		{func() { r.Reconnected("zk:2181") }, Running, true, false, false, true, "workload pid 42 running"},
-		{func() { r.Disconnected(); r.Lost(errors.New("late")) }, Lost, false, true, true, false, "lost /lockex/x (suspend_deadline)"},
-		{func() { r.Released() }, Lost, false, true, true, false, "lost"},
+		{func() { r.Changed(supervisor.Change{From: supervisor.Starting, To: supervisor.Connecting}) },
+			supervisor.Connecting, false, false, false, false, "connecting to zookeeper for /lockex/x", nil},
+		{func() { r.Connecting([]string{"zk:2181"}, 0); r.Connected("zk:2181", 1, 0) },
+			supervisor.Connecting, true, false, false, false, "connecting", []string{"connecting to zookeeper", "connected to zookeeper"}},
+		{func() {
+			r.Changed(supervisor.Change{From: supervisor.Connecting, To: supervisor.Waiting})
+			r.Contenders(3)
+			r.Waiting(2)
+		}, supervisor.Waiting, true, false, false, false, "waiting for /lockex/x (2 contenders ahead)", []string{"waiting for the lock"}},
+		{func() {
+			r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+		}, supervisor.Holding, true, false, false, true, "fencing token 7", []string{"lock acquired"}},
+		{func() { r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42}) },
+			supervisor.Running, true, false, false, true, "workload pid 42 running", []string{"workload started"}},
+		{func() { r.Disconnected() }, supervisor.Running, false, true, false, true, "disconnected from zookeeper (suspended)",
+			[]string{"suspended: disconnected from zookeeper; the workload runs on"}},
+		{func() { r.Reconnected("zk:2181") }, supervisor.Running, true, false, false, true, "workload pid 42 running",
+			[]string{"reconnected to zookeeper"}},
+		{func() {
+			r.Disconnected()
+			r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Lost, Err: lost, Stopping: []string{"process group 42"}})
+		}, supervisor.Lost, false, true, true, false, "lost /lockex/x (suspend_deadline)",
+			[]string{"suspended: disconnected", "lock lost; stopping the workload"}},
+		{func() { r.Changed(supervisor.Change{From: supervisor.Lost, To: supervisor.Released, Code: 76}) },
+			supervisor.Released, false, true, true, false, "lost /lockex/x (suspend_deadline); released", []string{"lock released"}},
 	}
 	for i, s := range steps {
+		logs.Reset()
 		s.do()
 		snap := r.Snapshot()
-		if snap.Phase != s.phase || snap.Connected != s.connected || snap.Suspended != s.suspended ||
+		if snap.State != s.state || snap.Connected != s.connected || snap.Suspended != s.suspended ||
 			snap.SessionGone() != s.gone || snap.Held() != s.held {
-			t.Errorf("step %d: %+v; want phase %s connected %v suspended %v gone %v held %v",
-				i, snap, s.phase, s.connected, s.suspended, s.gone, s.held)
+			t.Errorf("step %d: %+v; want state %s connected %v suspended %v gone %v held %v",
+				i, snap, s.state, s.connected, s.suspended, s.gone, s.held)
 		}
 		if !strings.Contains(snap.Describe(), s.says) {
 			t.Errorf("step %d: %q, want it to say %q", i, snap.Describe(), s.says)
 		}
-	}
-	want := []Event{EvConnecting, EvConnected, EvWaiting, EvWaiting, EvAcquired, EvStarted,
-		EvDisconnected, EvReconnected, EvDisconnected, EvLost, EvReleased}
-	if len(obs.events) != len(want) {
-		t.Fatalf("observed %v, want %v", obs.events, want)
-	}
-	for i := range want {
-		if obs.events[i] != want[i] {
-			t.Errorf("event %d = %v, want %v", i, obs.events[i], want[i])
+		lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+		if logs.Len() == 0 {
+			lines = nil
 		}
+		if len(lines) != len(s.logs) {
+			t.Errorf("step %d logged %d lines, want %d:\n%s", i, len(lines), len(s.logs), logs.String())
+			continue
+		}
+		for j, want := range s.logs {
+			if !strings.Contains(lines[j], want) {
+				t.Errorf("step %d, line %d: %q, want %q", i, j, lines[j], want)
+			}
+		}
+	}
+	if s := r.Snapshot(); s.Loss != zklock.SuspendDeadline || !s.LockLost {
+		t.Errorf("after the loss: %+v, want LockLost and Loss suspend_deadline", s)
+	}
+}
+
+// TestEvents: the changes the metrics count are passed on as what they
+// are, once each.
+func TestEvents(t *testing.T) {
+	var events []Event
+	r := New(slog.New(slog.DiscardHandler), "/lockex/x", 1, func(ev Event, _ Snapshot) { events = append(events, ev) })
+	r.Changed(supervisor.Change{From: supervisor.Starting, To: supervisor.Connecting})
+	r.Connected("zk", 1, time.Second)
+	r.Disconnected()
+	r.Expired()
+	r.Changed(supervisor.Change{From: supervisor.Connecting, To: supervisor.Waiting})
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Lost, Err: zklock.ErrSessionExpired})
+	r.Changed(supervisor.Change{From: supervisor.Lost, To: supervisor.Released})
+	want := []Event{EvOther, EvOther, EvDisconnected, EvExpired, EvOther, EvAcquired, EvLost, EvOther}
+	if fmt.Sprint(events) != fmt.Sprint(want) {
+		t.Errorf("events %v, want %v", events, want)
 	}
 }
 
 // TestNodeDeletedKeepsSession: a lock lost to a deleted node leaves the
 // session alive, so /healthz stays up while the workload is stopped.
 func TestNodeDeletedKeepsSession(t *testing.T) {
-	r := New(slog.New(slog.NewTextHandler(io.Discard, nil)), "/lockex/x", 1, func(error) string { return "node_deleted" })
+	r := New(slog.New(slog.DiscardHandler), "/lockex/x", 1, nil)
 	r.Connected("zk", 1, 0)
-	r.Acquired("/lockex/x/n", 1, 0)
-	r.Lost(errors.New("deleted"))
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 1})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Lost, Err: fmt.Errorf("%w: /lockex/x/n", zklock.ErrNodeDeleted)})
 	if s := r.Snapshot(); s.SessionGone() || s.Held() {
 		t.Errorf("%+v: want the session alive and the lock not held", s)
+	}
+}
+
+// TestGaveUpLines: each way of not getting the lock is one line that says
+// why, at the level it deserves.
+func TestGaveUpLines(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{supervisor.StoppedBy{Signal: 15}, "level=WARN msg=\"stopped while waiting for the lock\" signal=terminated"},
+		{fmt.Errorf("%w: --locktimeout 1.2s passed", supervisor.ErrLockTimeout), "level=WARN msg=\"lock not acquired\" reason=\"lock timeout: --locktimeout 1.2s passed\""},
+		{errors.New("zookeeper unreachable"), "level=ERROR msg=\"lock not acquired\" err=\"zookeeper unreachable\""},
+	} {
+		var logs bytes.Buffer
+		r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, nil)
+		r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.GaveUp, Err: tc.err})
+		if lines := strings.Count(logs.String(), "\n"); lines != 1 || !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%v: logged %q, want one line with %q", tc.err, logs.String(), tc.want)
+		}
 	}
 }

@@ -1,8 +1,14 @@
-// Package supervisor decides what lockex does, and when: take the lock,
-// start the workload under it, pass signals on, release the lock the moment
-// the workload ends. It owns the policy; the lock, the process and the
-// signals come in through the small interfaces below, so it imports no
-// ZooKeeper, no Prometheus and no syscalls beyond signal numbers.
+// Package supervisor is the lifecycle of one lockex run (docs/design.md
+// §4): take the lock, start the workload under it, pass signals on, stop
+// what ran under it and give the lock back. It owns the state and the stop
+// policy; the lock, the processes, the clock and the reports come in
+// through the small interfaces below, so it imports no ZooKeeper, no
+// Prometheus and no syscalls beyond signal numbers.
+//
+// Every change of state goes through one function, to: the caller has
+// already done what the change requires (sent the signals, released the
+// lock), and to reports it, once, to the Observer. Acting never waits on
+// reporting.
 package supervisor
 
 import (
@@ -20,12 +26,13 @@ import (
 )
 
 // Locker takes the lock. Connect returns once the lock service can be
-// asked; Acquire returns when the lock is held. Both return an error
-// carrying an exit code when they cannot, or ctx's error when ctx ends
-// first, and in every error case have left nothing in ZooKeeper.
+// asked. Acquire returns when the lock is held; with wait false it looks
+// once and fails with an exitcode.Busy error if the lock is taken. Both
+// return ctx's error when ctx ends first, and in every error case have left
+// nothing in ZooKeeper.
 type Locker interface {
 	Connect(ctx context.Context) error
-	Acquire(ctx context.Context) (Lease, error)
+	Acquire(ctx context.Context, wait bool) (Lease, error)
 }
 
 // Lease is a held lock.
@@ -35,48 +42,35 @@ type Lease interface {
 	Token() int64
 	Waited() time.Duration
 	// Done closes when the lock is lost, or will be unless the workload
-	// stops within KillGrace; Err says why.
+	// stops within the kill grace; Err says why.
 	Done() <-chan struct{}
 	Err() error
 	// KillBy is the latest moment the workload may still run: from then
-	// on the server may expire the session, and another holder start.
-	// It may have passed already when a loss is noticed late (lockex was
+	// on the server may expire the session, and another holder start. It
+	// may have passed already when a loss is noticed late (lockex was
 	// frozen).
 	KillBy() time.Time
 	Release() error
 }
 
-// Process is a running workload.
+// Process is a running workload and everything it started.
 type Process interface {
 	Pid() int
 	// Done closes when the workload's main process has exited.
 	Done() <-chan struct{}
 	ExitCode() int
-	// Signal sends a signal to the workload's process group.
+	// Signal passes a signal on to the workload's process group.
 	Signal(syscall.Signal) error
-	// StartStop ends whatever still runs under the lock: sig, sent to all
-	// of it before StartStop returns, then SIGKILL once grace has passed
-	// (at once if grace is 0). The channel closes when all of it is gone.
-	StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{}
+	// SignalAll sends a signal to everything that runs under the lock:
+	// the workload's group, orphans handed to lockex, and what left the
+	// group but not the workload's cgroup. It names what it signalled.
+	SignalAll(syscall.Signal) []string
+	// KillAll is SignalAll(SIGKILL), and kills the workload's cgroup
+	// whole, including what forks meanwhile.
+	KillAll() []string
+	// Gone closes once nothing that ran under the lock is left.
+	Gone() <-chan struct{}
 }
-
-// Observer is told of the lock's and the workload's changes, for logs,
-// metrics and probes; it logs them, so Run does not.
-type Observer interface {
-	Acquired(node string, token int64, waited time.Duration)
-	WorkloadStarted(pid int)
-	WorkloadExited(code int)
-	Lost(err error)
-	Released()
-}
-
-type nopObserver struct{}
-
-func (nopObserver) Acquired(string, int64, time.Duration) {}
-func (nopObserver) WorkloadStarted(int)                   {}
-func (nopObserver) WorkloadExited(int)                    {}
-func (nopObserver) Lost(error)                            {}
-func (nopObserver) Released()                             {}
 
 // Config is what Run needs.
 type Config struct {
@@ -87,152 +81,337 @@ type Config struct {
 	Env []string
 	// Signals delivers the signals lockex is asked to pass on.
 	Signals <-chan os.Signal
-	// LockTimeout bounds the wait for the lock; 0 or less waits for ever.
+	// LockTimeout bounds the wait for the lock (not for ZooKeeper, which
+	// the locker bounds): negative waits for ever, 0 looks once (flock
+	// -w 0 is flock -n), more gives up after that long.
 	LockTimeout  time.Duration
 	BusyExitCode int
 	MinHold      time.Duration
 	// KillSignal and KillGrace stop what is still running under the lock
-	// when it has to go: the signal, then SIGKILL after the grace.
+	// when it has to go: the signal (and SIGCONT), then SIGKILL after the
+	// grace, or sooner if the lease's KillBy comes first.
 	KillSignal syscall.Signal
 	KillGrace  time.Duration
 	Observer   Observer
-	Log        *slog.Logger
+	// Log takes what is not a change of state: signals passed on, and a
+	// stop that had to resort to SIGKILL.
+	Log   *slog.Logger
+	Clock Clock // nil for the system clock
 }
 
-// errLockTimeout is the cause of an acquire cancelled by --locktimeout.
-var errLockTimeout = errors.New("supervisor: lock timeout")
-
-// stoppedBy is the cause of an acquire cancelled by a signal.
-type stoppedBy struct{ sig syscall.Signal }
-
-func (s stoppedBy) Error() string { return "stopped by " + s.sig.String() }
+// ErrLockTimeout is why a run gave up when --locktimeout passed.
+var ErrLockTimeout = errors.New("lock timeout")
 
 // Run takes the lock, runs the workload and releases the lock, and returns
 // lockex's exit code: the workload's, or one of package exitcode's.
 func Run(ctx context.Context, c Config) int {
-	if c.Observer == nil {
-		c.Observer = nopObserver{}
+	if c.Clock == nil {
+		c.Clock = SystemClock{}
 	}
-	lease, code, ok := acquire(ctx, c)
-	if !ok {
-		return code
-	}
-	c.Observer.Acquired(lease.Node(), lease.Token(), lease.Waited())
-	heldSince := time.Now()
-	// unstopped is the workload from its start until Run has stopped it.
-	// A panic in between (in an observer, say) must not give the lock
-	// away while the workload still runs: stop all of it first, at once,
-	// and let the panic go on unrecovered, with its own stack trace. If
-	// the stop itself panics, the lock is not released: the session ends
-	// with lockex, and the workload with it (it has a parent-death signal).
-	var unstopped Process
-	defer func() {
-		if unstopped != nil {
-			<-unstopped.StartStop(syscall.SIGKILL, 0)
-		}
-		release(c, lease)
-	}()
+	r := &run{c: c, state: Starting}
+	defer r.cleanUpAfterPanic()
+	return r.loop(ctx)
+}
 
-	if err := lease.Err(); err != nil {
-		c.Log.Error("lock lost before the workload started", "reason", err)
-		return exitcode.LockLost
+// run is the state of one Run. Its channels and timers are nil while they
+// do not matter, so that a select on them waits for the ones that do.
+type run struct {
+	c     Config
+	state State
+	code  int  // the exit code, once known
+	done  bool // the final change was reported
+
+	ctx    context.Context // the wait for ZooKeeper and the lock
+	cancel context.CancelCauseFunc
+
+	connected chan error
+	acquired  chan acquired
+	lockTimer Timer
+
+	lease      Lease
+	heldSince  time.Time
+	released   bool
+	releaseErr error
+
+	proc       Process
+	exited     <-chan struct{} // the workload's main process, while Running
+	gone       <-chan struct{} // while a stop is under way
+	stopped    bool            // everything that ran under the lock is gone
+	graceTimer Timer
+	holdTimer  Timer // --min-hold, once the workload exited
+}
+
+type acquired struct {
+	lease Lease
+	err   error
+}
+
+func (r *run) loop(parent context.Context) int {
+	r.ctx, r.cancel = context.WithCancelCause(parent)
+	defer r.cancel(nil)
+	r.to(Change{To: Connecting})
+	r.connected = make(chan error, 1)
+	go func() { r.connected <- r.c.Locker.Connect(r.ctx) }()
+
+	for !r.done {
+		select {
+		case err := <-r.connected:
+			r.onConnected(err)
+		case res := <-r.acquired:
+			r.onAcquired(res)
+		case <-timerC(r.lockTimer):
+			r.lockTimer = nil
+			r.cancel(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
+		case sig := <-r.c.Signals:
+			r.onSignal(sig.(syscall.Signal))
+		case <-r.leaseDone():
+			r.onLoss()
+		case <-r.exited:
+			r.onExit()
+		case <-timerC(r.graceTimer):
+			r.graceTimer = nil
+			killed := r.proc.KillAll()
+			r.c.Log.Warn("still running after the grace; sent SIGKILL", "grace", r.c.KillGrace, "targets", killed)
+		case <-r.gone:
+			r.onGone()
+		case <-timerC(r.holdTimer):
+			r.holdTimer = nil
+			r.releaseIfDone()
+		}
 	}
-	if sig, ok := pendingStop(c.Signals); ok {
+	return r.code
+}
+
+// to moves to the state ch names and reports the move; whatever it
+// required has been done by the caller.
+func (r *run) to(ch Change) {
+	ch.From, ch.At = r.state, r.c.Clock.Now()
+	r.state = ch.To
+	if ch.To == Released || ch.To == GaveUp {
+		r.done = true
+		ch.Code = r.code
+	}
+	if r.c.Observer != nil {
+		r.c.Observer.Changed(ch)
+	}
+}
+
+func (r *run) onConnected(err error) {
+	r.connected = nil
+	if err == nil {
+		err = context.Cause(r.ctx) // a signal came as the session did
+	}
+	if err != nil {
+		r.giveUp(err)
+		return
+	}
+	r.to(Change{To: Waiting})
+	if r.c.LockTimeout > 0 {
+		r.lockTimer = r.c.Clock.NewTimer(r.c.LockTimeout)
+	}
+	r.acquired = make(chan acquired, 1)
+	wait := r.c.LockTimeout != 0
+	go func() {
+		lease, err := r.c.Locker.Acquire(r.ctx, wait)
+		r.acquired <- acquired{lease, err}
+	}()
+}
+
+func (r *run) onAcquired(res acquired) {
+	r.acquired = nil
+	stopTimer(&r.lockTimer)
+	if res.err != nil {
+		r.giveUp(res.err)
+		return
+	}
+	if cause := context.Cause(r.ctx); cause != nil {
+		// Taken just as a signal or the timeout came: the workload was
+		// not started, so give the lock back.
+		r.lease = res.lease
+		r.release()
+		r.giveUp(cause)
+		return
+	}
+	r.lease, r.heldSince = res.lease, r.c.Clock.Now()
+	r.to(Change{To: Holding, Node: r.lease.Node(), Token: r.lease.Token(), Waited: r.lease.Waited()})
+
+	if r.lease.Err() != nil {
+		r.onLoss()
+		return
+	}
+	if sig, ok := pendingStop(r.c.Signals); ok {
 		// Told to stop just as the lock came: do not start what would
 		// only be stopped again.
-		c.Log.Warn("stopped before the workload started", "signal", sig.String())
-		return exitcode.Signal(sig)
+		r.code = exitcode.Signal(sig)
+		r.release()
+		r.to(Change{To: Released, Err: StoppedBy{sig}, ReleaseErr: r.releaseErr})
+		return
 	}
-	proc, err := c.Start(slices.Concat(c.Env, []string{
-		"LOCKEX_LOCK_PATH=" + lease.Path(),
-		"LOCKEX_LOCK_NODE=" + lease.Node(),
-		"LOCKEX_FENCING_TOKEN=" + strconv.FormatInt(lease.Token(), 10),
+	proc, err := r.c.Start(slices.Concat(r.c.Env, []string{
+		"LOCKEX_LOCK_PATH=" + r.lease.Path(),
+		"LOCKEX_LOCK_NODE=" + r.lease.Node(),
+		"LOCKEX_FENCING_TOKEN=" + strconv.FormatInt(r.lease.Token(), 10),
 	}))
 	if err != nil {
-		c.Log.Error("workload did not start", "err", err)
-		return exitcode.Of(err)
+		r.code = exitcode.Of(err)
+		r.stopped = true
+		r.release()
+		r.to(Change{To: Released, Err: err, ReleaseErr: r.releaseErr})
+		return
 	}
-	unstopped = proc
-	c.Observer.WorkloadStarted(proc.Pid())
-	code, lost := supervise(c, lease, proc)
-	unstopped = nil
-	if lost {
-		return code
-	}
-	holdUntil(c, lease, heldSince.Add(c.MinHold))
-	return code
+	r.proc, r.exited = proc, proc.Done()
+	r.to(Change{To: Running, Pid: proc.Pid()})
 }
 
-// acquire waits for the lock until it is held, --locktimeout passes, or a
-// terminating signal arrives.
-func acquire(ctx context.Context, c Config) (Lease, int, bool) {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	type result struct {
-		lease Lease
-		err   error
+// giveUp ends a run that never held the lock, with the exit code for why.
+func (r *run) giveUp(err error) {
+	if cause := context.Cause(r.ctx); cause != nil {
+		err = cause // the run cancelled the wait itself, and knows why
 	}
-	done := make(chan result, 1)
-	go func() {
-		// --locktimeout bounds the wait for the lock, not for ZooKeeper:
-		// -T and -R bound that, and its failure has an exit code of its own.
-		if err := c.Locker.Connect(ctx); err != nil {
-			done <- result{nil, err}
-			return
-		}
-		actx := ctx
-		if c.LockTimeout > 0 {
-			var cancelTimeout context.CancelFunc
-			actx, cancelTimeout = context.WithTimeoutCause(ctx, c.LockTimeout, errLockTimeout)
-			defer cancelTimeout()
-		}
-		lease, err := c.Locker.Acquire(actx)
-		if err == nil && actx.Err() != nil {
-			// Taken just as the timeout passed: too late, give it back.
-			release(c, lease)
-			lease, err = nil, context.Cause(actx)
-		}
-		done <- result{lease, err}
-	}()
-	var r result
-	for waiting := true; waiting; {
-		select {
-		case sig := <-c.Signals:
-			// A resized terminal is no reason to give up the wait.
-			if sig != syscall.SIGWINCH {
-				cancel(stoppedBy{sig.(syscall.Signal)})
-			}
-		case r = <-done:
-			waiting = false
-		}
+	var stop StoppedBy
+	switch {
+	case errors.As(err, &stop):
+		r.code = exitcode.Signal(stop.Signal)
+	case errors.Is(err, ErrLockTimeout), exitcode.Of(err) == exitcode.Busy:
+		r.code = r.c.BusyExitCode
+	default:
+		r.code = exitcode.Of(err)
 	}
-	if r.err == nil && ctx.Err() == nil {
-		return r.lease, 0, true
-	}
-	if r.err == nil {
-		// Taken just as a signal or the timeout arrived: the workload
-		// was not started, so give the lock back.
-		release(c, r.lease)
-		r.err = context.Cause(ctx)
-	}
-	err := r.err
-	var stop stoppedBy
-	switch cause := context.Cause(ctx); {
-	case errors.As(cause, &stop):
-		c.Log.Warn("stopped while waiting for the lock", "signal", stop.sig.String())
-		return nil, exitcode.Signal(stop.sig), false
-	case errors.Is(err, errLockTimeout), errors.Is(err, context.DeadlineExceeded):
-		c.Log.Warn("lock not acquired", "reason", fmt.Sprintf("--locktimeout %s passed", c.LockTimeout))
-		return nil, c.BusyExitCode, false
-	}
-	code := exitcode.Of(err)
-	if code == exitcode.Busy {
-		c.Log.Warn("lock not acquired", "reason", "taken, and --no-blocking", "err", err)
-		return nil, c.BusyExitCode, false
-	}
-	c.Log.Error("lock not acquired", "err", err)
-	return nil, code, false
+	r.to(Change{To: GaveUp, Err: err})
 }
+
+func (r *run) onSignal(sig syscall.Signal) {
+	stops := Stops(sig)
+	switch r.state {
+	case Connecting, Waiting:
+		if stops {
+			r.cancel(StoppedBy{sig})
+		}
+	case Running:
+		err := r.proc.Signal(sig)
+		r.c.Log.Info("forwarded signal to workload", "signal", sig.String(), "pid", r.proc.Pid())
+		if err != nil {
+			r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
+		}
+	case Holding:
+		// Kept for --min-hold: a signal ends that.
+		if stops && r.holdTimer != nil {
+			stopTimer(&r.holdTimer)
+			r.releaseIfDone()
+		}
+	}
+}
+
+// onLoss stops all that runs under the lock, then reports the loss.
+func (r *run) onLoss() {
+	late := r.c.Clock.Now().Sub(r.lease.KillBy())
+	var stopping []string
+	switch {
+	case r.state == Running:
+		r.code = exitcode.LockLost
+		stopping = r.startStop()
+	case r.proc == nil:
+		r.code = exitcode.LockLost // lost before the workload started
+	case late > 0 && !r.stopped:
+		// The workload exited under the lock, but what it left is still
+		// being stopped, and may run no longer.
+		stopping = r.proc.KillAll()
+	}
+	if late < 0 || stopping == nil {
+		late = 0
+	}
+	stopTimer(&r.holdTimer) // a lost lock is not kept for --min-hold
+	r.to(Change{To: Lost, Err: r.lease.Err(), Late: late, Stopping: stopping})
+	r.releaseIfDone()
+}
+
+// onExit stops what the workload left under the lock, then reports its
+// exit: nothing started under the lock may outlive it.
+func (r *run) onExit() {
+	r.exited = nil
+	r.code = r.proc.ExitCode()
+	stopping := r.startStop()
+	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
+	if hold > 0 {
+		r.holdTimer = r.c.Clock.NewTimer(hold)
+	} else {
+		hold = 0
+	}
+	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: hold})
+}
+
+// startStop begins the stop of everything under the lock: the kill signal
+// and SIGCONT (a stopped process must run to act on it), then SIGKILL
+// when the grace is over. The grace ends by the lease's KillBy; with no
+// grace left, SIGKILL goes at once.
+func (r *run) startStop() []string {
+	r.exited = nil
+	r.gone = r.proc.Gone()
+	grace := min(r.c.KillGrace, r.lease.KillBy().Sub(r.c.Clock.Now()))
+	if grace <= 0 {
+		return r.proc.KillAll()
+	}
+	signalled := r.proc.SignalAll(r.c.KillSignal)
+	r.proc.SignalAll(syscall.SIGCONT)
+	r.graceTimer = r.c.Clock.NewTimer(grace)
+	return signalled
+}
+
+func (r *run) onGone() {
+	r.gone, r.stopped = nil, true
+	stopTimer(&r.graceTimer)
+	r.releaseIfDone()
+}
+
+// releaseIfDone gives the lock back once nothing runs under it any more
+// and --min-hold (unless lost) has passed.
+func (r *run) releaseIfDone() {
+	if (r.proc != nil && !r.stopped) || r.holdTimer != nil {
+		return
+	}
+	r.release()
+	r.to(Change{To: Released, ReleaseErr: r.releaseErr})
+}
+
+func (r *run) release() {
+	if r.released {
+		return
+	}
+	r.released = true
+	r.releaseErr = r.lease.Release()
+}
+
+// leaseDone is the lease's loss, while it matters.
+func (r *run) leaseDone() <-chan struct{} {
+	if r.lease == nil || r.released || r.state == Lost {
+		return nil
+	}
+	return r.lease.Done()
+}
+
+// cleanUpAfterPanic runs as Run returns. After a panic (in an observer,
+// say) the lock must not be given away while the workload still runs:
+// kill all of it, wait, release, and let the panic go on unrecovered,
+// with its own stack trace. If the kill itself panics, the lock is not
+// released: the session ends with lockex, and the workload with it (it
+// has a parent-death signal).
+func (r *run) cleanUpAfterPanic() {
+	if r.done {
+		return
+	}
+	if r.proc != nil && !r.stopped {
+		r.proc.KillAll()
+		<-r.proc.Gone()
+	}
+	if r.lease != nil {
+		r.release()
+	}
+}
+
+// Stops reports whether sig, sent to lockex before or after the workload
+// runs, means "stop": every signal passed on does but SIGWINCH, a resized
+// terminal, which is passed on to a running workload and otherwise ignored.
+func Stops(sig os.Signal) bool { return sig != syscall.SIGWINCH }
 
 // pendingStop takes a signal that arrived and would have stopped the wait
 // for the lock, if there is one.
@@ -240,7 +419,7 @@ func pendingStop(signals <-chan os.Signal) (syscall.Signal, bool) {
 	for {
 		select {
 		case sig := <-signals:
-			if sig != syscall.SIGWINCH {
+			if Stops(sig) {
 				return sig.(syscall.Signal), true
 			}
 		default:
@@ -249,87 +428,16 @@ func pendingStop(signals <-chan os.Signal) (syscall.Signal, bool) {
 	}
 }
 
-// supervise passes signals on to the workload until it exits, or the lock
-// is lost (then lost is set and code is 76), and returns once all that ran
-// under the lock is gone. It acts first and reports after: a report is a
-// log line, and a log line may wait on stderr (package app wires in a log
-// writer that never blocks; this order does not rely on it).
-func supervise(c Config, lease Lease, proc Process) (code int, lost bool) {
-	for {
-		select {
-		case sig := <-c.Signals:
-			s := sig.(syscall.Signal)
-			err := proc.Signal(s)
-			c.Log.Info("forwarded signal to workload", "signal", s.String(), "pid", proc.Pid())
-			if err != nil {
-				c.Log.Debug("signal not delivered", "signal", s.String(), "err", err)
-			}
-		case <-proc.Done():
-			// Nothing started under the lock may outlive it: a background
-			// child of the workload, or a daemon it left to lockex, would
-			// otherwise run next to the next holder's workload.
-			gone := stop(c, proc, graceFor(c, lease))
-			c.Observer.WorkloadExited(proc.ExitCode())
-			<-gone
-			return proc.ExitCode(), false
-		case <-lease.Done():
-			grace := graceFor(c, lease)
-			gone := stop(c, proc, grace)
-			c.Observer.Lost(lease.Err())
-			if grace <= 0 {
-				c.Log.Warn("loss noticed after the session may have expired: SIGKILL without grace",
-					"late", (-grace).Round(time.Millisecond))
-			}
-			<-gone
-			c.Log.Error("workload stopped because the lock was lost", "reason", lease.Err())
-			return exitcode.LockLost, true
-		}
+func timerC(t Timer) <-chan time.Time {
+	if t == nil {
+		return nil
 	}
+	return t.C()
 }
 
-// stop starts stopping all that runs under the lock: c.KillSignal, then
-// SIGKILL after grace; SIGKILL at once if no grace is left.
-func stop(c Config, proc Process, grace time.Duration) <-chan struct{} {
-	if grace > 0 {
-		return proc.StartStop(c.KillSignal, grace)
+func stopTimer(t *Timer) {
+	if *t != nil {
+		(*t).Stop()
+		*t = nil
 	}
-	return proc.StartStop(syscall.SIGKILL, 0)
-}
-
-// graceFor is --kill-grace, or less if the lease's KillBy comes sooner: all
-// that runs under the lock must be dead by then. It is 0 or less if KillBy
-// has passed (the loss was noticed late: lockex was frozen).
-func graceFor(c Config, lease Lease) time.Duration {
-	return min(c.KillGrace, time.Until(lease.KillBy()))
-}
-
-// holdUntil keeps the lock until t (--min-hold), so that a cron job fired a
-// little later on another host still finds it taken; a signal ends it.
-func holdUntil(c Config, lease Lease, t time.Time) {
-	wait := time.Until(t)
-	if wait <= 0 {
-		return
-	}
-	c.Log.Info("holding the lock for --min-hold", "remaining", wait.Round(time.Millisecond))
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		select {
-		case <-timer.C:
-			return
-		case <-lease.Done():
-			return
-		case sig := <-c.Signals:
-			if sig != syscall.SIGWINCH {
-				return
-			}
-		}
-	}
-}
-
-func release(c Config, lease Lease) {
-	if err := lease.Release(); err != nil {
-		c.Log.Warn("lock node not deleted; the session's end removes it", "node", lease.Node(), "err", err)
-	}
-	c.Observer.Released()
 }

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -16,370 +16,628 @@ import (
 	"github.com/lockex/lockex/internal/exitcode"
 )
 
-// calls records, in order, what Run did to the fakes that matter for
-// safety: stopping the workload, releasing the lock, and what it reported.
-type calls struct {
-	t  *testing.T
-	mu sync.Mutex
-	// did is every recorded call; grace the grace of each stop.
-	did   []string
-	grace []time.Duration
-	// released is set once the lease was released: nothing may be
-	// stopped, signalled or started under it after that.
-	released bool
+// The fakes below record every call Run makes on them, and every change it
+// reports, in one ordered list: a test reads it step by step, so that "act,
+// then report" is an assertion on order, not on timing. A call the test
+// did not expect fails it. Nothing here sleeps or waits on a timer: the
+// clock moves only when the test moves it.
+
+// trace is the ordered record of what Run did.
+type trace struct {
+	t     *testing.T
+	steps chan string
 }
 
-func (c *calls) add(what string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.did = append(c.did, what)
-}
+func newTrace(t *testing.T) *trace { return &trace{t: t, steps: make(chan string, 100)} }
 
-func (c *calls) list() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.did)
-}
+func (tr *trace) add(format string, args ...any) { tr.steps <- fmt.Sprintf(format, args...) }
 
-// unexpected fails the test for a call that Run must not make.
-func (c *calls) unexpected(format string, args ...any) {
-	c.t.Helper()
-	c.t.Errorf("unexpected call: "+format, args...)
-}
-
-// fakeLocker hands out a lease after wait, or fails with err; a cancelled
-// context ends the wait as the real recipes do.
-type fakeLocker struct {
-	wait   time.Duration
-	err    error
-	loseAt time.Duration // after acquiring, 0 for never
-	// killBy is the lease's KillBy, relative to the loss (or to the
-	// acquisition if it is never lost); 0 for an hour.
-	killBy time.Duration
-
-	calls    *calls
-	acquired bool
-	released chan struct{}
-}
-
-func (l *fakeLocker) Connect(context.Context) error { return nil }
-
-func (l *fakeLocker) Acquire(ctx context.Context) (Lease, error) {
-	if l.acquired {
-		l.calls.unexpected("Acquire after the lock was held")
+// expect reads the next steps and fails the test unless they are want.
+func (tr *trace) expect(want ...string) {
+	tr.t.Helper()
+	for _, w := range want {
+		select {
+		case got := <-tr.steps:
+			if got != w {
+				tr.t.Fatalf("next step %q, want %q", got, w)
+			}
+		case <-time.After(5 * time.Second): // a bound for a hung test, not a timing
+			tr.t.Fatalf("no step within 5s, want %q", w)
+		}
 	}
+}
+
+// done fails the test if Run did anything more.
+func (tr *trace) done() {
+	tr.t.Helper()
 	select {
-	case <-time.After(l.wait):
+	case got := <-tr.steps:
+		tr.t.Fatalf("unexpected step %q after the last expected one", got)
+	default:
+	}
+}
+
+// fakeClock moves only when the test moves it.
+type fakeClock struct {
+	tr     *trace
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	clock   *fakeClock
+	d       time.Duration
+	at      time.Time
+	c       chan time.Time
+	stopped bool // stopped, or fired
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.c }
+
+// Stop of a timer that has neither fired nor been stopped is a step.
+func (t *fakeTimer) Stop() {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	if !t.stopped {
+		t.stopped = true
+		t.clock.tr.add("stop timer %s", t.d)
+	}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer(d time.Duration) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clock: c, d: d, at: c.now.Add(d), c: make(chan time.Time, 1)}
+	c.timers = append(c.timers, t)
+	c.tr.add("timer %s", d)
+	return t
+}
+
+// advance moves the clock and fires the timers that are due.
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	for _, t := range c.timers {
+		if !t.stopped && !t.at.After(c.now) && len(t.c) == 0 {
+			t.c <- c.now
+			t.stopped = true
+		}
+	}
+}
+
+// fakeLocker answers Connect and Acquire with what the test sends.
+type fakeLocker struct {
+	tr      *trace
+	connect chan error
+	acquire chan acquired
+	// onCancel, if set, is what Acquire returns when its context ends:
+	// a lease taken just as the wait was given up.
+	onCancel Lease
+}
+
+func (l *fakeLocker) Connect(ctx context.Context) error {
+	l.tr.add("connect")
+	select {
+	case err := <-l.connect:
+		return err
 	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *fakeLocker) Acquire(ctx context.Context, wait bool) (Lease, error) {
+	l.tr.add("acquire wait=%v", wait)
+	select {
+	case a := <-l.acquire:
+		return a.lease, a.err
+	case <-ctx.Done():
+		if l.onCancel != nil {
+			return l.onCancel, nil
+		}
 		return nil, ctx.Err()
 	}
-	if l.err != nil {
-		return nil, l.err
-	}
-	l.acquired = true
-	lease := &fakeLease{calls: l.calls, released: l.released, lost: make(chan struct{})}
-	killBy := l.killBy
-	if killBy == 0 {
-		killBy = time.Hour
-	}
-	lease.killBy = time.Now().Add(killBy)
-	if l.loseAt > 0 {
-		lease.killBy = time.Now().Add(l.loseAt + killBy)
-		time.AfterFunc(l.loseAt, func() { close(lease.lost) })
-	}
-	return lease, nil
 }
 
 type fakeLease struct {
-	calls          *calls
-	released, lost chan struct{}
-	killBy         time.Time
+	tr         *trace
+	lost       chan struct{}
+	err        error
+	killBy     time.Time
+	releaseErr error
+	onNode     func() // called as Run asks for the node's name
 }
 
-func (*fakeLease) Path() string            { return "/lockex/x" }
-func (*fakeLease) Node() string            { return "/lockex/x/n__lock__0000000000" }
+func (l *fakeLease) Path() string { return "/lockex/x" }
+func (l *fakeLease) Node() string {
+	if l.onNode != nil {
+		l.onNode()
+	}
+	return "/lockex/x/n__lock__0000000000"
+}
 func (*fakeLease) Token() int64            { return 42 }
-func (*fakeLease) Waited() time.Duration   { return 0 }
+func (*fakeLease) Waited() time.Duration   { return time.Second }
 func (l *fakeLease) Done() <-chan struct{} { return l.lost }
 func (l *fakeLease) KillBy() time.Time     { return l.killBy }
 func (l *fakeLease) Err() error {
 	select {
 	case <-l.lost:
-		return errors.New("session expired")
+		return l.err
 	default:
 		return nil
 	}
 }
 func (l *fakeLease) Release() error {
-	l.calls.mu.Lock()
-	twice := l.calls.released
-	l.calls.released = true
-	l.calls.mu.Unlock()
-	if twice {
-		l.calls.unexpected("Release of a released lease")
-		return nil
-	}
-	l.calls.add("release")
-	close(l.released)
-	return nil
+	l.tr.add("release")
+	return l.releaseErr
 }
 
-// fakeProcess exits with code when it receives a signal, or on its own
-// after life.
+func (l *fakeLease) lose() { close(l.lost) }
+
 type fakeProcess struct {
-	calls   *calls
-	done    chan struct{}
-	code    int
-	signals chan syscall.Signal // nil: no signal is expected
+	tr     *trace
+	exited chan struct{}
+	code   int
+	gone   chan struct{}
 }
 
-func (p *fakeProcess) Pid() int              { return 1234 }
-func (p *fakeProcess) Done() <-chan struct{} { return p.done }
+func (*fakeProcess) Pid() int                { return 1234 }
+func (p *fakeProcess) Done() <-chan struct{} { return p.exited }
 func (p *fakeProcess) ExitCode() int         { return p.code }
 func (p *fakeProcess) Signal(s syscall.Signal) error {
-	if p.signals == nil || p.calls.isReleased() {
-		p.calls.unexpected("Signal(%s)", s)
-		return nil
-	}
-	p.signals <- s
+	p.tr.add("forward %s", s)
 	return nil
 }
-func (p *fakeProcess) StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{} {
-	if p.calls.isReleased() {
-		p.calls.unexpected("Stop after the release")
-	}
-	p.calls.mu.Lock()
-	p.calls.grace = append(p.calls.grace, grace)
-	p.calls.mu.Unlock()
-	p.calls.add("stop " + sig.String())
-	gone := make(chan struct{})
-	close(gone)
-	return gone
+func (p *fakeProcess) SignalAll(s syscall.Signal) []string {
+	p.tr.add("signal all %s", s)
+	return []string{"process group 1234"}
+}
+func (p *fakeProcess) KillAll() []string {
+	p.tr.add("kill all")
+	return []string{"process group 1234"}
+}
+func (p *fakeProcess) Gone() <-chan struct{} { return p.gone }
+
+func (p *fakeProcess) exit(code int) { p.code = code; close(p.exited) }
+
+// observer records each change as "from→to".
+type observer struct {
+	tr      *trace
+	mu      sync.Mutex
+	changes []Change
+	panicOn State
 }
 
-func (c *calls) isReleased() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.released
-}
-
-// fakeObserver records the changes Run reports; panicOn names one whose
-// report panics, as a bug in the logs or metrics would.
-type fakeObserver struct {
-	calls   *calls
-	panicOn string
-}
-
-func (o *fakeObserver) report(what string) {
-	o.calls.add(what)
-	if what == o.panicOn {
-		panic("observer: " + what)
-	}
-}
-func (o *fakeObserver) Acquired(string, int64, time.Duration) { o.report("acquired") }
-func (o *fakeObserver) WorkloadStarted(int)                   { o.report("started") }
-func (o *fakeObserver) WorkloadExited(int)                    { o.report("exited") }
-func (o *fakeObserver) Lost(error)                            { o.report("lost") }
-func (o *fakeObserver) Released()                             { o.report("released") }
-
-func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-func TestRun(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		locker   fakeLocker
-		signal   os.Signal // sent 50ms after Run starts
-		timeout  time.Duration
-		exit     int // the workload's code
-		want     int
-		started  bool
-		released bool
-	}{
-		{name: "workload code passes through", exit: 3, want: 3, started: true, released: true},
-		{name: "signal while waiting", locker: fakeLocker{wait: time.Hour}, signal: syscall.SIGTERM, want: 143},
-		{name: "SIGWINCH does not stop the wait", locker: fakeLocker{wait: 200 * time.Millisecond}, signal: syscall.SIGWINCH, want: 0, started: true, released: true},
-		{name: "locktimeout", locker: fakeLocker{wait: time.Hour}, timeout: 100 * time.Millisecond, want: 9},
-		{name: "busy", locker: fakeLocker{err: exitcode.With(exitcode.Busy, errors.New("taken"))}, want: 9},
-		{name: "unreachable", locker: fakeLocker{err: exitcode.With(exitcode.Unavailable, errors.New("down"))}, want: 69},
-		{name: "signal forwarded while running", signal: syscall.SIGUSR1, exit: 138, want: 138, started: true, released: true},
-		{name: "lock lost while running", locker: fakeLocker{loseAt: 50 * time.Millisecond}, exit: 0, want: 76, started: true, released: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			rec := &calls{t: t}
-			tc.locker.calls, tc.locker.released = rec, make(chan struct{})
-			signals := make(chan os.Signal, 1)
-			var env []string
-			proc := &fakeProcess{calls: rec, done: make(chan struct{}), code: tc.exit}
-			if tc.signal != nil {
-				proc.signals = make(chan syscall.Signal, 1)
-			}
-			started := false
-			go func() {
-				if tc.signal != nil {
-					time.Sleep(50 * time.Millisecond)
-					signals <- tc.signal
-				}
-			}()
-			go func() {
-				// The workload ends when signalled, or after 150ms.
-				select {
-				case <-proc.signals:
-				case <-time.After(150 * time.Millisecond):
-				}
-				close(proc.done)
-			}()
-			got := Run(context.Background(), Config{
-				Locker: &tc.locker,
-				Start: func(e []string) (Process, error) {
-					if started {
-						rec.unexpected("Start twice")
-					}
-					started, env = true, e
-					return proc, nil
-				},
-				Env:          []string{"A=1"},
-				Signals:      signals,
-				LockTimeout:  tc.timeout,
-				BusyExitCode: 9,
-				KillSignal:   syscall.SIGUSR2,
-				KillGrace:    3 * time.Second,
-				Log:          quietLog(),
-			})
-			if got != tc.want {
-				t.Errorf("exit %d, want %d", got, tc.want)
-			}
-			if started != tc.started {
-				t.Errorf("started = %v, want %v", started, tc.started)
-			}
-			select {
-			case <-tc.locker.released:
-				if !tc.released {
-					t.Error("released a lease it never had")
-				}
-			default:
-				if tc.released {
-					t.Error("lease not released")
-				}
-			}
-			if want := []string{"stop user defined signal 2", "release"}; started && !slices.Equal(rec.list(), want) {
-				t.Errorf("did %q, want %q: what runs under the lock must be stopped before release", rec.list(), want)
-			}
-			if started && !slices.Equal(rec.grace, []time.Duration{3 * time.Second}) {
-				t.Errorf("stopped with grace %v, want the whole --kill-grace, 3s: KillBy is an hour away", rec.grace)
-			}
-			if started && !slices.Equal(env, []string{"A=1", "LOCKEX_LOCK_PATH=/lockex/x", "LOCKEX_LOCK_NODE=/lockex/x/n__lock__0000000000", "LOCKEX_FENCING_TOKEN=42"}) {
-				t.Errorf("workload env %q", env)
-			}
-		})
+func (o *observer) Changed(ch Change) {
+	o.mu.Lock()
+	o.changes = append(o.changes, ch)
+	o.mu.Unlock()
+	o.tr.add("%s→%s", ch.From, ch.To)
+	if o.panicOn != Starting && ch.To == o.panicOn {
+		panic("observer broke")
 	}
 }
 
-// runLoss runs a workload that never ends by itself until the lock is lost
-// 50ms after it was taken, with --kill-grace 3s and the lease's KillBy at
-// killBy after the loss; it returns the exit code and the calls.
-func runLoss(t *testing.T, killBy time.Duration) (int, *calls) {
-	t.Helper()
-	rec := &calls{t: t}
-	locker := &fakeLocker{calls: rec, released: make(chan struct{}), loseAt: 50 * time.Millisecond, killBy: killBy}
-	proc := &fakeProcess{calls: rec, done: make(chan struct{})}
-	code := Run(context.Background(), Config{
-		Locker:     locker,
-		Start:      func([]string) (Process, error) { return proc, nil },
-		Signals:    make(chan os.Signal),
-		KillSignal: syscall.SIGTERM,
-		KillGrace:  3 * time.Second,
-		Observer:   &fakeObserver{calls: rec},
-		Log:        quietLog(),
-	})
-	return code, rec
+func (o *observer) last() Change {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.changes[len(o.changes)-1]
 }
 
-// TestLossStopsFirst: on a loss the workload is told to stop before
-// anything is reported, because reporting writes logs, and a log write may
-// block (stderr a pipe nobody drains); the lock goes only after the stop.
-func TestLossStopsFirst(t *testing.T) {
-	code, rec := runLoss(t, time.Hour)
-	if code != exitcode.LockLost {
-		t.Errorf("exit %d, want 76", code)
-	}
-	want := []string{"acquired", "started", "stop terminated", "lost", "release", "released"}
-	if got := rec.list(); !slices.Equal(got, want) {
-		t.Errorf("did %q, want %q", got, want)
-	}
+// harness is one Run under test, with its fakes.
+type harness struct {
+	*trace
+	clock    *fakeClock
+	locker   *fakeLocker
+	lease    *fakeLease
+	proc     *fakeProcess
+	obs      *observer
+	signals  chan os.Signal
+	cfg      Config
+	startErr error
+	code     chan int
+	panic    chan any
 }
 
-// TestLossGraceEndsByKillBy: the grace after a loss never reaches past the
-// lease's KillBy, when the server may expire the session and another
-// holder start; past it already (lockex was frozen), SIGKILL goes at once.
-func TestLossGraceEndsByKillBy(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		killBy   time.Duration // after the loss
-		sig      string
-		min, max time.Duration // the grace's bounds
-	}{
-		{"far", time.Hour, "terminated", 3 * time.Second, 3 * time.Second},
-		{"within the grace", time.Second, "terminated", time.Millisecond, time.Second},
-		{"passed", -time.Second, "killed", 0, 0},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			code, rec := runLoss(t, tc.killBy)
-			if code != exitcode.LockLost {
-				t.Errorf("exit %d, want 76", code)
-			}
-			if !slices.Contains(rec.list(), "stop "+tc.sig) || len(rec.grace) != 1 {
-				t.Fatalf("did %q, want one stop with %s", rec.list(), tc.sig)
-			}
-			if g := rec.grace[0]; g < tc.min || g > tc.max {
-				t.Errorf("grace %s, want between %s and %s", g, tc.min, tc.max)
-			}
-		})
+const (
+	grace     = 3 * time.Second
+	killByIn  = 8 * time.Second // from the acquisition
+	busyCode  = 9
+	minHoldOf = 10 * time.Second
+)
+
+func newHarness(t *testing.T) *harness {
+	tr := newTrace(t)
+	h := &harness{
+		trace:   tr,
+		clock:   &fakeClock{tr: tr, now: time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)},
+		locker:  &fakeLocker{tr: tr, connect: make(chan error, 1), acquire: make(chan acquired, 1)},
+		obs:     &observer{tr: tr},
+		signals: make(chan os.Signal, 4),
+		code:    make(chan int, 1),
+		panic:   make(chan any, 1),
 	}
+	h.lease = &fakeLease{tr: tr, lost: make(chan struct{}), err: errors.New("session expired"), killBy: h.clock.now.Add(killByIn)}
+	h.proc = &fakeProcess{tr: tr, exited: make(chan struct{}), gone: make(chan struct{})}
+	h.cfg = Config{
+		Locker: h.locker,
+		Start: func(env []string) (Process, error) {
+			tr.add("start %s", strings.Join(slices.DeleteFunc(slices.Clone(env), func(e string) bool {
+				return !strings.HasPrefix(e, "LOCKEX_FENCING_TOKEN=")
+			}), " "))
+			if h.startErr != nil {
+				return nil, h.startErr
+			}
+			return h.proc, nil
+		},
+		Signals:      h.signals,
+		LockTimeout:  -1,
+		BusyExitCode: busyCode,
+		KillSignal:   syscall.SIGTERM,
+		KillGrace:    grace,
+		Observer:     h.obs,
+		Log:          slog.New(slog.DiscardHandler),
+		Clock:        h.clock,
+	}
+	return h
 }
 
-// TestPanicAfterStart: a panic while the workload runs stops all of it at
-// once (SIGKILL, no grace) before the lock is released, and then goes on.
-func TestPanicAfterStart(t *testing.T) {
-	rec := &calls{t: t}
-	locker := &fakeLocker{calls: rec, released: make(chan struct{})}
-	proc := &fakeProcess{calls: rec, done: make(chan struct{})}
-	var recovered any
-	func() {
-		defer func() { recovered = recover() }()
-		Run(context.Background(), Config{
-			Locker:     locker,
-			Start:      func([]string) (Process, error) { return proc, nil },
-			Signals:    make(chan os.Signal),
-			KillSignal: syscall.SIGTERM,
-			KillGrace:  3 * time.Second,
-			Observer:   &fakeObserver{calls: rec, panicOn: "started"},
-			Log:        quietLog(),
-		})
+func (h *harness) run() {
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				h.panic <- p
+			}
+		}()
+		h.code <- Run(context.Background(), h.cfg)
 	}()
-	if want := "observer: started"; fmt.Sprint(recovered) != want {
-		t.Errorf("panic %v, want %q to reach the caller", recovered, want)
+}
+
+// exitCode waits for Run's return and checks that it did nothing more.
+func (h *harness) exitCode() int {
+	h.t.Helper()
+	select {
+	case code := <-h.code:
+		h.done()
+		return code
+	case p := <-h.panic:
+		h.t.Fatalf("Run panicked: %v", p)
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("Run did not return within 5s")
 	}
-	want := []string{"acquired", "started", "stop killed", "release", "released"}
-	if got := rec.list(); !slices.Equal(got, want) {
-		t.Errorf("did %q, want %q", got, want)
+	return 0
+}
+
+// toRunning drives a run to Running: connected, lock acquired, started.
+func (h *harness) toRunning() {
+	h.t.Helper()
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.locker.acquire <- acquired{lease: h.lease}
+	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "holding→running")
+}
+
+// TestNormalRun: the workload exits, what it left is stopped, and only
+// then is the lock released; its code is lockex's.
+func TestNormalRun(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	h.proc.exit(3)
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+	h.done() // nothing is released while something may still run
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "holding→released")
+	if code := h.exitCode(); code != 3 {
+		t.Errorf("exit code %d, want the workload's 3", code)
 	}
-	if !slices.Equal(rec.grace, []time.Duration{0}) {
-		t.Errorf("grace %v, want none", rec.grace)
+	if ch := h.obs.last(); ch.Code != 3 {
+		t.Errorf("final change %+v, want code 3", ch)
 	}
 }
 
-func TestPendingStop(t *testing.T) {
-	signals := make(chan os.Signal, 3)
-	if _, ok := pendingStop(signals); ok {
-		t.Error("no signal, but a stop")
+// TestLossWhileRunning: the stop starts before the loss is reported, the
+// release waits for everything to be gone, and the code is 76.
+func TestLossWhileRunning(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	h.lease.lose()
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→lost")
+	ch := h.obs.last()
+	if ch.Err == nil || ch.Late != 0 || len(ch.Stopping) != 1 {
+		t.Errorf("loss reported as %+v, want its cause, no lateness and what was signalled", ch)
 	}
-	signals <- syscall.SIGWINCH
-	if _, ok := pendingStop(signals); ok {
-		t.Error("SIGWINCH taken for a stop")
+	h.done()
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "lost→released")
+	if code := h.exitCode(); code != exitcode.LockLost {
+		t.Errorf("exit code %d, want %d", code, exitcode.LockLost)
 	}
-	signals <- syscall.SIGWINCH
-	signals <- syscall.SIGHUP
-	if sig, ok := pendingStop(signals); !ok || sig != syscall.SIGHUP {
-		t.Errorf("pendingStop = %v, %v; want hangup, true", sig, ok)
+}
+
+// TestGraceEndsWithSIGKILL: what ignores the kill signal gets SIGKILL when
+// the grace is over, and the lock waits for it.
+func TestGraceEndsWithSIGKILL(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	h.lease.lose()
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→lost")
+	h.clock.advance(grace - time.Millisecond)
+	h.done()
+	h.clock.advance(time.Millisecond)
+	h.expect("kill all")
+	close(h.proc.gone)
+	h.expect("release", "lost→released")
+	h.exitCode()
+}
+
+// TestGraceEndsByKillBy: the grace is cut to what is left before KillBy,
+// and a loss noticed after KillBy (lockex was frozen) kills at once.
+func TestGraceEndsByKillBy(t *testing.T) {
+	t.Run("short", func(t *testing.T) {
+		h := newHarness(t)
+		h.toRunning()
+		h.clock.advance(killByIn - time.Second)
+		h.lease.lose()
+		h.expect("signal all terminated", "signal all continued", "timer 1s", "running→lost")
+		close(h.proc.gone)
+		h.expect("stop timer 1s", "release", "lost→released")
+		h.exitCode()
+	})
+	t.Run("passed", func(t *testing.T) {
+		h := newHarness(t)
+		h.toRunning()
+		h.clock.advance(killByIn + 250*time.Millisecond)
+		h.lease.lose()
+		h.expect("kill all", "running→lost")
+		if ch := h.obs.last(); ch.Late != 250*time.Millisecond {
+			t.Errorf("reported lateness %s, want 250ms", ch.Late)
+		}
+		close(h.proc.gone)
+		h.expect("release", "lost→released")
+		h.exitCode()
+	})
+}
+
+// TestLossBeforeStart: a lease lost as it was handed out is reported as a
+// loss (the metrics count it), and the workload never starts.
+func TestLossBeforeStart(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.lease.lose()
+	h.locker.acquire <- acquired{lease: h.lease}
+	h.expect("waiting→holding", "holding→lost", "release", "lost→released")
+	if code := h.exitCode(); code != exitcode.LockLost {
+		t.Errorf("exit code %d, want %d", code, exitcode.LockLost)
+	}
+}
+
+// TestGivingUp: every way of not getting the lock ends in GaveUp with its
+// exit code, and nothing is started or left held.
+func TestGivingUp(t *testing.T) {
+	unavailable := exitcode.With(exitcode.Unavailable, errors.New("zookeeper unreachable"))
+	busy := exitcode.With(exitcode.Busy, errors.New("taken"))
+	for _, tc := range []struct {
+		name        string
+		lockTimeout time.Duration
+		drive       func(h *harness)
+		want        int
+	}{
+		{"unreachable", -1, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- unavailable
+			h.expect("connecting→gave_up")
+		}, exitcode.Unavailable},
+		{"signal while connecting", -1, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.signals <- syscall.SIGTERM
+			h.expect("connecting→gave_up")
+		}, 143},
+		{"signal while waiting", -1, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- nil
+			h.expect("connecting→waiting", "acquire wait=true")
+			h.signals <- syscall.SIGINT
+			h.expect("waiting→gave_up")
+		}, 130},
+		{"locktimeout", 2 * time.Second, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- nil
+			h.expect("connecting→waiting", "timer 2s", "acquire wait=true")
+			h.clock.advance(2 * time.Second)
+			h.expect("waiting→gave_up")
+			if err := h.obs.last().Err; !errors.Is(err, ErrLockTimeout) || !strings.Contains(err.Error(), "--locktimeout 2s passed") {
+				h.t.Errorf("gave up with %v, want --locktimeout 2s passed", err)
+			}
+		}, busyCode},
+		{"one look: taken", 0, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- nil
+			h.expect("connecting→waiting", "acquire wait=false")
+			h.locker.acquire <- acquired{err: busy}
+			h.expect("waiting→gave_up")
+		}, busyCode},
+		{"taken just as a signal came", -1, func(h *harness) {
+			h.locker.onCancel = h.lease
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- nil
+			h.expect("connecting→waiting", "acquire wait=true")
+			h.signals <- syscall.SIGTERM
+			h.expect("release", "waiting→gave_up")
+		}, 143},
+		{"SIGWINCH does not stop the wait", -1, func(h *harness) {
+			h.expect("starting→connecting", "connect")
+			h.signals <- syscall.SIGWINCH
+			h.locker.connect <- nil
+			h.expect("connecting→waiting", "acquire wait=true")
+			h.signals <- syscall.SIGWINCH
+			h.locker.acquire <- acquired{err: unavailable}
+			h.expect("waiting→gave_up")
+		}, exitcode.Unavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.cfg.LockTimeout = tc.lockTimeout
+			h.run()
+			tc.drive(h)
+			if code := h.exitCode(); code != tc.want {
+				t.Errorf("exit code %d, want %d", code, tc.want)
+			}
+		})
+	}
+}
+
+// TestStopBeforeStart: told to stop just as the lock came, lockex gives it
+// back without starting what would only be stopped again.
+func TestStopBeforeStart(t *testing.T) {
+	h := newHarness(t)
+	h.lease.onNode = func() { h.signals <- syscall.SIGTERM; h.lease.onNode = nil }
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.locker.acquire <- acquired{lease: h.lease}
+	h.expect("waiting→holding", "release", "holding→released")
+	if code := h.exitCode(); code != 143 {
+		t.Errorf("exit code %d, want 143", code)
+	}
+}
+
+// TestStartFails: a workload that cannot start releases the lock, with
+// the exec error's code.
+func TestStartFails(t *testing.T) {
+	h := newHarness(t)
+	h.startErr = exitcode.With(exitcode.NotFound, errors.New("no such command"))
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.locker.acquire <- acquired{lease: h.lease}
+	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "release", "holding→released")
+	if code := h.exitCode(); code != exitcode.NotFound {
+		t.Errorf("exit code %d, want %d", code, exitcode.NotFound)
+	}
+}
+
+// TestSignalsWhileRunning: every signal is passed on, SIGWINCH too, and
+// none changes the state.
+func TestSignalsWhileRunning(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	for _, sig := range []syscall.Signal{syscall.SIGUSR1, syscall.SIGWINCH, syscall.SIGTERM} {
+		h.signals <- sig
+		h.expect("forward " + sig.String())
+	}
+	h.proc.exit(143)
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "holding→released")
+	if code := h.exitCode(); code != 143 {
+		t.Errorf("exit code %d, want 143", code)
+	}
+}
+
+// TestMinHold: the lock is kept for --min-hold after a quick workload;
+// a signal or a loss ends that early.
+func TestMinHold(t *testing.T) {
+	start := func(t *testing.T) *harness {
+		h := newHarness(t)
+		h.cfg.MinHold = minHoldOf
+		h.toRunning()
+		h.clock.advance(time.Second)
+		h.proc.exit(0)
+		h.expect("signal all terminated", "signal all continued", "timer 3s", "timer 9s", "running→holding")
+		if ch := h.obs.last(); ch.MinHold != 9*time.Second {
+			t.Errorf("reported min-hold remaining %s, want 9s", ch.MinHold)
+		}
+		close(h.proc.gone)
+		h.expect("stop timer 3s")
+		return h
+	}
+	t.Run("kept", func(t *testing.T) {
+		h := start(t)
+		h.clock.advance(9*time.Second - time.Millisecond)
+		h.done()
+		h.clock.advance(time.Millisecond)
+		h.expect("release", "holding→released")
+		h.exitCode()
+	})
+	t.Run("signal", func(t *testing.T) {
+		h := start(t)
+		h.signals <- syscall.SIGWINCH
+		h.signals <- syscall.SIGTERM
+		h.expect("stop timer 9s", "release", "holding→released")
+		if code := h.exitCode(); code != 0 {
+			t.Errorf("exit code %d, want the workload's 0", code)
+		}
+	})
+	t.Run("loss", func(t *testing.T) {
+		h := start(t)
+		h.lease.lose()
+		h.expect("stop timer 9s", "holding→lost", "release", "lost→released")
+		if code := h.exitCode(); code != 0 {
+			t.Errorf("exit code %d, want the workload's 0: it ran to its end under the lock", code)
+		}
+	})
+}
+
+// TestReleaseFails: a node that could not be deleted is reported with the
+// release; the session's end removes it.
+func TestReleaseFails(t *testing.T) {
+	h := newHarness(t)
+	h.lease.releaseErr = errors.New("connection lost")
+	h.toRunning()
+	h.proc.exit(0)
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "holding→released")
+	if ch := h.obs.last(); ch.ReleaseErr == nil {
+		t.Errorf("final change %+v, want the release error", ch)
+	}
+	h.exitCode()
+}
+
+// TestPanicAfterStart: a panic while the workload runs (an observer's bug)
+// kills all of it, waits, releases, and goes on as a panic.
+func TestPanicAfterStart(t *testing.T) {
+	h := newHarness(t)
+	h.obs.panicOn = Running
+	close(h.proc.gone)
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.locker.acquire <- acquired{lease: h.lease}
+	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "holding→running", "kill all", "release")
+	select {
+	case p := <-h.panic:
+		if p != "observer broke" {
+			t.Errorf("panicked with %v", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the panic did not go on")
+	}
+	h.done()
+}
+
+func TestStateNames(t *testing.T) {
+	for s := Starting; s <= GaveUp; s++ {
+		if strings.HasPrefix(s.String(), "state(") {
+			t.Errorf("state %d has no name", s)
+		}
+	}
+	if got := State(99).String(); got != "state(99)" {
+		t.Errorf("State(99) = %q", got)
 	}
 }

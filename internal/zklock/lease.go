@@ -9,7 +9,7 @@ import (
 	"github.com/go-zookeeper/zk"
 )
 
-// The ways a held lease is lost. Each closes Done at once; SPEC section 4.
+// The ways a held lease is lost. Each closes Done at once; docs/design.md §5.4.
 var (
 	// ErrSessionExpired: the server expired the session, and with it the
 	// node; another contender may hold the lock already.
@@ -103,7 +103,15 @@ func (l *Lease) Err() error {
 	}
 }
 
+// lose ends the lease with err, unless it was given back: a released
+// lease has nothing left to lose, and its own delete would otherwise show
+// as a loss to a watcher still running.
 func (l *Lease) lose(err error) {
+	select {
+	case <-l.release:
+		return
+	default:
+	}
 	l.lost.Do(func() {
 		l.err = err
 		close(l.done)
@@ -194,11 +202,11 @@ func (l *Lease) watchSession() {
 
 // watchDeadline ends the lease when nothing has shown for so long that the
 // leader still has the session that it could expire it before the holder
-// stops: at evidence + granted − StopGrace − granted/10 (SPEC section 4),
+// stops: at evidence + granted − StopGrace − granted/10 (docs/design.md §5.3),
 // where evidence is the latest moment the leader is known to have renewed
-// the session after (wire.go). While connected, it also checks the node's
-// owner every third of that budget; the session's syncs keep the evidence
-// fresh.
+// the session after (wire.go). While connected, it also beats: it writes
+// the node every granted/heartbeats, which shows the node's owner and,
+// with the session's syncs, keeps the evidence fresh.
 func (l *Lease) watchDeadline() {
 	heartbeat := time.NewTicker(max(l.s.Granted()/heartbeats, time.Millisecond))
 	defer heartbeat.Stop()
@@ -309,16 +317,39 @@ func (l *Lease) cause(err error) error {
 	return err
 }
 
-// LossReason names a loss for the lockex_lock_lost_total metric's reason
-// label (SPEC section 5).
-func LossReason(err error) string {
+// Loss names why a lease was lost, in logs, metrics and probes alike
+// (docs/design.md §5, §9).
+type Loss int
+
+const (
+	UnknownLoss     Loss = iota // not one of lockex's: a bug
+	SessionExpired              // ErrSessionExpired
+	NodeDeleted                 // ErrNodeDeleted
+	SuspendDeadline             // ErrSuspendedTooLong
+)
+
+// Losses are the losses lockex knows, each a value of the
+// lockex_lock_lost_total metric's reason label.
+var Losses = []Loss{SessionExpired, NodeDeleted, SuspendDeadline}
+
+var lossNames = [...]string{"unknown", "session_expired", "node_deleted", "suspend_deadline"}
+
+func (l Loss) String() string {
+	if l < 0 || int(l) >= len(lossNames) {
+		return lossNames[UnknownLoss]
+	}
+	return lossNames[l]
+}
+
+// LossOf names the loss that err, a Lease's Err, reports.
+func LossOf(err error) Loss {
 	switch {
 	case errors.Is(err, ErrSessionExpired):
-		return "session_expired"
+		return SessionExpired
 	case errors.Is(err, ErrNodeDeleted):
-		return "node_deleted"
+		return NodeDeleted
 	case errors.Is(err, ErrSuspendedTooLong):
-		return "suspend_deadline"
+		return SuspendDeadline
 	}
-	return "unknown"
+	return UnknownLoss
 }

@@ -32,7 +32,7 @@ type Mutex struct {
 	sizeCheck bool
 	// obs is told of contenders and waiting; a semaphore's inner mutex
 	// reports nothing, the semaphore reports its leases.
-	obs Observer
+	obs SessionObserver
 	// created is set once a create of a node with prefix was sent: from
 	// then on a node of ours may exist that no answer named.
 	created bool

@@ -48,7 +48,7 @@ type Options struct {
 	StopGrace time.Duration
 	Logger    *slog.Logger
 	// Observer is told of the session's changes; nil for none.
-	Observer Observer
+	Observer SessionObserver
 	// User and Password, when set, are sent as digest auth on every
 	// connection, and lockex's nodes are then created creator-only, plus
 	// readable by anyone with WorldRead.
@@ -59,10 +59,10 @@ type Options struct {
 	TLS *tls.Config
 }
 
-// Observer is told what the session and the recipes see, for logs, metrics
+// SessionObserver is told what the session and the recipes see, for logs, metrics
 // and probes. Its methods must not block: some run on go-zookeeper's event
 // goroutine.
-type Observer interface {
+type SessionObserver interface {
 	Connecting(servers []string, timeout time.Duration)
 	Connected(server string, session int64, granted time.Duration)
 	Disconnected()
@@ -90,7 +90,7 @@ type Session struct {
 	opts Options
 	conn *zk.Conn
 	log  *slog.Logger
-	obs  Observer
+	obs  SessionObserver
 	acl  []zk.ACL // what lockex's nodes are created with
 
 	live liveness      // what the wire shows: granted timeout, evidence

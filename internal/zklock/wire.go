@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// go-zookeeper keeps to itself what SPEC section 4 needs: the session
+// go-zookeeper keeps to itself what docs/design.md §5.2 needs: the session
 // timeout the server granted, and when the server last answered what.
 // Rather than fork the library, lockex reads both off the wire through the
 // library's public WithDialer option: wireConn wraps each connection and

@@ -226,25 +226,35 @@ func fakeServer(t *testing.T, serve func(net.Conn)) string {
 	return ln.Addr().String()
 }
 
-// answering plays a server that answers at once: the connect request with
-// a 1s session, each request with its xid and error code 0.
-func answering(c net.Conn) {
-	var in framer
-	buf := make([]byte, 4096)
-	for {
-		n, err := c.Read(buf)
-		if err != nil {
-			return
-		}
-		in.feed(buf[:n], func(head []byte) {
-			if in.packets == 1 {
-				c.Write(packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7)) // timeout 1000ms, session 7
+// connectAnswer grants a 1s session, id 7.
+var connectAnswer = packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7)
+
+// scripted serves a fake server's side of a connection: answer is called
+// for each request the client sends, with its number (the connect is 1)
+// and its header, and writes what the server says, if anything.
+func scripted(answer func(c net.Conn, n int, head []byte)) func(net.Conn) {
+	return func(c net.Conn) {
+		var in framer
+		buf := make([]byte, 4096)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
 				return
 			}
-			c.Write(packet(append(slices.Clone(head[:4]), make([]byte, 12)...)...))
-		})
+			in.feed(buf[:n], func(head []byte) { answer(c, in.packets, head) })
+		}
 	}
 }
+
+// answering plays a server that answers at once: the connect request with
+// a 1s session, each request with its xid and error code 0.
+var answering = scripted(func(c net.Conn, n int, head []byte) {
+	if n == 1 {
+		c.Write(connectAnswer)
+		return
+	}
+	c.Write(packet(append(slices.Clone(head[:4]), make([]byte, 12)...)...))
+})
 
 func dialWire(t *testing.T, addr string, live *liveness) *wireConn {
 	t.Helper()
@@ -299,24 +309,14 @@ func TestWatchdog(t *testing.T) {
 		// connect answer's evidence, confirmed by a write, is 450ms old,
 		// not after 100ms.
 		live := &liveness{requested: time.Second, log: quiet}
-		w := dialWire(t, fakeServer(t, func(c net.Conn) {
-			var in framer
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				in.feed(buf[:n], func(head []byte) {
-					switch in.packets {
-					case 1:
-						c.Write(packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7))
-					case 2: // the write, then silence
-						c.Write(packet(append(slices.Clone(head[:4]), make([]byte, 12)...)...))
-					}
-				})
+		w := dialWire(t, fakeServer(t, scripted(func(c net.Conn, n int, head []byte) {
+			switch n {
+			case 1:
+				c.Write(connectAnswer)
+			case 2: // the write, then silence
+				c.Write(packet(append(slices.Clone(head[:4]), make([]byte, 12)...)...))
 			}
-		}), live)
+		})), live)
 		began := time.Now()
 		if _, err := w.Write(connectReq); err != nil {
 			t.Fatal(err)
@@ -347,21 +347,11 @@ func TestWatchdog(t *testing.T) {
 		// No evidence at all: a request unanswered for the patience
 		// (100ms) is enough.
 		live := &liveness{requested: time.Second, log: quiet}
-		w := dialWire(t, fakeServer(t, func(c net.Conn) {
-			var in framer
-			buf := make([]byte, 4096)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				in.feed(buf[:n], func([]byte) {
-					if in.packets == 1 {
-						c.Write(packet(0, 0, 0, 0, 0, 0, 3, 232, 0, 0, 0, 0, 0, 0, 0, 7))
-					}
-				})
+		w := dialWire(t, fakeServer(t, scripted(func(c net.Conn, n int, _ []byte) {
+			if n == 1 {
+				c.Write(connectAnswer)
 			}
-		}), live)
+		})), live)
 		if _, err := w.Write(connectReq); err != nil {
 			t.Fatal(err)
 		}

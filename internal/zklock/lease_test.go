@@ -1,0 +1,165 @@
+package zklock
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/lockex/lockex/internal/zktest"
+)
+
+// The lease's watchers, each against a real ZooKeeper: the node watch, the
+// deadline, the heartbeat and the check after a reconnect, and Release,
+// which ends them all.
+
+// hold takes the mutex p on s.
+func hold(t *testing.T, s *Session, p string) *Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	l, err := NewMutex(s, p, "me").Acquire(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Release() })
+	return l
+}
+
+// lostWithin waits for the lease's loss, failing the test after d.
+func lostWithin(t *testing.T, l *Lease, d time.Duration) time.Time {
+	t.Helper()
+	select {
+	case <-l.Done():
+		return time.Now()
+	case <-time.After(d):
+		t.Fatalf("lease not lost within %s", d)
+	}
+	return time.Time{}
+}
+
+// TestLeaseNodeDeleted: an operator deletes the holder's node; the lease
+// is lost at once, as node_deleted, and the session lives on.
+func TestLeaseNodeDeleted(t *testing.T) {
+	zkc := zktest.Start(t)
+	s, op := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	l := hold(t, s, "/lease-deleted")
+	if l.Err() != nil {
+		t.Fatalf("a new lease has an error: %v", l.Err())
+	}
+	deleted := time.Now()
+	if err := op.conn.Delete(op.abs(l.Node()), -1); err != nil {
+		t.Fatal(err)
+	}
+	at := lostWithin(t, l, settle)
+	t.Logf("lost %s after the delete", at.Sub(deleted).Round(time.Millisecond))
+	if !errors.Is(l.Err(), ErrNodeDeleted) || LossOf(l.Err()) != NodeDeleted {
+		t.Errorf("lost with %v (%s), want node_deleted", l.Err(), LossOf(l.Err()))
+	}
+	if s.ID() != l.session {
+		t.Errorf("session %#x, want the lease's %#x: a deleted node does not end it", s.ID(), l.session)
+	}
+}
+
+// TestLeaseDeadline: a holder that hears nothing from ZooKeeper loses the
+// lease when its budget is spent, as suspend_deadline, before the server
+// may expire its session: with KillBy a stop grace later, still ahead.
+func TestLeaseDeadline(t *testing.T) {
+	zkc := zktest.Start(t)
+	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+	const grace = time.Second
+	s := connectWith(t, px.Addr(), func(o *Options) { o.StopGrace = grace })
+	l := hold(t, s, "/lease-deadline")
+	granted := s.Granted()
+	_, evidence := s.live.snapshot()
+	px.Stall()
+	at := lostWithin(t, l, granted)
+	if !errors.Is(l.Err(), ErrSuspendedTooLong) || LossOf(l.Err()) != SuspendDeadline {
+		t.Fatalf("lost with %v, want suspend_deadline", l.Err())
+	}
+	budget := granted - grace - granted/10
+	t.Logf("lost %s after the last evidence (budget %s)", at.Sub(evidence).Round(time.Millisecond), budget)
+	if at.Before(evidence.Add(budget)) {
+		t.Errorf("lost %s after the evidence, before the budget of %s was spent", at.Sub(evidence), budget)
+	}
+	if left := time.Until(l.KillBy()); left <= 0 || left > grace {
+		t.Errorf("KillBy %s from the loss, want within the stop grace %s", left, grace)
+	}
+	if l.KillBy().After(evidence.Add(granted)) {
+		t.Errorf("KillBy %s after the evidence, past the session timeout %s", l.KillBy().Sub(evidence), granted)
+	}
+}
+
+// TestLeaseHeartbeat: while held, the node is written about twenty times
+// a session timeout, each write a fresh sign the leader has the session.
+func TestLeaseHeartbeat(t *testing.T) {
+	zkc := zktest.Start(t)
+	s, look := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	l := hold(t, s, "/lease-beat")
+	_, first, err := look.conn.Get(look.abs(l.Node()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(s.Granted() / 2) // the span observed, not a wait for a race
+	_, then, err := look.conn.Get(look.abs(l.Node()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	beats := then.Version - first.Version
+	t.Logf("%d beats in half a session timeout (%s)", beats, s.Granted()/2)
+	if beats < heartbeats/4 {
+		t.Errorf("%d beats in half a session timeout, want about %d", beats, heartbeats/2)
+	}
+	if l.Err() != nil {
+		t.Errorf("lost while beating: %v", l.Err())
+	}
+}
+
+// TestLeaseAfterReconnect: a short cut is no loss; once the session is
+// back, the lease checks its node with a write before it counts again.
+func TestLeaseAfterReconnect(t *testing.T) {
+	zkc := zktest.Start(t)
+	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+	s := connectWith(t, px.Addr(), func(o *Options) { o.StopGrace = time.Second })
+	look := connect(t, zkc.Hosts())
+	l := hold(t, s, "/lease-reconnect")
+	id := s.ID()
+	px.Cut()
+	waitUntil(t, "the holder to notice the cut", func() bool { state, _, _ := s.current(); return state != zk.StateHasSession })
+	_, before, err := look.conn.Get(look.abs(l.Node()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.Pass()
+	waitUntil(t, "a write after the reconnect", func() bool {
+		_, now, err := look.conn.Get(look.abs(l.Node()))
+		return err == nil && now.Version > before.Version
+	})
+	if l.Err() != nil || s.ID() != id {
+		t.Errorf("after a short cut: lease error %v, session %#x (was %#x); want neither lost", l.Err(), s.ID(), id)
+	}
+}
+
+// TestLeaseRelease: Release deletes the node at once and ends the
+// watchers: the lease is not lost after it, whatever happens to the node.
+func TestLeaseRelease(t *testing.T) {
+	zkc := zktest.Start(t)
+	s, look := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	l := hold(t, s, "/lease-release")
+	if err := l.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
+		t.Fatalf("node after Release: exists %v, err %v", ok, err)
+	}
+	select {
+	case <-l.Done():
+		t.Fatalf("lost after its release: %v", l.Err())
+	case <-time.After(s.Granted() / 2): // a deadline or beat would have shown by then
+	}
+	if err := l.Release(); err != nil {
+		t.Errorf("a second Release: %v", err)
+	}
+}
