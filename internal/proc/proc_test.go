@@ -19,6 +19,9 @@ import (
 // TestMain lets the test binary, re-executed, be the workloads' guardian,
 // as lockex's main does.
 func TestMain(m *testing.M) {
+	if os.Getenv(leaveGroupEnv) != "" {
+		leaveGroup()
+	}
 	if code, ok := Guardian(os.Args); ok {
 		os.Exit(code)
 	}

@@ -32,7 +32,7 @@ func (p *Process) SignalAll(sig syscall.Signal) []string {
 	for _, t := range targets {
 		_ = syscall.Kill(t, sig)
 	}
-	return describeTargets(targets)
+	return p.describeTargets(targets)
 }
 
 // KillAll is SignalAll(SIGKILL), and where the workload has a cgroup of its
@@ -75,6 +75,13 @@ func (p *Process) allGone() bool {
 	// What died since the wait4 in targetsLocked may be a zombie of ours
 	// still: collect it, so that the workload's exit status is known.
 	r.reapLocked()
+	select {
+	case <-p.done:
+	default:
+		// Not reaped, so not gone (targetsLocked missed it): nothing
+		// may say otherwise while the main process may run.
+		return false
+	}
 	p.forgetLocked()
 	return true
 }
@@ -94,15 +101,38 @@ func (p *Process) targetsLocked() []int {
 			p.groupGone = true
 		}
 	}
+	if p.strayedMainLocked() {
+		targets = append(targets, p.pid)
+	}
 	if left && r.orphans {
 		targets = append(targets, r.childrenLocked()...)
 	}
 	return append(targets, p.strayedLocked(targets)...)
 }
 
-func describeTargets(targets []int) []string {
+// strayedMainLocked reports whether the workload's main process runs, but
+// not in its own process group: a group leader may not setsid, but may
+// setpgid into another group of its session. Neither -pgid nor the orphan
+// sweep (which skips the workload) reaches it then, nor, without a
+// cgroup, anything else. It is lockex's child, not reaped (r.mu is held):
+// its pid cannot have been reused.
+func (p *Process) strayedMainLocked() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	st, ok := statOf(p.pid)
+	return ok && st.pgrp != p.pid && st.state != 'Z' && st.state != 'X'
+}
+
+func (p *Process) describeTargets(targets []int) []string {
 	var names []string
 	for _, t := range targets {
+		if t == p.pid {
+			names = append(names, "workload "+strconv.Itoa(t)+" (left its process group)")
+			continue
+		}
 		names = append(names, describeTarget(t))
 	}
 	return names

@@ -1,0 +1,97 @@
+package proc
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// leaveGroupEnv, set in a re-executed test binary, makes it a workload
+// whose main process moves out of its own process group: it starts a
+// child in a new group, joins that group, and ignores SIGTERM. Setpgid,
+// unlike setsid, is open to a group leader; nothing is left in the group
+// lockex made for the workload.
+const leaveGroupEnv = "LOCKEX_TEST_LEAVE_GROUP"
+
+func leaveGroup() {
+	ready := os.Getenv(leaveGroupEnv)
+	pid, err := syscall.ForkExec("/bin/sleep", []string{"sleep", "1000"}, &syscall.ProcAttr{
+		Sys: &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
+	})
+	if err != nil {
+		os.Exit(3)
+	}
+	if err := syscall.Setpgid(0, pid); err != nil {
+		os.Exit(4)
+	}
+	signalIgnoreTERM()
+	if err := os.WriteFile(ready, nil, 0o644); err != nil {
+		os.Exit(5)
+	}
+	time.Sleep(time.Hour)
+	os.Exit(0)
+}
+
+// noConfinement makes r start its workloads as where lockex has neither a
+// guardian nor a cgroup to put them in (a container, PID 1): only their
+// process group, and the orphans handed to lockex, reach them.
+func noConfinement(r *Reaper) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.confine.decided = true
+}
+
+// TestMainProcessLeavesGroup (review): the workload's main process leaves
+// its process group (setpgid into its child's group) and there is no
+// cgroup. It still runs under the lock, and lockex knows it does: it is
+// its child, not yet reaped. SignalAll must reach it, and Gone must not
+// close while it runs; else the supervisor, stopping the workload after a
+// loss, releases the lock with the workload running.
+func TestMainProcessLeavesGroup(t *testing.T) {
+	r := newReaper(t)
+	noConfinement(r)
+	ready := t.TempDir() + "/ready"
+	t.Setenv(leaveGroupEnv, ready)
+	p, err := r.Start("/proc/self/exe", []string{os.Args[0], "-test.run=^$"}, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.KillAll() })
+	if !within(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
+		t.Fatal("the workload never got ready")
+	}
+	if st, ok := statOf(p.Pid()); !ok || st.pgrp == p.Pid() {
+		t.Fatalf("the workload's main process is still in its group: %+v", st)
+	}
+
+	if signalled := p.SignalAll(syscall.SIGTERM); len(signalled) == 0 {
+		t.Error("SignalAll signalled nothing; the workload's main process runs")
+	}
+	if p.allGone() {
+		t.Error("all gone, by Gone's test, while the workload's main process runs")
+	}
+	select {
+	case <-p.Done():
+		t.Fatal("the main process ended; it ignores SIGTERM")
+	default:
+	}
+
+	p.KillAll()
+	select {
+	case <-p.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not gone 10s after KillAll")
+	}
+	select {
+	case <-p.Done():
+	default:
+		t.Fatal("Gone closed while the main process runs")
+	}
+	if code := p.ExitCode(); code != 137 {
+		t.Errorf("exit code %d, want 137 (SIGKILL)", code)
+	}
+}
+
+func signalIgnoreTERM() { signal.Ignore(syscall.SIGTERM) }
