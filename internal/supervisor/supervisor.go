@@ -154,6 +154,17 @@ func (r *run) loop(parent context.Context) int {
 	go func() { r.connected <- r.c.Locker.Connect(r.ctx) }()
 
 	for !r.done {
+		// A loss goes first: select picks at random among what is
+		// ready, and a loss found with the workload's exit, the end of
+		// what it left, or of --min-hold, all ready after a busy turn,
+		// must still be acted on and reported as a loss (the lock was
+		// lost while held: 76 if the workload may have run past it).
+		select {
+		case <-r.leaseDone():
+			r.onLoss()
+			continue
+		default:
+		}
 		select {
 		case err := <-r.connected:
 			r.onConnected(err)

@@ -213,6 +213,9 @@ type observer struct {
 	mu      sync.Mutex
 	changes []Change
 	panicOn State
+	// then, if set, runs in Run's goroutine once a change is reported:
+	// what it makes ready, Run finds ready all at once in its next select.
+	then func(Change)
 }
 
 func (o *observer) Changed(ch Change) {
@@ -220,6 +223,9 @@ func (o *observer) Changed(ch Change) {
 	o.changes = append(o.changes, ch)
 	o.mu.Unlock()
 	o.tr.add("%s→%s", ch.From, ch.To)
+	if o.then != nil {
+		o.then(ch)
+	}
 	if o.panicOn != Starting && ch.To == o.panicOn {
 		panic("observer broke")
 	}
