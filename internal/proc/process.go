@@ -25,8 +25,11 @@ type Process struct {
 	// groupGone is set once the workload's group was seen empty; gone
 	// closes once everything under the lock is (see Gone).
 	groupGone bool
-	goneOnce  sync.Once
-	gone      chan struct{}
+	// groupKilled is set once the group, seen with members but none
+	// alive, was sent SIGKILL in case the look missed one.
+	groupKilled bool
+	goneOnce    sync.Once
+	gone        chan struct{}
 }
 
 // Pid is the workload's process id, and its process group's.

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -95,3 +96,46 @@ func TestMainProcessLeavesGroup(t *testing.T) {
 }
 
 func signalIgnoreTERM() { signal.Ignore(syscall.SIGTERM) }
+
+// TestReviewWormNotGone (review): what the workload left keeps moving: each
+// process starts the next and exits at once, all in the workload's process
+// group, ignoring SIGTERM. A look at /proc lists pids, then reads each:
+// the one listed may have exited by then and its successor not be listed.
+// Gone must not close while any of them runs: whenever its test says all
+// is gone, the group must have no living member. With and without the
+// workload's own cgroup.
+func TestReviewWormNotGone(t *testing.T) {
+	for _, confined := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cgroup=%v", confined), func(t *testing.T) {
+			r := newReaper(t)
+			if !confined {
+				noConfinement(r)
+			}
+			t.Setenv("W", `trap "" TERM; sh -c "$W" & exit 0`)
+			p := sh(t, r, `trap "" TERM; sh -c "$W" & exit 0`)
+			pgid := p.Pid()
+			t.Cleanup(func() {
+				for syscall.Kill(-pgid, syscall.SIGKILL) == nil && groupAlive(pgid) {
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+			waitDone(t, p)
+			if confined && p.cgroup == "" {
+				t.Log("no cgroup here; both runs are without")
+			}
+			p.SignalAll(syscall.SIGTERM)
+			deadline := time.Now().Add(3 * time.Second)
+			for polls := 1; time.Now().Before(deadline); polls++ {
+				if p.allGone() {
+					// Its zombies are reaped at once (the test is their
+					// subreaper); a live member keeps the group for ever.
+					if !within(2*time.Second, func() bool { return syscall.Kill(-pgid, 0) == syscall.ESRCH }) {
+						t.Fatalf("all gone, by Gone's test, at poll %d, while the workload's group runs", polls)
+					}
+					t.Logf("gone at poll %d, and nothing of it runs", polls)
+					return
+				}
+			}
+		})
+	}
+}

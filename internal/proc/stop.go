@@ -93,11 +93,24 @@ func (p *Process) targetsLocked() []int {
 	left, _ := r.reapLocked()
 	var targets []int
 	if !p.groupGone {
-		// Once empty, the group's id may be reused by someone else:
-		// never signal it again.
-		if groupAlive(p.pid) {
+		members, alive := groupState(p.pid)
+		switch {
+		case alive:
 			targets = append(targets, -p.pid)
-		} else {
+		case members && !p.groupKilled:
+			// Members, none seen alive: zombies, or one that forked and
+			// exited while /proc was read, its child created after the
+			// listing (a look at /proc is no snapshot). The members
+			// hold the group's id, so it is still ours: SIGKILL to the
+			// group kills whatever the look missed, and a fork in
+			// progress with it, and no zombie minds. Only a look after
+			// that may find the group empty.
+			p.groupKilled = true
+			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+			targets = append(targets, -p.pid)
+		default:
+			// Once empty, the group's id may be reused by someone
+			// else: never signal it again.
 			p.groupGone = true
 		}
 	}
@@ -142,13 +155,23 @@ func (p *Process) describeTargets(targets []int) []string {
 // zombie. kill(-pgid, 0) alone counts zombies too: a member orphaned to an
 // init that is slow to reap (or never does, as some container inits) would
 // hold the lock for nothing.
+//
+// A member that forks and exits while /proc is read may be missed, its
+// child listed too late: false is only as good as that look.
 func groupAlive(pgid int) bool {
+	_, alive := groupState(pgid)
+	return alive
+}
+
+// groupState reports whether process group pgid has members, and whether
+// one was seen that is not a zombie (groupAlive).
+func groupState(pgid int) (members, alive bool) {
 	if syscall.Kill(-pgid, 0) != nil {
-		return false
+		return false, false
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return true
+		return true, true
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -156,10 +179,10 @@ func groupAlive(pgid int) bool {
 			continue
 		}
 		if st, ok := statOf(pid); ok && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return true, false
 }
 
 func describeTarget(t int) string {
