@@ -146,7 +146,7 @@ func TestStop(t *testing.T) {
 			// The guardian, also a child of the test, runs on.
 			r.mu.Lock()
 			r.reapLocked()
-			left := r.childrenLocked()
+			left, _ := r.childrenLocked()
 			r.mu.Unlock()
 			if len(left) > 0 {
 				t.Errorf("children of the test still running: %v", left)

@@ -28,8 +28,11 @@ type Process struct {
 	// groupKilled is set once the group, seen with members but none
 	// alive, was sent SIGKILL in case the look missed one.
 	groupKilled bool
-	goneOnce    sync.Once
-	gone        chan struct{}
+	// killing is set by KillAll: what Gone finds from then on is sent
+	// SIGKILL.
+	killing  bool
+	goneOnce sync.Once
+	gone     chan struct{}
 }
 
 // Pid is the workload's process id, and its process group's.

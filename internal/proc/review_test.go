@@ -139,3 +139,74 @@ func TestReviewWormNotGone(t *testing.T) {
 		})
 	}
 }
+
+// TestReviewStrayWormNotGone (review): as TestReviewWormNotGone, but each
+// process of the worm starts the next in a session of its own: it left
+// the workload's group, and only the orphan sweep (lockex is their
+// subreaper) and the workload's cgroup, where there is one, see it. Each
+// process appends a line to a file: while the file grows, it runs.
+func TestReviewStrayWormNotGone(t *testing.T) {
+	for _, confined := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cgroup=%v", confined), func(t *testing.T) {
+			r := newReaper(t)
+			if !confined {
+				noConfinement(r)
+			}
+			trail := t.TempDir() + "/trail"
+			t.Setenv("TRAIL", trail)
+			t.Setenv("W", `trap "" TERM; echo >>"$TRAIL"; setsid sh -c "$W" & exit 0`)
+			p := sh(t, r, `trap "" TERM; setsid sh -c "$W" & exit 0`)
+			cg := p.cgroup
+			t.Cleanup(func() {
+				for range 100 {
+					p.KillAll()
+					if !growing(trail) {
+						return
+					}
+				}
+			})
+			waitDone(t, p)
+			if confined && cg == "" {
+				t.Log("no cgroup here; both runs are without")
+			}
+			if !growing(trail) {
+				t.Fatal("the worm does not run")
+			}
+			p.SignalAll(syscall.SIGTERM)
+			deadline := time.Now().Add(3 * time.Second)
+			for polls := 1; time.Now().Before(deadline); polls++ {
+				if p.allGone() {
+					if growing(trail) {
+						t.Fatalf("all gone, by Gone's test, at poll %d, while the worm runs", polls)
+					}
+					t.Logf("gone at poll %d, and nothing of it runs", polls)
+					return
+				}
+			}
+			// The grace is over: one KillAll, as the supervisor sends,
+			// ends it all, and then Gone closes.
+			p.KillAll()
+			select {
+			case <-p.Gone():
+			case <-time.After(10 * time.Second):
+				t.Fatal("not gone 10s after KillAll")
+			}
+			if growing(trail) {
+				t.Fatal("gone after KillAll, while the worm runs")
+			}
+		})
+	}
+}
+
+// growing reports whether the file at path grows within 300ms.
+func growing(path string) bool {
+	size := func() int64 {
+		st, err := os.Stat(path)
+		if err != nil {
+			return 0
+		}
+		return st.Size()
+	}
+	before := size()
+	return within(300*time.Millisecond, func() bool { return size() > before })
+}

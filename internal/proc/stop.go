@@ -28,19 +28,37 @@ func (p *Process) SignalAll(sig syscall.Signal) []string {
 	defer r.mu.Unlock()
 	// r.mu is held from the wait4 in targetsLocked to the kill: no pid
 	// signalled here can have been reaped, and so reused, in between.
-	targets := p.targetsLocked()
-	for _, t := range targets {
-		_ = syscall.Kill(t, sig)
+	var signalled []int
+	for round := 1; ; round++ {
+		targets, sure := p.targetsLocked()
+		for _, t := range targets {
+			if !slices.Contains(signalled, t) {
+				_ = syscall.Kill(t, sig)
+				signalled = append(signalled, t)
+			}
+		}
+		// Unsure, look again: what a child that just died handed
+		// lockex is listed now. A process sent SIGKILL forks no more,
+		// so KillAll's looks end; others' are bounded, and Gone stays
+		// open while it is unsure.
+		if sure || round == signalRounds {
+			break
+		}
 	}
-	return p.describeTargets(targets)
+	return p.describeTargets(signalled)
 }
+
+// signalRounds bounds the looks of one SignalAll.
+const signalRounds = 20
 
 // KillAll is SignalAll(SIGKILL), and where the workload has a cgroup of its
 // own it kills the cgroup too: one write that also takes what forks
-// meanwhile.
+// meanwhile. Without one, Gone's looks from then on send SIGKILL to what
+// they find.
 func (p *Process) KillAll() []string {
 	p.reaper.mu.Lock()
 	cg := p.cgroup
+	p.killing = true
 	p.reaper.mu.Unlock()
 	if cg != "" {
 		_ = killCgroup(cg)
@@ -69,7 +87,15 @@ func (p *Process) allGone() bool {
 	r := p.reaper
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(p.targetsLocked()) > 0 {
+	targets, sure := p.targetsLocked()
+	if p.killing {
+		// What KillAll's looks missed (forked as it was killing, or
+		// handed to lockex as its parent died) is found by these.
+		for _, t := range targets {
+			_ = syscall.Kill(t, syscall.SIGKILL)
+		}
+	}
+	if len(targets) > 0 || !sure {
 		return false
 	}
 	// What died since the wait4 in targetsLocked may be a zombie of ours
@@ -87,11 +113,13 @@ func (p *Process) allGone() bool {
 }
 
 // targetsLocked reaps, and lists what still runs under the lock: the
-// workload's group (as -pgid), orphans and strays. Called with r.mu held.
-func (p *Process) targetsLocked() []int {
+// workload's group (as -pgid), orphans and strays. It is not sure of the
+// list when a child of lockex died since the reap: what it handed lockex
+// may have come after /proc was listed. Called with r.mu held.
+func (p *Process) targetsLocked() (targets []int, sure bool) {
 	r := p.reaper
 	left, _ := r.reapLocked()
-	var targets []int
+	sure = true
 	if !p.groupGone {
 		members, alive := groupState(p.pid)
 		switch {
@@ -118,9 +146,10 @@ func (p *Process) targetsLocked() []int {
 		targets = append(targets, p.pid)
 	}
 	if left && r.orphans {
-		targets = append(targets, r.childrenLocked()...)
+		children, dying := r.childrenLocked()
+		targets, sure = append(targets, children...), !dying
 	}
-	return append(targets, p.strayedLocked(targets)...)
+	return append(targets, p.strayedLocked(targets)...), sure
 }
 
 // strayedMainLocked reports whether the workload's main process runs, but
@@ -196,24 +225,32 @@ func describeTarget(t int) string {
 // main process: the orphans handed to it. There is no system call for
 // this, so it reads each process's parent from /proc. Called with r.mu
 // held, so none of them can be reaped meanwhile.
-func (r *Reaper) childrenLocked() []int {
+//
+// A look at /proc is no snapshot: a child that forks and exits after the
+// listing hands lockex a child the listing lacks. It is then a zombie
+// (r.mu held, nobody reaps it), and dying says so: the list may be short.
+func (r *Reaper) childrenLocked() (pids []int, dying bool) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		r.log.Warn("cannot list orphans to stop", "err", err)
-		return nil
+		return nil, false
 	}
 	self := os.Getpid()
-	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || r.procs[pid] != nil {
+		if err != nil {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.ppid == self && st.state != 'Z' {
+		st, ok := statOf(pid)
+		switch {
+		case !ok || st.ppid != self:
+		case st.state == 'Z' || st.state == 'X':
+			dying = true
+		case r.procs[pid] == nil:
 			pids = append(pids, pid)
 		}
 	}
-	return pids
+	return pids, dying
 }
 
 // stat is what lockex needs from /proc/PID/stat.
