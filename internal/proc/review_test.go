@@ -2,6 +2,8 @@ package proc
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -209,4 +211,69 @@ func growing(path string) bool {
 	}
 	before := size()
 	return within(300*time.Millisecond, func() bool { return size() > before })
+}
+
+// TestReviewStrayWormInCgroup (review): the stray worm of
+// TestReviewStrayWormNotGone where lockex is no subreaper (the default on
+// a host) but the workload has a cgroup of its own: only the cgroup's
+// list of processes sees the worm, and that list is read like /proc,
+// one pid after another. (The test process is made a subreaper all the
+// same, so that the Reaper's wait4 collects the worm's zombies and they
+// do not pile up under this machine's init; the Reaper does not sweep
+// them.)
+func TestReviewStrayWormInCgroup(t *testing.T) {
+	if err := setChildSubreaper(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	if r.orphans {
+		t.Fatal("the Reaper sweeps orphans")
+	}
+	trail := t.TempDir() + "/trail"
+	t.Setenv("TRAIL", trail)
+	t.Setenv("W", `trap "" TERM; echo >>"$TRAIL"; setsid sh -c "$W" & exit 0`)
+	p := sh(t, r, `trap "" TERM; setsid sh -c "$W" & exit 0`)
+	cg := p.cgroup
+	t.Cleanup(func() {
+		for range 100 {
+			if cg != "" {
+				_ = killCgroup(cg)
+			}
+			p.KillAll()
+			if !growing(trail) {
+				return
+			}
+		}
+	})
+	if cg == "" {
+		t.Skip("no cgroup of its own for the workload here")
+	}
+	waitDone(t, p)
+	if !growing(trail) {
+		t.Fatal("the worm does not run")
+	}
+	p.SignalAll(syscall.SIGTERM)
+	deadline := time.Now().Add(3 * time.Second)
+	for polls := 1; time.Now().Before(deadline); polls++ {
+		if p.allGone() {
+			if growing(trail) {
+				t.Fatalf("all gone, by Gone's test, at poll %d, while the worm runs in the workload's cgroup", polls)
+			}
+			t.Logf("gone at poll %d, and nothing of it runs", polls)
+			return
+		}
+	}
+	p.KillAll()
+	select {
+	case <-p.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not gone 10s after KillAll")
+	}
+	if growing(trail) {
+		t.Fatal("gone after KillAll, while the worm runs")
+	}
 }

@@ -108,7 +108,15 @@ func (p *Process) allGone() bool {
 		// may say otherwise while the main process may run.
 		return false
 	}
-	p.forgetLocked()
+	// The workload's cgroup, where it has one, says for sure whether
+	// anything of it is left: its list of processes, read like /proc,
+	// may miss one that forked as it was read.
+	if !p.forgetLocked() {
+		if p.killing && p.cgroup != "" {
+			_ = killCgroup(p.cgroup)
+		}
+		return false
+	}
 	return true
 }
 
