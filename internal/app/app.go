@@ -127,9 +127,11 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Observer:     rec,
 		Log:          log,
 	})
-	if code == exitcode.LockLost && srv != nil {
+	if rec.Snapshot().LockLost && srv != nil {
 		// The workload is stopped and the lock given back; the session goes
 		// now, so a node of ours cannot hold up the next holder meanwhile.
+		// Not only after exit 76: a loss during --min-hold keeps the
+		// workload's code, and is counted all the same.
 		locker.close()
 		lingerForScrape(srv, signals, log)
 	}
