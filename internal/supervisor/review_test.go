@@ -1,6 +1,8 @@
 package supervisor
 
 import (
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -65,6 +67,136 @@ func TestReviewLossAsLeftoversGo(t *testing.T) {
 				if code := h.exitCode(); code != 0 {
 					t.Fatalf("exit code %d, want the workload's 0", code)
 				}
+			}
+		})
+	}
+}
+
+// TestReviewPanicInEveryChange (review): an observer that panics on any
+// one change. Whatever was started under the lock is killed and gone
+// before the lock is released; a lock never held is not released; a lock
+// held with nothing started is released at once; after the final change,
+// nothing more is done. The panic goes on.
+func TestReviewPanicInEveryChange(t *testing.T) {
+	type step struct {
+		from, to State
+		// drive starts the run and takes it to the change, which
+		// panics; after says what Run does then.
+		drive func(h *harness)
+		after []string
+	}
+	connected := func(h *harness) {
+		h.run()
+		h.expect("starting→connecting", "connect")
+		h.locker.connect <- nil
+		h.expect("connecting→waiting", "acquire wait=true")
+	}
+	for _, tc := range []step{
+		{Starting, Connecting, func(h *harness) { h.run(); h.expect("starting→connecting") }, nil},
+		{Connecting, Waiting, func(h *harness) {
+			h.run()
+			h.expect("starting→connecting", "connect")
+			h.locker.connect <- nil
+			h.expect("connecting→waiting")
+		}, nil},
+		{Waiting, Holding, func(h *harness) {
+			connected(h)
+			h.locker.acquire <- acquired{lease: h.lease}
+			h.expect("waiting→holding")
+		}, []string{"release"}},
+		{Holding, Running, func(h *harness) { h.toRunning() }, []string{"kill all", "release"}},
+		{Running, Holding, func(h *harness) {
+			h.toRunning()
+			h.proc.exit(0)
+			h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+		}, []string{"kill all", "release"}},
+		{Running, Lost, func(h *harness) {
+			h.toRunning()
+			h.lease.lose()
+			h.expect("signal all terminated", "signal all continued", "timer 3s", "running→lost")
+		}, []string{"kill all", "release"}},
+		{Holding, Lost, func(h *harness) {
+			h.lease.lose()
+			connected(h)
+			h.locker.acquire <- acquired{lease: h.lease}
+			h.expect("waiting→holding", "holding→lost")
+		}, []string{"release"}},
+		{Holding, Released, func(h *harness) {
+			h.toRunning()
+			h.proc.exit(0)
+			h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding", "stop timer 3s", "release", "holding→released")
+		}, nil},
+		{Waiting, GaveUp, func(h *harness) {
+			connected(h)
+			h.signals <- syscall.SIGTERM
+			h.expect("waiting→gave_up")
+		}, nil},
+	} {
+		t.Run(tc.from.String()+"→"+tc.to.String(), func(t *testing.T) {
+			h := newHarness(t)
+			h.obs.then = func(ch Change) {
+				if ch.From == tc.from && ch.To == tc.to {
+					panic("observer broke")
+				}
+			}
+			if tc.to == Released {
+				close(h.proc.gone) // before the workload exits: Gone at once
+			}
+			gone := false
+			if tc.after != nil && tc.after[0] == "kill all" {
+				// Gone closes only after the kill.
+				h.proc.onKill = func() {
+					if !gone {
+						gone = true
+						close(h.proc.gone)
+					}
+				}
+			}
+			tc.drive(h)
+			h.expect(tc.after...)
+			select {
+			case p := <-h.panic:
+				if p != "observer broke" {
+					t.Errorf("panicked with %v", p)
+				}
+			case code := <-h.code:
+				t.Fatalf("Run returned %d; the panic did not go on", code)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the panic did not go on")
+			}
+			h.done()
+		})
+	}
+}
+
+// TestReviewSignalWhileStopping (review): a signal while what ran under
+// the lock is being stopped (after a loss, or what the workload left) is
+// neither passed on to anything nor a reason to release early: the
+// release still waits for Gone, and the code is unchanged.
+func TestReviewSignalWhileStopping(t *testing.T) {
+	for _, lose := range []bool{true, false} {
+		name := map[bool]string{true: "lost", false: "leftovers"}[lose]
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t)
+			h.toRunning()
+			want, to := 5, "running→holding"
+			if lose {
+				h.lease.lose()
+				want, to = exitcode.LockLost, "running→lost"
+			} else {
+				h.proc.exit(5)
+			}
+			h.expect("signal all terminated", "signal all continued", "timer 3s", to)
+			for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGWINCH, syscall.SIGTERM} {
+				h.signals <- sig
+			}
+			h.clock.advance(grace)
+			h.expect("kill all")
+			h.done()
+			close(h.proc.gone)
+			h.expect("release", to[strings.Index(to, "→")+len("→"):]+"→released")
+			if code := h.exitCode(); code != want {
+				t.Errorf("exit code %d, want %d", code, want)
 			}
 		})
 	}

@@ -186,6 +186,7 @@ type fakeProcess struct {
 	exited chan struct{}
 	code   int
 	gone   chan struct{}
+	onKill func() // called by KillAll, after its step
 }
 
 func (*fakeProcess) Pid() int                { return 1234 }
@@ -201,6 +202,9 @@ func (p *fakeProcess) SignalAll(s syscall.Signal) []string {
 }
 func (p *fakeProcess) KillAll() []string {
 	p.tr.add("kill all")
+	if p.onKill != nil {
+		p.onKill()
+	}
 	return []string{"process group 1234"}
 }
 func (p *fakeProcess) Gone() <-chan struct{} { return p.gone }
