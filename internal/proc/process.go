@@ -45,9 +45,18 @@ func (p *Process) Done() <-chan struct{} { return p.done }
 // valid once Done is closed.
 func (p *Process) ExitCode() int { return p.code }
 
-// Signal sends sig to the workload's whole process group.
+// Signal sends sig to the workload's whole process group, and to its main
+// process if that left the group.
 func (p *Process) Signal(sig syscall.Signal) error {
-	return syscall.Kill(-p.pid, sig)
+	err := syscall.Kill(-p.pid, sig)
+	r := p.reaper
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Not reaped (r.mu held): its pid is still its own.
+	if p.strayedMainLocked() {
+		return syscall.Kill(p.pid, sig)
+	}
+	return err
 }
 
 // exited records the main process's end; the reaper calls it with its

@@ -30,9 +30,13 @@ func leaveGroup() {
 		os.Exit(4)
 	}
 	signalIgnoreTERM()
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 	if err := os.WriteFile(ready, nil, 0o644); err != nil {
 		os.Exit(5)
 	}
+	<-usr1
+	_ = os.WriteFile(ready+".usr1", nil, 0o644)
 	time.Sleep(time.Hour)
 	os.Exit(0)
 }
@@ -275,5 +279,30 @@ func TestReviewStrayWormInCgroup(t *testing.T) {
 	}
 	if growing(trail) {
 		t.Fatal("gone after KillAll, while the worm runs")
+	}
+}
+
+// TestReviewSignalReachesMainOutOfGroup (review): a signal lockex passes on
+// (docker stop's SIGTERM, say, to lockex as PID 1) reaches the workload's
+// main process when it has left its process group, as it would reach it
+// without lockex in between.
+func TestReviewSignalReachesMainOutOfGroup(t *testing.T) {
+	r := newReaper(t)
+	noConfinement(r)
+	ready := t.TempDir() + "/ready"
+	t.Setenv(leaveGroupEnv, ready)
+	p, err := r.Start("/proc/self/exe", []string{os.Args[0], "-test.run=^$"}, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.KillAll(); <-p.Gone() })
+	if !within(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
+		t.Fatal("the workload never got ready")
+	}
+	if err := p.Signal(syscall.SIGUSR1); err != nil {
+		t.Errorf("Signal: %v", err)
+	}
+	if !within(5*time.Second, func() bool { _, err := os.Stat(ready + ".usr1"); return err == nil }) {
+		t.Error("the workload's main process never got the SIGUSR1 passed on")
 	}
 }
