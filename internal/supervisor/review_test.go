@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,5 +200,23 @@ func TestReviewSignalWhileStopping(t *testing.T) {
 				t.Errorf("exit code %d, want %d", code, want)
 			}
 		})
+	}
+}
+
+// TestReviewAcquireLeaseAndError (review): a Locker that answers with a
+// lease and an error (against its contract: an error leaves nothing in
+// ZooKeeper). The run gives up with the error's code, and the lease it
+// was handed is given back, not left to hold up the next contender until
+// the session ends.
+func TestReviewAcquireLeaseAndError(t *testing.T) {
+	h := newHarness(t)
+	h.run()
+	h.expect("starting→connecting", "connect")
+	h.locker.connect <- nil
+	h.expect("connecting→waiting", "acquire wait=true")
+	h.locker.acquire <- acquired{lease: h.lease, err: exitcode.With(exitcode.Unavailable, errors.New("lost the answer"))}
+	h.expect("release", "waiting→gave_up")
+	if code := h.exitCode(); code != exitcode.Unavailable {
+		t.Errorf("exit code %d, want %d", code, exitcode.Unavailable)
 	}
 }

@@ -232,6 +232,12 @@ func (r *run) onAcquired(res acquired) {
 	r.acquired = nil
 	stopTimer(&r.lockTimer)
 	if res.err != nil {
+		if res.lease != nil {
+			// Against the Locker's contract; the lock is not kept for
+			// nothing all the same.
+			r.lease = res.lease
+			r.release()
+		}
 		r.giveUp(res.err)
 		return
 	}
