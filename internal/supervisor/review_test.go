@@ -220,3 +220,26 @@ func TestReviewAcquireLeaseAndError(t *testing.T) {
 		t.Errorf("exit code %d, want %d", code, exitcode.Unavailable)
 	}
 }
+
+// TestReviewGoneAsGraceEnds (review): everything is gone just as the grace
+// runs out. Nothing is left to kill: no SIGKILL goes out after Gone (as
+// PID 1 it would sweep whatever was reparented to lockex since, none of
+// it started under the lock), and no warning says something outlived the
+// grace.
+func TestReviewGoneAsGraceEnds(t *testing.T) {
+	for range ties {
+		h := newHarness(t)
+		h.obs.then = func(ch Change) {
+			if ch.To == Lost {
+				close(h.proc.gone)
+				h.clock.advance(grace)
+			}
+		}
+		h.toRunning()
+		h.lease.lose()
+		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→lost", "release", "lost→released")
+		if code := h.exitCode(); code != exitcode.LockLost {
+			t.Fatalf("exit code %d, want %d", code, exitcode.LockLost)
+		}
+	}
+}

@@ -165,6 +165,14 @@ func (r *run) loop(parent context.Context) int {
 			continue
 		default:
 		}
+		// Then the end of what ran: found with the grace's end, there is
+		// nothing left to kill.
+		select {
+		case <-r.gone:
+			r.onGone()
+			continue
+		default:
+		}
 		select {
 		case err := <-r.connected:
 			r.onConnected(err)
