@@ -21,6 +21,9 @@ type Process struct {
 
 	done chan struct{}
 	code int
+	// cont receives when lockex, stopped with the workload by job
+	// control, was continued (see Continued).
+	cont chan struct{}
 
 	// groupGone is set once the workload's group was seen empty; gone
 	// closes once everything under the lock is (see Gone).
@@ -40,6 +43,11 @@ func (p *Process) Pid() int { return p.pid }
 
 // Done closes when the workload's main process has exited and been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Continued receives when lockex, stopped by job control together with the
+// workload (Ctrl-Z), has been continued. The workload stays stopped: it is
+// for the caller to continue it (SIGCONT), if the lock still holds.
+func (p *Process) Continued() <-chan struct{} { return p.cont }
 
 // ExitCode is the workload's exit code, 128+N if signal N ended it. It is
 // valid once Done is closed.

@@ -243,3 +243,56 @@ func TestReviewGoneAsGraceEnds(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewContinuedAfterJobControl (review): Ctrl-Z stops the workload
+// and lockex; fg continues lockex, which continues the workload only if
+// its lease still vouches for the lock (its deadline, KillBy less the
+// grace, has not passed). Else the workload stays stopped: the lease is
+// about to be lost, and the stop that follows has what is left of the
+// grace, or none. (e2e: TestReviewCtrlZPastTheSession.)
+func TestReviewContinuedAfterJobControl(t *testing.T) {
+	t.Run("within the lease", func(t *testing.T) {
+		h := newHarness(t)
+		h.toRunning()
+		h.clock.advance(killByIn - grace - time.Millisecond)
+		h.proc.cont <- struct{}{}
+		h.expect("forward continued")
+		h.proc.exit(0)
+		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+		close(h.proc.gone)
+		h.expect("stop timer 3s", "release", "holding→released")
+		h.exitCode()
+	})
+	t.Run("past the lease's deadline", func(t *testing.T) {
+		h := newHarness(t)
+		h.toRunning()
+		h.clock.advance(killByIn + time.Second) // stopped for longer than the session may live
+		h.proc.cont <- struct{}{}
+		h.expect("timer 100ms")
+		h.done() // not continued
+		h.lease.lose()
+		h.expect("stop timer 100ms", "kill all", "running→lost")
+		close(h.proc.gone)
+		h.expect("release", "lost→released")
+		if code := h.exitCode(); code != exitcode.LockLost {
+			t.Errorf("exit code %d, want %d", code, exitcode.LockLost)
+		}
+	})
+	t.Run("past the deadline, then renewed", func(t *testing.T) {
+		h := newHarness(t)
+		h.toRunning()
+		h.clock.advance(killByIn - grace)
+		h.proc.cont <- struct{}{}
+		h.expect("timer 100ms")
+		h.clock.advance(100 * time.Millisecond)
+		h.expect("timer 100ms") // still past it
+		h.lease.killBy = h.clock.Now().Add(killByIn)
+		h.clock.advance(100 * time.Millisecond)
+		h.expect("forward continued")
+		h.proc.exit(0)
+		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+		close(h.proc.gone)
+		h.expect("stop timer 3s", "release", "holding→released")
+		h.exitCode()
+	})
+}

@@ -186,6 +186,7 @@ type fakeProcess struct {
 	exited chan struct{}
 	code   int
 	gone   chan struct{}
+	cont   chan struct{}
 	onKill func() // called by KillAll, after its step
 }
 
@@ -207,7 +208,8 @@ func (p *fakeProcess) KillAll() []string {
 	}
 	return []string{"process group 1234"}
 }
-func (p *fakeProcess) Gone() <-chan struct{} { return p.gone }
+func (p *fakeProcess) Gone() <-chan struct{}      { return p.gone }
+func (p *fakeProcess) Continued() <-chan struct{} { return p.cont }
 
 func (p *fakeProcess) exit(code int) { p.code = code; close(p.exited) }
 
@@ -275,7 +277,7 @@ func newHarness(t *testing.T) *harness {
 		panic:   make(chan any, 1),
 	}
 	h.lease = &fakeLease{tr: tr, lost: make(chan struct{}), err: errors.New("session expired"), killBy: h.clock.now.Add(killByIn)}
-	h.proc = &fakeProcess{tr: tr, exited: make(chan struct{}), gone: make(chan struct{})}
+	h.proc = &fakeProcess{tr: tr, exited: make(chan struct{}), gone: make(chan struct{}), cont: make(chan struct{}, 1)}
 	h.cfg = Config{
 		Locker: h.locker,
 		Start: func(env []string) (Process, error) {
