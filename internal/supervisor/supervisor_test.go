@@ -186,6 +186,8 @@ type fakeProcess struct {
 	exited chan struct{}
 	code   int
 	gone   chan struct{}
+	cont   chan struct{}
+	onKill func() // called by KillAll, after its step
 }
 
 func (*fakeProcess) Pid() int                { return 1234 }
@@ -201,9 +203,13 @@ func (p *fakeProcess) SignalAll(s syscall.Signal) []string {
 }
 func (p *fakeProcess) KillAll() []string {
 	p.tr.add("kill all")
+	if p.onKill != nil {
+		p.onKill()
+	}
 	return []string{"process group 1234"}
 }
-func (p *fakeProcess) Gone() <-chan struct{} { return p.gone }
+func (p *fakeProcess) Gone() <-chan struct{}      { return p.gone }
+func (p *fakeProcess) Continued() <-chan struct{} { return p.cont }
 
 func (p *fakeProcess) exit(code int) { p.code = code; close(p.exited) }
 
@@ -213,6 +219,9 @@ type observer struct {
 	mu      sync.Mutex
 	changes []Change
 	panicOn State
+	// then, if set, runs in Run's goroutine once a change is reported:
+	// what it makes ready, Run finds ready all at once in its next select.
+	then func(Change)
 }
 
 func (o *observer) Changed(ch Change) {
@@ -220,6 +229,9 @@ func (o *observer) Changed(ch Change) {
 	o.changes = append(o.changes, ch)
 	o.mu.Unlock()
 	o.tr.add("%s→%s", ch.From, ch.To)
+	if o.then != nil {
+		o.then(ch)
+	}
 	if o.panicOn != Starting && ch.To == o.panicOn {
 		panic("observer broke")
 	}
@@ -265,7 +277,7 @@ func newHarness(t *testing.T) *harness {
 		panic:   make(chan any, 1),
 	}
 	h.lease = &fakeLease{tr: tr, lost: make(chan struct{}), err: errors.New("session expired"), killBy: h.clock.now.Add(killByIn)}
-	h.proc = &fakeProcess{tr: tr, exited: make(chan struct{}), gone: make(chan struct{})}
+	h.proc = &fakeProcess{tr: tr, exited: make(chan struct{}), gone: make(chan struct{}), cont: make(chan struct{}, 1)}
 	h.cfg = Config{
 		Locker: h.locker,
 		Start: func(env []string) (Process, error) {
