@@ -60,10 +60,13 @@ func (p *Process) KillAll() []string {
 	cg := p.cgroup
 	p.killing = true
 	p.reaper.mu.Unlock()
-	if cg != "" {
-		_ = killCgroup(cg)
+	if cg == "" {
+		return p.SignalAll(syscall.SIGKILL)
 	}
-	return p.SignalAll(syscall.SIGKILL)
+	_ = killCgroup(cg)
+	// The cgroup's kill may have taken everything before the look below:
+	// name it, so that what was killed is never reported as nothing.
+	return append([]string{"cgroup " + cg}, p.SignalAll(syscall.SIGKILL)...)
 }
 
 // Gone closes once nothing started under the lock is left, and the

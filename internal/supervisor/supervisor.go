@@ -374,6 +374,7 @@ func (r *run) onSignal(sig syscall.Signal) {
 func (r *run) onLoss() {
 	late := r.c.Clock.Now().Sub(r.lease.KillBy())
 	var stopping []string
+	running := r.state == Running || (r.proc != nil && !r.stopped)
 	switch {
 	case r.state == Running:
 		r.code = exitcode.LockLost
@@ -385,8 +386,8 @@ func (r *run) onLoss() {
 		// being stopped, and may run no longer.
 		stopping = r.proc.KillAll()
 	}
-	if late < 0 || stopping == nil {
-		late = 0
+	if late < 0 || !running {
+		late = 0 // Late says that something was SIGKILLed without grace
 	}
 	stopTimer(&r.holdTimer) // a lost lock is not kept for --min-hold
 	r.to(Change{To: Lost, Err: r.lease.Err(), Late: late, Stopping: stopping})
