@@ -127,9 +127,11 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Observer:     rec,
 		Log:          log,
 	})
-	if code == exitcode.LockLost && srv != nil {
-		// The workload is stopped and the lock given back; the session goes
-		// now, so a node of ours cannot hold up the next holder meanwhile.
+	if rec.Snapshot().LockLost && srv != nil {
+		// Any loss, also one during --min-hold, where the exit code is the
+		// workload's. The workload is stopped and the lock given back; the
+		// session goes now, so a node of ours cannot hold up the next
+		// holder meanwhile.
 		locker.close()
 		lingerForScrape(srv, signals, log)
 	}

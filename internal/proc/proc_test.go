@@ -19,6 +19,9 @@ import (
 // TestMain lets the test binary, re-executed, be the workloads' guardian,
 // as lockex's main does.
 func TestMain(m *testing.M) {
+	if os.Getenv(leaveGroupEnv) != "" {
+		leaveGroup()
+	}
 	if code, ok := Guardian(os.Args); ok {
 		os.Exit(code)
 	}
@@ -143,7 +146,7 @@ func TestStop(t *testing.T) {
 			// The guardian, also a child of the test, runs on.
 			r.mu.Lock()
 			r.reapLocked()
-			left := r.childrenLocked()
+			left, _ := r.childrenLocked()
 			r.mu.Unlock()
 			if len(left) > 0 {
 				t.Errorf("children of the test still running: %v", left)

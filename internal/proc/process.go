@@ -25,12 +25,21 @@ type Process struct {
 
 	done chan struct{}
 	code int
+	// cont receives when lockex, stopped with the workload by job
+	// control, was continued (see Continued).
+	cont chan struct{}
 
 	// groupGone is set once the workload's group was seen empty; gone
 	// closes once everything under the lock is (see Gone).
 	groupGone bool
-	goneOnce  sync.Once
-	gone      chan struct{}
+	// groupKilled is set once the group, seen with members but none
+	// alive, was sent SIGKILL in case the look missed one.
+	groupKilled bool
+	// killing is set by KillAll: what Gone finds from then on is sent
+	// SIGKILL.
+	killing  bool
+	goneOnce sync.Once
+	gone     chan struct{}
 }
 
 // Pid is the workload's process id, and its process group's.
@@ -39,13 +48,27 @@ func (p *Process) Pid() int { return p.pid }
 // Done closes when the workload's main process has exited and been reaped.
 func (p *Process) Done() <-chan struct{} { return p.done }
 
+// Continued receives when lockex, stopped by job control together with the
+// workload (Ctrl-Z), has been continued. The workload stays stopped: it is
+// for the caller to continue it (SIGCONT), if the lock still holds.
+func (p *Process) Continued() <-chan struct{} { return p.cont }
+
 // ExitCode is the workload's exit code, 128+N if signal N ended it. It is
 // valid once Done is closed.
 func (p *Process) ExitCode() int { return p.code }
 
-// Signal sends sig to the workload's whole process group.
+// Signal sends sig to the workload's whole process group, and to its main
+// process if that left the group.
 func (p *Process) Signal(sig syscall.Signal) error {
-	return syscall.Kill(-p.pid, sig)
+	err := syscall.Kill(-p.pid, sig)
+	r := p.reaper
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// Not reaped (r.mu held): its pid is still its own.
+	if p.strayedMainLocked() {
+		return syscall.Kill(p.pid, sig)
+	}
+	return err
 }
 
 // exited records the main process's end; the reaper calls it with its

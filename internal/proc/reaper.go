@@ -139,7 +139,7 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 		// moment now.
 		guard.send("guard group %d", pid)
 	}
-	p := &Process{pid: pid, reaper: r, tty: tty, done: make(chan struct{}), gone: make(chan struct{})}
+	p := &Process{pid: pid, reaper: r, tty: tty, done: make(chan struct{}), gone: make(chan struct{}), cont: make(chan struct{}, 1)}
 	if cg != nil {
 		cg.forked()
 		p.cgroup = cg.path

@@ -28,24 +28,45 @@ func (p *Process) SignalAll(sig syscall.Signal) []string {
 	defer r.mu.Unlock()
 	// r.mu is held from the wait4 in targetsLocked to the kill: no pid
 	// signalled here can have been reaped, and so reused, in between.
-	targets := p.targetsLocked()
-	for _, t := range targets {
-		_ = syscall.Kill(t, sig)
+	var signalled []int
+	for round := 1; ; round++ {
+		targets, sure := p.targetsLocked()
+		for _, t := range targets {
+			if !slices.Contains(signalled, t) {
+				_ = syscall.Kill(t, sig)
+				signalled = append(signalled, t)
+			}
+		}
+		// Unsure, look again: what a child that just died handed
+		// lockex is listed now. A process sent SIGKILL forks no more,
+		// so KillAll's looks end; others' are bounded, and Gone stays
+		// open while it is unsure.
+		if sure || round == signalRounds {
+			break
+		}
 	}
-	return describeTargets(targets)
+	return p.describeTargets(signalled)
 }
+
+// signalRounds bounds the looks of one SignalAll.
+const signalRounds = 20
 
 // KillAll is SignalAll(SIGKILL), and where the workload has a cgroup of its
 // own it kills the cgroup too: one write that also takes what forks
-// meanwhile.
+// meanwhile. Without one, Gone's looks from then on send SIGKILL to what
+// they find.
 func (p *Process) KillAll() []string {
 	p.reaper.mu.Lock()
 	cg := p.cgroup
+	p.killing = true
 	p.reaper.mu.Unlock()
-	if cg != "" {
-		_ = killCgroup(cg)
+	if cg == "" {
+		return p.SignalAll(syscall.SIGKILL)
 	}
-	return p.SignalAll(syscall.SIGKILL)
+	_ = killCgroup(cg)
+	// The cgroup's kill may have taken everything before the look below:
+	// name it, so that what was killed is never reported as nothing.
+	return append([]string{"cgroup " + cg}, p.SignalAll(syscall.SIGKILL)...)
 }
 
 // Gone closes once nothing started under the lock is left, and the
@@ -69,40 +90,102 @@ func (p *Process) allGone() bool {
 	r := p.reaper
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(p.targetsLocked()) > 0 {
+	targets, sure := p.targetsLocked()
+	if p.killing {
+		// What KillAll's looks missed (forked as it was killing, or
+		// handed to lockex as its parent died) is found by these.
+		for _, t := range targets {
+			_ = syscall.Kill(t, syscall.SIGKILL)
+		}
+	}
+	if len(targets) > 0 || !sure {
 		return false
 	}
 	// What died since the wait4 in targetsLocked may be a zombie of ours
 	// still: collect it, so that the workload's exit status is known.
 	r.reapLocked()
-	p.forgetLocked()
+	select {
+	case <-p.done:
+	default:
+		// Not reaped, so not gone (targetsLocked missed it): nothing
+		// may say otherwise while the main process may run.
+		return false
+	}
+	// The workload's cgroup, where it has one, says for sure whether
+	// anything of it is left: its list of processes, read like /proc,
+	// may miss one that forked as it was read.
+	if !p.forgetLocked() {
+		if p.killing && p.cgroup != "" {
+			_ = killCgroup(p.cgroup)
+		}
+		return false
+	}
 	return true
 }
 
 // targetsLocked reaps, and lists what still runs under the lock: the
-// workload's group (as -pgid), orphans and strays. Called with r.mu held.
-func (p *Process) targetsLocked() []int {
+// workload's group (as -pgid), orphans and strays. It is not sure of the
+// list when a child of lockex died since the reap: what it handed lockex
+// may have come after /proc was listed. Called with r.mu held.
+func (p *Process) targetsLocked() (targets []int, sure bool) {
 	r := p.reaper
 	left, _ := r.reapLocked()
-	var targets []int
+	sure = true
 	if !p.groupGone {
-		// Once empty, the group's id may be reused by someone else:
-		// never signal it again.
-		if groupAlive(p.pid) {
+		members, alive := groupState(p.pid)
+		switch {
+		case alive:
 			targets = append(targets, -p.pid)
-		} else {
+		case members && !p.groupKilled:
+			// Members, none seen alive: zombies, or one that forked and
+			// exited while /proc was read, its child created after the
+			// listing (a look at /proc is no snapshot). The members
+			// hold the group's id, so it is still ours: SIGKILL to the
+			// group kills whatever the look missed, and a fork in
+			// progress with it, and no zombie minds. Only a look after
+			// that may find the group empty.
+			p.groupKilled = true
+			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+			targets = append(targets, -p.pid)
+		default:
+			// Once empty, the group's id may be reused by someone
+			// else: never signal it again.
 			p.groupGone = true
 		}
 	}
-	if left && r.orphans {
-		targets = append(targets, r.childrenLocked()...)
+	if p.strayedMainLocked() {
+		targets = append(targets, p.pid)
 	}
-	return append(targets, p.strayedLocked(targets)...)
+	if left && r.orphans {
+		children, dying := r.childrenLocked()
+		targets, sure = append(targets, children...), !dying
+	}
+	return append(targets, p.strayedLocked(targets)...), sure
 }
 
-func describeTargets(targets []int) []string {
+// strayedMainLocked reports whether the workload's main process runs, but
+// not in its own process group: a group leader may not setsid, but may
+// setpgid into another group of its session. Neither -pgid nor the orphan
+// sweep (which skips the workload) reaches it then, nor, without a
+// cgroup, anything else. It is lockex's child, not reaped (r.mu is held):
+// its pid cannot have been reused.
+func (p *Process) strayedMainLocked() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+	}
+	st, ok := statOf(p.pid)
+	return ok && st.pgrp != p.pid && st.state != 'Z' && st.state != 'X'
+}
+
+func (p *Process) describeTargets(targets []int) []string {
 	var names []string
 	for _, t := range targets {
+		if t == p.pid {
+			names = append(names, "workload "+strconv.Itoa(t)+" (left its process group)")
+			continue
+		}
 		names = append(names, describeTarget(t))
 	}
 	return names
@@ -112,13 +195,23 @@ func describeTargets(targets []int) []string {
 // zombie. kill(-pgid, 0) alone counts zombies too: a member orphaned to an
 // init that is slow to reap (or never does, as some container inits) would
 // hold the lock for nothing.
+//
+// A member that forks and exits while /proc is read may be missed, its
+// child listed too late: false is only as good as that look.
 func groupAlive(pgid int) bool {
+	_, alive := groupState(pgid)
+	return alive
+}
+
+// groupState reports whether process group pgid has members, and whether
+// one was seen that is not a zombie (groupAlive).
+func groupState(pgid int) (members, alive bool) {
 	if syscall.Kill(-pgid, 0) != nil {
-		return false
+		return false, false
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return true
+		return true, true
 	}
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
@@ -126,10 +219,10 @@ func groupAlive(pgid int) bool {
 			continue
 		}
 		if st, ok := statOf(pid); ok && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return true, false
 }
 
 func describeTarget(t int) string {
@@ -143,24 +236,32 @@ func describeTarget(t int) string {
 // main process: the orphans handed to it. There is no system call for
 // this, so it reads each process's parent from /proc. Called with r.mu
 // held, so none of them can be reaped meanwhile.
-func (r *Reaper) childrenLocked() []int {
+//
+// A look at /proc is no snapshot: a child that forks and exits after the
+// listing hands lockex a child the listing lacks. It is then a zombie
+// (r.mu held, nobody reaps it), and dying says so: the list may be short.
+func (r *Reaper) childrenLocked() (pids []int, dying bool) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		r.log.Warn("cannot list orphans to stop", "err", err)
-		return nil
+		return nil, false
 	}
 	self := os.Getpid()
-	var pids []int
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || r.procs[pid] != nil {
+		if err != nil {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.ppid == self && st.state != 'Z' {
+		st, ok := statOf(pid)
+		switch {
+		case !ok || st.ppid != self:
+		case st.state == 'Z' || st.state == 'X':
+			dying = true
+		case r.procs[pid] == nil:
 			pids = append(pids, pid)
 		}
 	}
-	return pids
+	return pids, dying
 }
 
 // stat is what lockex needs from /proc/PID/stat.

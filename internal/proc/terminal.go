@@ -48,8 +48,10 @@ func takeTerminalFrom(pgrp int) {
 // suspend passes a job-control stop of the workload (Ctrl-Z, or reading
 // the terminal from the background) on to lockex's own process group, so
 // the user's shell sees its job stop. When the shell continues it with fg
-// or bg, the workload is continued too, and gets the foreground back if
-// lockex was given it.
+// or bg, the workload gets the foreground back if lockex was given it,
+// and Continued says so: whether the workload goes on is the
+// supervisor's to decide, as lockex may have been stopped for longer than
+// its lock could be vouched for (another holder may run now).
 func (p *Process) suspend() {
 	cont := make(chan os.Signal, 1)
 	signal.Notify(cont, syscall.SIGCONT)
@@ -64,8 +66,10 @@ func (p *Process) suspend() {
 	if ownsTerminal() {
 		_ = setForegroundGroup(p.pid)
 	}
-	p.reaper.log.Info("continued; continuing the workload", "pid", p.pid)
-	_ = syscall.Kill(-p.pid, syscall.SIGCONT)
+	select {
+	case p.cont <- struct{}{}:
+	default: // one is pending already
+	}
 }
 
 // jobControlled reports whether a shell with job control can continue

@@ -164,7 +164,7 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
 		if ch.Late > 0 {
 			// Noticed after the session may have expired: no grace.
-			attrs = append(attrs, "sigkill_late", ch.Late.Round(time.Millisecond))
+			attrs = append(attrs, "signal", "SIGKILL", "late", ch.Late.Round(time.Millisecond))
 		}
 		r.log.Error("lock lost; stopping the workload", attrs...)
 	case supervisor.Released:

@@ -70,6 +70,10 @@ type Process interface {
 	KillAll() []string
 	// Gone closes once nothing that ran under the lock is left.
 	Gone() <-chan struct{}
+	// Continued receives when lockex, stopped by job control with the
+	// workload (Ctrl-Z), was continued; the workload stays stopped until
+	// it is sent SIGCONT.
+	Continued() <-chan struct{}
 }
 
 // Config is what Run needs.
@@ -135,6 +139,8 @@ type run struct {
 
 	proc       Process
 	exited     <-chan struct{} // the workload's main process, while Running
+	continued  <-chan struct{} // lockex continued after a job-control stop, while Running
+	contTimer  Timer           // to look again whether the stopped workload may go on
 	gone       <-chan struct{} // while a stop is under way
 	stopped    bool            // everything that ran under the lock is gone
 	graceTimer Timer
@@ -154,6 +160,25 @@ func (r *run) loop(parent context.Context) int {
 	go func() { r.connected <- r.c.Locker.Connect(r.ctx) }()
 
 	for !r.done {
+		// A loss goes first: select picks at random among what is
+		// ready, and a loss found with the workload's exit, the end of
+		// what it left, or of --min-hold, all ready after a busy turn,
+		// must still be acted on and reported as a loss (the lock was
+		// lost while held: 76 if the workload may have run past it).
+		select {
+		case <-r.leaseDone():
+			r.onLoss()
+			continue
+		default:
+		}
+		// Then the end of what ran: found with the grace's end, there is
+		// nothing left to kill.
+		select {
+		case <-r.gone:
+			r.onGone()
+			continue
+		default:
+		}
 		select {
 		case err := <-r.connected:
 			r.onConnected(err)
@@ -168,6 +193,11 @@ func (r *run) loop(parent context.Context) int {
 			r.onLoss()
 		case <-r.exited:
 			r.onExit()
+		case <-r.continued:
+			r.onContinued()
+		case <-timerC(r.contTimer):
+			r.contTimer = nil
+			r.onContinued()
 		case <-timerC(r.graceTimer):
 			r.graceTimer = nil
 			killed := r.proc.KillAll()
@@ -221,6 +251,12 @@ func (r *run) onAcquired(res acquired) {
 	r.acquired = nil
 	stopTimer(&r.lockTimer)
 	if res.err != nil {
+		if res.lease != nil {
+			// Against the Locker's contract; the lock is not kept for
+			// nothing all the same.
+			r.lease = res.lease
+			r.release()
+		}
 		r.giveUp(res.err)
 		return
 	}
@@ -259,8 +295,40 @@ func (r *run) onAcquired(res acquired) {
 		r.to(Change{To: Released, Err: err, ReleaseErr: r.releaseErr})
 		return
 	}
-	r.proc, r.exited = proc, proc.Done()
+	r.proc, r.exited, r.continued = proc, proc.Done(), proc.Continued()
 	r.to(Change{To: Running, Pid: proc.Pid()})
+}
+
+// contRecheck is how often a workload left stopped after lockex was
+// continued late is looked at again: should the lease, not lost after
+// all, have been renewed meanwhile, it goes on.
+const contRecheck = 100 * time.Millisecond
+
+// onContinued continues the workload after a job-control stop of both, if
+// the lease still vouches for the lock: lockex may have been stopped past
+// the lease's deadline (KillBy less the grace), the session may have
+// expired, and another holder may run now. Then the workload stays
+// stopped: the lease is about to be lost (its own deadline passed), and
+// the stop that follows continues it only to act on the kill signal
+// within what is left before KillBy, or SIGKILLs it.
+func (r *run) onContinued() {
+	if r.state != Running {
+		return
+	}
+	if deadline := r.lease.KillBy().Add(-r.c.KillGrace); !r.c.Clock.Now().Before(deadline) {
+		if r.contTimer == nil {
+			r.c.Log.Warn("lockex was stopped past its lease's deadline; the workload stays stopped", "pid", r.proc.Pid(), "deadline", deadline)
+		}
+		stopTimer(&r.contTimer)
+		r.contTimer = r.c.Clock.NewTimer(contRecheck)
+		return
+	}
+	stopTimer(&r.contTimer)
+	err := r.proc.Signal(syscall.SIGCONT)
+	r.c.Log.Info("continued; continuing the workload", "pid", r.proc.Pid())
+	if err != nil {
+		r.c.Log.Debug("signal not delivered", "signal", syscall.SIGCONT.String(), "err", err)
+	}
 }
 
 // giveUp ends a run that never held the lock, with the exit code for why.
@@ -306,6 +374,7 @@ func (r *run) onSignal(sig syscall.Signal) {
 func (r *run) onLoss() {
 	late := r.c.Clock.Now().Sub(r.lease.KillBy())
 	var stopping []string
+	running := r.state == Running || (r.proc != nil && !r.stopped)
 	switch {
 	case r.state == Running:
 		r.code = exitcode.LockLost
@@ -317,8 +386,8 @@ func (r *run) onLoss() {
 		// being stopped, and may run no longer.
 		stopping = r.proc.KillAll()
 	}
-	if late < 0 || stopping == nil {
-		late = 0
+	if late < 0 || !running {
+		late = 0 // Late says that something was SIGKILLed without grace
 	}
 	stopTimer(&r.holdTimer) // a lost lock is not kept for --min-hold
 	r.to(Change{To: Lost, Err: r.lease.Err(), Late: late, Stopping: stopping})
@@ -345,7 +414,8 @@ func (r *run) onExit() {
 // when the grace is over. The grace ends by the lease's KillBy; with no
 // grace left, SIGKILL goes at once.
 func (r *run) startStop() []string {
-	r.exited = nil
+	r.exited, r.continued = nil, nil
+	stopTimer(&r.contTimer)
 	r.gone = r.proc.Gone()
 	grace := min(r.c.KillGrace, r.lease.KillBy().Sub(r.c.Clock.Now()))
 	if grace <= 0 {
