@@ -58,10 +58,17 @@ func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited 
 	// that bounds every holder for as long as it holds, and watchDeadline
 	// stops the workload on it, by KillBy, if no beat ever confirms newer
 	// evidence (an isolated follower).
+	// The node's watch is set after the beat's answer: set before, it
+	// would fire on the beat's own write and be set again. The beat's
+	// answer shows the node's owner meanwhile.
 	if l.s.live.aging(time.Now()) {
 		l.beat()
+		go l.watchNode()
 	} else {
-		go l.beat()
+		go func() {
+			l.beat()
+			l.watchNode()
+		}()
 	}
 	// A beat that failed (no write committed) leaves the evidence where it
 	// was: a deadline that has passed already ends the lease before it
@@ -69,7 +76,6 @@ func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited 
 	if err := l.overdue(time.Now()); err != nil {
 		l.lose(err)
 	}
-	go l.watchNode()
 	go l.watchSession()
 	go l.watchDeadline()
 	return l
