@@ -67,26 +67,27 @@ func (b *bench) closingNote() string {
 }
 
 // handoffNote explains a graceful handoff above three round trips from its
-// measured legs.
+// measured legs, and sets it against its floor.
 func (b *bench) handoffNote(s *strings.Builder) {
 	r := b.r
 	rtt := r.rtt.median
 	p := r.handoffLegs
-	fmt.Fprintf(s, "\n**Graceful handoff: %.1f round trips, above %.0f.** Why, leg by leg (medians of the breakdown above):\n\n", r.handoffRT.median, handoffLimitRT)
-	fmt.Fprintf(s, "1. %s (%.1f round trips): the workload's exit reaches lockex as SIGCHLD, which Go delivers through `os/signal` to the reaper goroutine, which calls `wait4` and closes the process's done channel, which wakes the supervisor; each is a goroutine or thread that was asleep. The helper workload's own exit (a Go binary) is in it too.\n",
+	fmt.Fprintf(s, "\n**Graceful handoff: %.1f round trips, above %.0f; %.2f× its floor.** The floor, %s, is what ZooKeeper and the kernel take here: the bare handoff (one session's delete until another's watch fires, no lock recipe, no processes), %s, because the delete is a synced write and every step wakes threads that were asleep (a round trip after 20ms idle is %s, %.1f hot ones), plus a fork and exec, %s. Three hot round trips are below it. Leg by leg (medians of the breakdown above):\n\n",
+		r.handoffRT.median, handoffLimitRT, r.handoff.median/r.floor, formatDuration(r.floor), formatDuration(r.bare.median),
+		formatDuration(r.coldRTT.median), r.coldRTT.median/rtt, formatDuration(r.forkExec.median))
+	fmt.Fprintf(s, "1. %s (%.1f round trips): the workload's exit reaches lockex (its pidfd turns readable in Go's netpoller, SIGCHLD as the fallback), which reaps it, sends the kill signal and SIGCONT to whatever is left under the lock (here nothing: each is a look at the process group and the cgroup) and reports the exit. The helper workload's own exit (a Go binary) is in it too.\n",
 		formatDuration(p[0]), p[0]/rtt)
-	fmt.Fprintf(s, "2. %s (%.1f): the holder checks that the workload's process group is empty, then deletes its node: one write, which ZooKeeper syncs to its transaction log before it answers and notifies the watcher.\n",
+	fmt.Fprintf(s, "2. %s (%.1f): the holder waits until nothing is left under the lock (one more look; the cgroup removed, the guardian told to forget the group and the cgroup), then deletes its node: one write, which ZooKeeper syncs to its transaction log before it applies it and notifies the watchers; that much is the bare handoff's own work.\n",
 		formatDuration(p[1]), p[1]/rtt)
-	fmt.Fprintf(s, "3. %s (%.1f): the next contender's exists watch fires; it then lists the lock's children (`getChildren`, one round trip) and, finding itself first, reads its own node (`exists`, one more) to check that its session owns it and to get the fencing token.\n",
+	fmt.Fprintf(s, "3. %s (%.1f): the next contender's exists watch fires; it lists the lock's children and, in the same round trip, asks exists on its own node (still its session's, and the fencing token). Its first write (the beat that confirms evidence of its session) goes out beside the workload's start when the evidence it has is young; after a long wait it comes first.\n",
 		formatDuration(p[2]), p[2]/rtt)
-	fmt.Fprintf(s, "4. %s (%.1f): fork and exec of the workload.\n\n", formatDuration(p[3]), p[3]/rtt)
-	fmt.Fprintf(s, "Three hot round trips are below what ZooKeeper allows for any handoff here: the bare handoff (one session's delete until another's watch fires, no lock recipe, no processes) takes %s, %.1f round trips, because the delete is a synced write and every step wakes threads that were asleep (a round trip after 20ms idle is %s, %.1f hot ones). Counted in those cold round trips the handoff is %.1f.\n\n",
-		formatDuration(r.bare.median), r.bare.median/rtt, formatDuration(r.coldRTT.median), r.coldRTT.median/rtt, r.handoff.median/r.coldRTT.median)
-	fmt.Fprintf(s, "What would bring it down:\n\n")
-	fmt.Fprintf(s, "- Leg 3, one round trip: read the own node's owner and czxid once, right after creating it, while waiting, and not again on becoming the holder unless the session was disconnected in between; or send `getChildren` and `exists` together (go-zookeeper pipelines requests on one connection) so their answers come in one round trip. The same `exists` also sits on a free lock's path.\n")
-	fmt.Fprintf(s, "- Leg 1: learn of the workload's exit without the signal hops, from a pidfd in Go's netpoller (or a goroutine blocked in `wait4` on the workload's pid alone) while the SIGCHLD loop keeps reaping orphans.\n")
+	fmt.Fprintf(s, "4. %s (%.1f): lockex reports the lock, then starts the workload: the first workload also starts the guardian (a fork and exec of lockex itself, whose Go runtime then starts beside the workload's exec) and makes the workload's cgroup where lockex can, then forks and execs it. On this machine the previous holder's exit (its session's close, its guardian's exit) competes for the same CPUs.\n\n",
+		formatDuration(p[3]), p[3]/rtt)
+	fmt.Fprintf(s, "What would bring it down further:\n\n")
+	fmt.Fprintf(s, "- Leg 4: start the guardian while lockex waits for the lock, so that only the workload's own fork and exec is left after it. It costs every waiting lockex a second process of about 10 MiB, and design.md §6 has the guardian start with the first workload: not done.\n")
+	fmt.Fprintf(s, "- Legs 1 and 2: the stop before the release looks three times for what is left (the kill signal and SIGCONT to everything under the lock, then the wait for it to be gone), then removes the cgroup and tells the guardian, before the delete is sent. With the group already empty each look is a wait4 and a few reads, but each is a wake-up on a loaded machine.\n")
+	fmt.Fprintf(s, "- Leg 3: the listing could be skipped when the last one showed the predecessor as the only contender ahead (sequence numbers only grow), but kazoo's string order breaks at the counter's wrap, where the listing is what keeps a third holder out; it stays.\n")
 	fmt.Fprintf(s, "- Leg 2 and the watch in leg 3 are ZooKeeper's own (the bare handoff): faster storage for its transaction log lowers them; `forceSync=no` too, at the price of durability.\n")
-	fmt.Fprintf(s, "- Leg 4 is the kernel's fork and exec (`/bin/true` alone takes %s fork to reap).\n", formatDuration(r.trueWall.median))
 }
 
 // takeoverNote explains a crash takeover above 1.1 session timeouts.
