@@ -138,7 +138,32 @@ func groupAlive(pgid int) bool {
 		if err != nil {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
+		if st, ok := statOf(pid); ok && st.pgrp == pgid && runs(pid, st) {
+			return true
+		}
+	}
+	return false
+}
+
+// runs reports whether process pid, whose /proc/PID/stat says st, has a
+// thread that still runs. A process whose main thread has exited (as
+// with pthread_exit in main) is a zombie to /proc/PID/stat while its other
+// threads run on, and its status is not reported until they end: it is
+// not gone, and neither is its process group.
+func runs(pid int, st stat) bool {
+	if st.state != 'Z' && st.state != 'X' {
+		return true
+	}
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		if task.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		if st, ok := statAt(dir + task.Name() + "/stat"); ok && st.state != 'Z' && st.state != 'X' {
 			return true
 		}
 	}
@@ -169,7 +194,7 @@ func (r *Reaper) childrenLocked() []int {
 		if err != nil || r.procs[pid] != nil {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.ppid == self && st.state != 'Z' {
+		if st, ok := statOf(pid); ok && st.ppid == self && runs(pid, st) {
 			pids = append(pids, pid)
 		}
 	}
@@ -185,7 +210,12 @@ type stat struct {
 // statOf reads /proc/PID/stat, whose second field (the command name, in
 // parentheses) may itself contain spaces and parentheses.
 func statOf(pid int) (stat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statAt("/proc/" + strconv.Itoa(pid) + "/stat")
+}
+
+// statAt reads a stat file of /proc: a process's, or one of its threads'.
+func statAt(path string) (stat, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return stat{}, false
 	}
@@ -221,7 +251,7 @@ func (p *Process) strayedLocked(targets []int) []int {
 		if err != nil || slices.Contains(targets, pid) {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.pgrp != p.pid && st.state != 'Z' && st.state != 'X' {
+		if st, ok := statOf(pid); ok && st.pgrp != p.pid && runs(pid, st) {
 			pids = append(pids, pid)
 		}
 	}

@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// These tests look for what a workload can leave running past lockex's
+// release of the lock. lockex must stop all of it itself before the
+// release: its guardian acts only as lockex exits, after the release, and
+// here it is frozen so that it cannot hide what lockex missed.
+
+// freezeGuardians freezes lockex's guardians until the test ends, in a
+// cgroup v2 of their own. SIGSTOP would not do: as lockex exits, the
+// guardian's process group is orphaned, and the kernel continues it.
+func freezeGuardians(t *testing.T, lockexPid int) []int {
+	t.Helper()
+	guards, _ := lockexChildren(lockexPid)
+	if len(guards) == 0 {
+		t.Fatalf("lockex %d has no guardian", lockexPid)
+	}
+	mnt := cgroup2Mount(t)
+	freezer, err := os.MkdirTemp(mnt, "escape-test-freezer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = os.WriteFile(freezer+"/cgroup.freeze", []byte("0"), 0)
+		for _, g := range guards {
+			_ = os.WriteFile(mnt+"/cgroup.procs", []byte(strconv.Itoa(g)), 0)
+		}
+		for deadline := time.Now().Add(5 * time.Second); syscall.Rmdir(freezer) == syscall.EBUSY && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	for _, g := range guards {
+		if err := os.WriteFile(freezer+"/cgroup.procs", []byte(strconv.Itoa(g)), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(freezer+"/cgroup.freeze", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the guardian is frozen", func() bool {
+		b, _ := os.ReadFile(freezer + "/cgroup.events")
+		return strings.Contains(string(b), "frozen 1")
+	})
+	return guards
+}
+
+// threadsRun reports whether a thread of process pid still runs. A
+// process whose main thread has exited shows as a zombie in
+// /proc/PID/stat while its other threads run on.
+func threadsRun(pid int) bool {
+	tasks, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	for _, task := range tasks {
+		tid, _ := strconv.Atoi(task.Name())
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		if f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(f) > 0 && f[0] != "Z" && f[0] != "X" {
+			return true
+		}
+	}
+	return false
+}
+
+// ticksAfter counts the lines of the ticks file at path at or after ns.
+func ticksAfter(t *testing.T, path string, ns int64) (after int, last int64) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Fields(string(b)) {
+		tick, _ := strconv.ParseInt(line, 10, 64)
+		if tick >= ns {
+			after++
+			last = max(last, tick)
+		}
+	}
+	return after, last
+}
+
+// escape runs a workload that leaves leftover behind (its pid in $D/bg,
+// ticking into $D/ticks) and exits once told, while a next contender
+// waits, with lockex's guardian stopped. It checks that the leftover is
+// gone when lockex has released the lock and exited, and that it never
+// ticked once the next holder had started. It returns the cgroup the
+// leftover was in.
+func escape(t *testing.T, c confinement, leftover string, running func(pid int) bool) (cgroup string) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	dir := t.TempDir()
+	env := []string{"D=" + dir, "CG2=" + cgroup2Mount(t)}
+	id := "escape"
+	first := c.start(t, env, false, "-z", zk.Hosts(), "-i", id, "--kill-grace", "500ms", "--",
+		"sh", "-c", leftover+`
+while [ ! -e "$D/go" ]; do sleep 0.01; done`)
+	bg, err := strconv.Atoi(waitFile(t, filepath.Join(dir, "bg")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) })
+	waitFile(t, filepath.Join(dir, "ticks"))
+	cgroup = cgroupOf(bg)
+	t.Logf("leftover %d in cgroup %s", bg, cgroup)
+	freezeGuardians(t, first.cmd.Process.Pid)
+
+	next := startLockex(t, env, "-z", zk.Hosts(), "-i", id, "--", "sh", "-c", `date +%s%N > "$D/next"; sleep 0.3`)
+	eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := first.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("lockex exit %d; log:\n%s", code, first.stderr)
+	}
+	if running(bg) {
+		t.Errorf("the leftover %d still runs after lockex released the lock and exited; log:\n%s", bg, first.stderr)
+	}
+	if code := next.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("next exit %d; log:\n%s", code, next.stderr)
+	}
+	nextStart, _ := strconv.ParseInt(waitFile(t, filepath.Join(dir, "next")), 10, 64)
+	if after, last := ticksAfter(t, filepath.Join(dir, "ticks"), nextStart); after > 0 {
+		t.Errorf("the leftover ticked %d times after the next holder started, the last %s after it",
+			after, time.Duration(last-nextStart).Round(time.Millisecond))
+	}
+	return cgroup
+}
+
+// threadLeft is a process, in the workload's process group, whose main
+// thread exits while another thread runs on: /proc/PID/stat says zombie.
+const threadLeft = `/usr/bin/python3 -c '
+import ctypes, os, threading, time
+def tick():
+    while True:
+        with open(os.environ["D"] + "/ticks", "a") as f:
+            f.write("%d\n" % time.time_ns())
+        time.sleep(0.01)
+threading.Thread(target=tick).start()
+with open(os.environ["D"] + "/bg.tmp", "w") as f:
+    f.write(str(os.getpid()))
+os.rename(os.environ["D"] + "/bg.tmp", os.environ["D"] + "/bg")
+ctypes.CDLL(None).pthread_exit(None)
+' &`
+
+// TestStopSeesThreadsOfAZombieLeader: a process whose main thread has
+// exited is a zombie to /proc/PID/stat, but its other threads run: lockex
+// must not take its process group, or its cgroup, for empty.
+func TestStopSeesThreadsOfAZombieLeader(t *testing.T) {
+	for _, c := range []confinement{{name: "cgroup"}, {name: "no cgroup", readOnlyCgroups: true}} {
+		t.Run(c.name, func(t *testing.T) {
+			escape(t, c, threadLeft, threadsRun)
+		})
+	}
+}
