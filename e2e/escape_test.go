@@ -137,6 +137,36 @@ while [ ! -e "$D/go" ]; do sleep 0.01; done`)
 	return cgroup
 }
 
+// TestStopReachesNestedCgroups: a workload run as root may make a cgroup
+// under its own and move a daemon that left its process group there.
+// cgroup.procs of the workload's cgroup does not list it; lockex must
+// still stop it before the release.
+func TestStopReachesNestedCgroups(t *testing.T) {
+	cleanup := func(t *testing.T) {
+		// What lockex left behind, if it left it.
+		t.Cleanup(func() {
+			matches, _ := filepath.Glob(cgroup2Mount(t) + "/lockex-*/inner")
+			for _, m := range matches {
+				_ = os.WriteFile(m+"/cgroup.kill", []byte("1"), 0)
+				time.Sleep(50 * time.Millisecond)
+				_ = syscall.Rmdir(m)
+				_ = syscall.Rmdir(filepath.Dir(m))
+			}
+		})
+	}
+	cleanup(t)
+	inner := escape(t, confinement{name: "cgroup"}, `cg="$CG2$(sed -n 's/^0:://p' /proc/self/cgroup)"
+case "$cg" in */lockex-*) ;; *) echo "no cgroup of its own: $cg" >&2; exit 3;; esac
+mkdir "$cg/inner" || exit 3
+setsid sh -c 'echo $$ > "$1/inner/cgroup.procs" || exit; echo $$ > "$D/bg"
+while :; do date +%s%N >> "$D/ticks"; sleep 0.01; done' sh "$cg" &`, alive)
+	// The guardian is frozen: lockex itself removed the workload's cgroup
+	// and the one made under it.
+	if _, err := os.Stat(cgroup2Mount(t) + filepath.Dir(inner)); !os.IsNotExist(err) {
+		t.Errorf("the workload's cgroup %s is still there (%v)", filepath.Dir(inner), err)
+	}
+}
+
 // threadLeft is a process, in the workload's process group, whose main
 // thread exits while another thread runs on: /proc/PID/stat says zombie.
 const threadLeft = `/usr/bin/python3 -c '

@@ -97,7 +97,7 @@ func (p *Process) forgetLocked() bool {
 		p.groupForgotten = true
 	}
 	if p.cgroup != "" {
-		if populated, err := cgroupPopulated(p.cgroup); err == nil && populated {
+		if p.cgroupLive() {
 			return false
 		}
 		if err := removeCgroup(p.cgroup); err != nil {

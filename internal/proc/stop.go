@@ -1,7 +1,9 @@
 package proc
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -81,7 +83,10 @@ func (s *stopping) round() (done bool) {
 	// cgroup, where there is one: stop it too, before the release, not
 	// only when lockex dies.
 	targets = append(targets, s.p.strayedLocked(targets)...)
-	if len(targets) == 0 {
+	// The cgroup, with what a workload run as root made under it, is
+	// empty only when the kernel says so: whatever it holds that was not
+	// named above still runs under the lock, and cgroup.kill ends it.
+	if len(targets) == 0 && !s.p.cgroupLive() {
 		// All gone, but what died since the wait4 above may be a zombie
 		// of ours still: collect it, so that the workload's exit status
 		// is known when Stop returns. The group's id may be reused from
@@ -93,8 +98,10 @@ func (s *stopping) round() (done bool) {
 	}
 	startKilling := !s.killing && !time.Now().Before(s.deadline)
 	s.killing = s.killing || startKilling
-	if startKilling && s.p.cgroup != "" {
-		// One write kills the whole cgroup, including what forks meanwhile.
+	if s.killing && s.p.cgroup != "" {
+		// One write kills the whole cgroup and the cgroups under it,
+		// including what forks meanwhile; once more each round, for what
+		// moved in since.
 		_ = killCgroup(s.p.cgroup)
 	}
 	var termed []int
@@ -119,6 +126,16 @@ func (s *stopping) round() (done bool) {
 		r.log.Warn("still running after the grace; sent SIGKILL", "grace", s.grace, "targets", targets)
 	}
 	return false
+}
+
+// cgroupLive reports whether the workload's cgroup, or one under it, still
+// holds a process that runs.
+func (p *Process) cgroupLive() bool {
+	if p.cgroup == "" {
+		return false
+	}
+	populated, err := cgroupPopulated(p.cgroup)
+	return err == nil && populated
 }
 
 // groupAlive reports whether process group pgid has a member that is not a
@@ -234,26 +251,33 @@ func statAt(path string) (stat, bool) {
 	return stat{state: f[0][0], ppid: ppid, pgrp: pgrp}, err1 == nil && err2 == nil
 }
 
-// strayedLocked lists the living members of the workload's cgroup that are
-// in none of targets: they left its process group and are not lockex's
-// children. Called with r.mu held.
+// strayedLocked lists the living members of the workload's cgroup, and of
+// the cgroups a workload run as root may make under it, that are in none of
+// targets: they left its process group and are not lockex's children.
+// Called with r.mu held.
 func (p *Process) strayedLocked(targets []int) []int {
 	if p.cgroup == "" {
 		return nil
 	}
-	b, err := os.ReadFile(p.cgroup + "/cgroup.procs")
-	if err != nil {
-		return nil
-	}
 	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil || slices.Contains(targets, pid) {
-			continue
+	_ = filepath.WalkDir(p.cgroup, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
 		}
-		if st, ok := statOf(pid); ok && st.pgrp != p.pid && runs(pid, st) {
-			pids = append(pids, pid)
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil
 		}
-	}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || slices.Contains(targets, pid) || slices.Contains(pids, pid) {
+				continue
+			}
+			if st, ok := statOf(pid); ok && st.pgrp != p.pid && runs(pid, st) {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
 	return pids
 }
