@@ -193,3 +193,55 @@ func TestStopSeesThreadsOfAZombieLeader(t *testing.T) {
 		})
 	}
 }
+
+// TestCrashWithStalledStderr: lockex crashes while its stderr is a pipe
+// nobody drains. A Go panic, a fatal error, or a signal such as SIGABRT
+// (sent here) makes the runtime stop every goroutine and write a trace
+// to stderr before it exits; the workload, stopped by neither lockex nor
+// its guardian until lockex is gone, must not run beside the next holder.
+func TestCrashWithStalledStderr(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	for _, c := range []confinement{
+		{name: "cgroup", stalledStderr: true},
+		{name: "no cgroup", readOnlyCgroups: true, stalledStderr: true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := []string{"D=" + dir}
+			id := "crash-" + strings.ReplaceAll(c.name, " ", "-")
+			first := c.start(t, env, false, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+				"sh", "-c", `echo $$ > "$D/bg"; exec sh -c 'while :; do date +%s%N >> "$D/ticks"; sleep 0.01; done'`)
+			bg, err := strconv.Atoi(waitFile(t, filepath.Join(dir, "bg")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			waitFile(t, filepath.Join(dir, "ticks"))
+			next := startLockex(t, env, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--", "sh", "-c", `date +%s%N > "$D/next"; sleep 0.3`)
+			eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+
+			crashed := time.Now()
+			if err := syscall.Kill(first.cmd.Process.Pid, syscall.SIGABRT); err != nil {
+				t.Fatal(err)
+			}
+			if code := next.wait(t, 20*time.Second); code != 0 {
+				t.Fatalf("next exit %d; log:\n%s", code, next.stderr)
+			}
+			nextStart, _ := strconv.ParseInt(waitFile(t, filepath.Join(dir, "next")), 10, 64)
+			t.Logf("the next holder started %s after the crash", time.Duration(nextStart-crashed.UnixNano()).Round(time.Millisecond))
+			if after, last := ticksAfter(t, filepath.Join(dir, "ticks"), nextStart); after > 0 {
+				t.Errorf("the workload %d ticked %d times after the next holder started, the last %s after it (lockex %s)",
+					bg, after, time.Duration(last-nextStart).Round(time.Millisecond), describeState(first.cmd.Process.Pid))
+			}
+		})
+	}
+}
+
+// describeState is a process's state, for a failure message.
+func describeState(pid int) string {
+	_, state := statOf(pid)
+	if state == 0 {
+		return "gone"
+	}
+	return "in state " + string(state)
+}

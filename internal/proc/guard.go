@@ -52,7 +52,7 @@ func (r *Reaper) startGuardLocked() (*guard, error) {
 	pid, err := syscall.ForkExec("/proc/self/exe", []string{GuardName, format}, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"GOMAXPROCS=1"},
-		Files: []uintptr{uintptr(fds[0]), uintptr(null), 2},
+		Files: []uintptr{uintptr(fds[0]), uintptr(null), uintptr(stderrFd)},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
