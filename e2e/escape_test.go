@@ -245,3 +245,61 @@ func describeState(pid int) string {
 	}
 	return "in state " + string(state)
 }
+
+// TestGuardianKilledThenLockex: the guardian is killed (by hand, by the
+// OOM killer) while the workload runs, and lockex later. What the
+// workload runs in the background must still be gone at once, not run on
+// beside the next holder.
+func TestGuardianKilledThenLockex(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	for _, c := range []confinement{{name: "cgroup"}, {name: "no cgroup", readOnlyCgroups: true}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			env := []string{"D=" + dir}
+			id := "guardian-killed-" + strings.ReplaceAll(c.name, " ", "-")
+			first := c.start(t, env, false, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+				"sh", "-c", `(while :; do date +%s%N >> "$D/ticks"; sleep 0.01; done) & echo $! > "$D/bg"
+exec sleep 1000`)
+			bg, err := strconv.Atoi(waitFile(t, filepath.Join(dir, "bg")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) })
+			waitFile(t, filepath.Join(dir, "ticks"))
+			guards, _ := lockexChildren(first.cmd.Process.Pid)
+			if len(guards) != 1 {
+				t.Fatalf("lockex has guardians %v, want one", guards)
+			}
+			if err := syscall.Kill(guards[0], syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 5*time.Second, "lockex says its guardian exited", func() bool {
+				return strings.Contains(first.stderr.String(), "the guardian exited")
+			})
+
+			next := startLockex(t, env, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+				"sh", "-c", `date +%s%N > "$D/next"; sleep 0.3`)
+			eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+			killed := time.Now()
+			if err := syscall.Kill(first.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			const bound = 1500 * time.Millisecond
+			for alive(bg) && time.Since(killed) < bound {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if alive(bg) {
+				t.Errorf("the background child %d still runs %s after lockex was SIGKILLed; log:\n%s", bg, bound, first.stderr)
+			}
+			if code := next.wait(t, 20*time.Second); code != 0 {
+				t.Fatalf("next exit %d; log:\n%s", code, next.stderr)
+			}
+			nextStart, _ := strconv.ParseInt(waitFile(t, filepath.Join(dir, "next")), 10, 64)
+			if after, last := ticksAfter(t, filepath.Join(dir, "ticks"), nextStart); after > 0 {
+				t.Errorf("the background child ticked %d times after the next holder started, the last %s after it",
+					after, time.Duration(last-nextStart).Round(time.Millisecond))
+			}
+		})
+	}
+}
