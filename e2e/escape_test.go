@@ -303,3 +303,73 @@ exec sleep 1000`)
 		})
 	}
 }
+
+// TestStopWaitsForWhatItCannotSignal: lockex, run as a user, runs a
+// workload whose setuid-root helper (as sudo would) leaves a process in
+// the workload's process group that the user may not signal. kill(-pgid,
+// 0) then fails with EPERM, not ESRCH: lockex must not take the group for
+// empty and release the lock while it runs, but hold the lock until it
+// ends (here within a few seconds), and say why.
+func TestStopWaitsForWhatItCannotSignal(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	// Directories the user may enter: lockex, the helper and the ticks.
+	dir, err := os.MkdirTemp("", "lockex-eperm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		from, to string
+		mode     os.FileMode
+	}{{lockexBin, "lockex", 0o755}, {"/usr/bin/python3", "rootpy", os.ModeSetuid | 0o755}} {
+		b, err := os.ReadFile(f.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.to), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Join(dir, f.to), f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"D=" + dir}
+	id := "eperm"
+	first := startCommand(t, env, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+		filepath.Join(dir, "lockex"), "-z", zk.Hosts(), "-i", id, "--kill-grace", "500ms", "--",
+		"sh", "-c", `"$D/rootpy" -c '
+import os, subprocess
+os.setuid(0)
+subprocess.Popen(["sh", "-c", "echo $$ > \"$D/bg\"; for i in $(seq 60); do date +%s%N >> \"$D/ticks\"; sleep 0.01; done"])
+'
+while [ ! -e "$D/go" ]; do sleep 0.01; done`)
+	bg, err := strconv.Atoi(waitFile(t, filepath.Join(dir, "bg")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(bg, syscall.SIGKILL) })
+	waitFile(t, filepath.Join(dir, "ticks"))
+	next := startLockex(t, env, "-z", zk.Hosts(), "-i", id, "--", "sh", "-c", `date +%s%N > "$D/next"`)
+	eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := first.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("lockex exit %d; log:\n%s", code, first.stderr)
+	}
+	if code := next.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("next exit %d; log:\n%s", code, next.stderr)
+	}
+	nextStart, _ := strconv.ParseInt(waitFile(t, filepath.Join(dir, "next")), 10, 64)
+	if after, last := ticksAfter(t, filepath.Join(dir, "ticks"), nextStart); after > 0 {
+		t.Errorf("the root process %d ticked %d times after the next holder started, the last %s after it; log:\n%s",
+			bg, after, time.Duration(last-nextStart).Round(time.Millisecond), first.stderr)
+	}
+	if !strings.Contains(first.stderr.String(), "not permitted") {
+		t.Errorf("lockex did not say it may not signal what it waited for; log:\n%s", first.stderr)
+	}
+}

@@ -30,7 +30,7 @@ func (p *Process) Stop(sig syscall.Signal, grace time.Duration) {
 // is 0), so that the caller can report while the rest goes on; the channel
 // closes when all is gone.
 func (p *Process) StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{} {
-	s := &stopping{p: p, sig: sig, grace: grace, deadline: time.Now().Add(grace), signalled: map[int]bool{}}
+	s := &stopping{p: p, sig: sig, grace: grace, deadline: time.Now().Add(grace), signalled: map[int]bool{}, refused: map[int]bool{}}
 	gone := make(chan struct{})
 	if s.round() {
 		close(gone)
@@ -56,6 +56,8 @@ type stopping struct {
 	grace     time.Duration
 	deadline  time.Time
 	signalled map[int]bool
+	// refused lists the targets lockex may not signal, said once each.
+	refused   map[int]bool
 	groupGone bool
 	killing   bool
 }
@@ -104,16 +106,21 @@ func (s *stopping) round() (done bool) {
 		// moved in since.
 		_ = killCgroup(s.p.cgroup)
 	}
-	var termed []int
+	var termed, refused []int
 	for _, t := range targets {
+		var err error
 		switch {
 		case s.killing:
-			_ = syscall.Kill(t, syscall.SIGKILL)
+			err = syscall.Kill(t, syscall.SIGKILL)
 		case !s.signalled[t]:
 			s.signalled[t] = true
 			termed = append(termed, t)
-			_ = syscall.Kill(t, s.sig)
+			err = syscall.Kill(t, s.sig)
 			_ = syscall.Kill(t, syscall.SIGCONT)
+		}
+		if err == syscall.EPERM && !s.refused[t] {
+			s.refused[t] = true
+			refused = append(refused, t)
 		}
 	}
 	// r.mu was held from wait4 to kill: no pid signalled above can have
@@ -121,6 +128,10 @@ func (s *stopping) round() (done bool) {
 	r.mu.Unlock()
 	for _, t := range termed {
 		r.log.Info("stopping what runs under the lock", "target", describeTarget(t), "signal", s.sig.String())
+	}
+	for _, t := range refused {
+		r.log.Warn("may not signal what runs under the lock; holding the lock until it ends",
+			"target", describeTarget(t), "err", syscall.EPERM)
 	}
 	if startKilling {
 		r.log.Warn("still running after the grace; sent SIGKILL", "grace", s.grace, "targets", targets)
@@ -142,8 +153,13 @@ func (p *Process) cgroupLive() bool {
 // zombie. kill(-pgid, 0) alone counts zombies too: a member orphaned to an
 // init that is slow to reap (or never does, as some container inits) would
 // hold the lock for nothing.
+//
+// Only ESRCH means that no member is left. EPERM means that no member
+// may be signalled by lockex (a setuid-root helper that became root, as
+// sudo does, run by lockex as a user): the group is not gone, and the
+// lock must not be released while it runs.
 func groupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
+	if syscall.Kill(-pgid, 0) == syscall.ESRCH {
 		return false
 	}
 	entries, err := os.ReadDir("/proc")
