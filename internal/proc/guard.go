@@ -97,7 +97,7 @@ func (r *Reaper) watchGuard(p *Process) {
 				g.send("guard cgroup %s", w.cgroup)
 			}
 			// A group with a member left, zombies included, keeps its id.
-			if !w.groupForgotten && syscall.Kill(-w.pid, 0) == nil {
+			if !w.groupForgotten && syscall.Kill(-w.pid, 0) != syscall.ESRCH {
 				g.send("guard group %d", w.pid)
 			}
 		}
