@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"sync/atomic"
 	"syscall"
 
 	"github.com/lockex/lockex/internal/exitcode"
@@ -17,6 +18,9 @@ type Process struct {
 	// groupForgotten is set once the guardian was told to forget the
 	// workload's process group.
 	groupForgotten bool
+	// resumeIf, if set, says whether the workload may be continued after
+	// a job-control stop (ResumeOnlyIf).
+	resumeIf atomic.Pointer[func() bool]
 
 	done chan struct{}
 	code int

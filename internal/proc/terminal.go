@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -45,6 +46,17 @@ func takeTerminalFrom(pgrp int) {
 	}
 }
 
+// ResumeOnlyIf makes lockex, continued after a job-control stop of the
+// workload and itself, continue the workload only once may reports true:
+// the lock may still be held. Without it, the workload is continued at
+// once.
+func (p *Process) ResumeOnlyIf(may func() bool) { p.resumeIf.Store(&may) }
+
+func (p *Process) mayResume() bool {
+	may := p.resumeIf.Load()
+	return may == nil || (*may)()
+}
+
 // suspend passes a job-control stop of the workload (Ctrl-Z, or reading
 // the terminal from the background) on to lockex's own process group, so
 // the user's shell sees its job stop. When the shell continues it with fg
@@ -60,6 +72,20 @@ func (p *Process) suspend() {
 		p.reaper.log.Info("workload stopped by job control; stopping lockex too", "pid", p.pid)
 		_ = syscall.Kill(0, syscall.SIGTSTP)
 		<-cont
+	}
+	if !p.mayResume() {
+		// Stopped for longer than the lock could be kept: the session may
+		// have expired, and the next holder's workload be running. This
+		// one stays stopped until lockex knows: then either the lock is
+		// lost and lockex kills it, or it is still held.
+		p.reaper.log.Warn("continued, but the lock may be lost by now; the workload stays stopped until that is known", "pid", p.pid)
+		for !p.mayResume() {
+			select {
+			case <-p.done:
+				return
+			case <-time.After(stopPoll):
+			}
+		}
 	}
 	if ownsTerminal() {
 		_ = setForegroundGroup(p.pid)

@@ -60,6 +60,13 @@ type Process interface {
 	StartStop(sig syscall.Signal, grace time.Duration) <-chan struct{}
 }
 
+// resumer is a Process that continues itself when lockex is continued
+// after a job-control stop of both; it asks first whether the lock may
+// still be held.
+type resumer interface {
+	ResumeOnlyIf(may func() bool)
+}
+
 // Observer is told of the lock's and the workload's changes, for logs,
 // metrics and probes; it logs them, so Run does not.
 type Observer interface {
@@ -153,6 +160,12 @@ func Run(ctx context.Context, c Config) int {
 		return exitcode.Of(err)
 	}
 	unstopped = proc
+	if r, ok := proc.(resumer); ok {
+		// Stopped by job control with lockex (Ctrl-Z) for longer than
+		// the session may outlive, the workload is not continued with
+		// lockex (fg): the next holder's may be running by then.
+		r.ResumeOnlyIf(func() bool { return lease.Err() == nil && time.Now().Before(lease.KillBy()) })
+	}
 	c.Observer.WorkloadStarted(proc.Pid())
 	code, lost := supervise(c, lease, proc)
 	unstopped = nil
