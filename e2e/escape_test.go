@@ -29,10 +29,14 @@ func freezeGuardians(t *testing.T, lockexPid int) []int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	home := map[int]string{}
+	for _, g := range guards {
+		home[g] = cgroupOf(g)
+	}
 	t.Cleanup(func() {
 		_ = os.WriteFile(freezer+"/cgroup.freeze", []byte("0"), 0)
-		for _, g := range guards {
-			_ = os.WriteFile(mnt+"/cgroup.procs", []byte(strconv.Itoa(g)), 0)
+		for g, cg := range home {
+			_ = os.WriteFile(mnt+cg+"/cgroup.procs", []byte(strconv.Itoa(g)), 0)
 		}
 		for deadline := time.Now().Add(5 * time.Second); syscall.Rmdir(freezer) == syscall.EBUSY && time.Now().Before(deadline); {
 			time.Sleep(20 * time.Millisecond)
@@ -91,7 +95,7 @@ func ticksAfter(t *testing.T, path string, ns int64) (after int, last int64) {
 
 // escape runs a workload that leaves leftover behind (its pid in $D/bg,
 // ticking into $D/ticks) and exits once told, while a next contender
-// waits, with lockex's guardian stopped. It checks that the leftover is
+// waits, with lockex's guardian frozen. It checks that the leftover is
 // gone when lockex has released the lock and exited, and that it never
 // ticked once the next holder had started. It returns the cgroup the
 // leftover was in.
