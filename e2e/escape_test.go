@@ -254,14 +254,27 @@ func describeState(pid int) string {
 // OOM killer) while the workload runs, and lockex later. What the
 // workload runs in the background must still be gone at once, not run on
 // beside the next holder.
+//
+// A guardian that crashes (SIGABRT here, as a bug's panic would) while
+// stderr is a pipe nobody drains must die, not hang writing its trace, so
+// that lockex can replace it.
 func TestGuardianKilledThenLockex(t *testing.T) {
 	zk := startZK(t)
 	conn := zkClient(t, zk.Hosts())
-	for _, c := range []confinement{{name: "cgroup"}, {name: "no cgroup", readOnlyCgroups: true}} {
-		t.Run(c.name, func(t *testing.T) {
+	for _, tc := range []struct {
+		confinement
+		sig syscall.Signal
+	}{
+		{confinement{name: "cgroup"}, syscall.SIGKILL},
+		{confinement{name: "no cgroup", readOnlyCgroups: true}, syscall.SIGKILL},
+		{confinement{name: "cgroup, stderr stalled", stalledStderr: true}, syscall.SIGABRT},
+		{confinement{name: "no cgroup, stderr stalled", readOnlyCgroups: true, stalledStderr: true}, syscall.SIGABRT},
+	} {
+		c := tc.confinement
+		t.Run(c.name+"/"+tc.sig.String(), func(t *testing.T) {
 			dir := t.TempDir()
 			env := []string{"D=" + dir}
-			id := "guardian-killed-" + strings.ReplaceAll(c.name, " ", "-")
+			id := "guardian-killed-" + strings.NewReplacer(" ", "-", ",", "").Replace(c.name)
 			first := c.start(t, env, false, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
 				"sh", "-c", `(while :; do date +%s%N >> "$D/ticks"; sleep 0.01; done) & echo $! > "$D/bg"
 exec sleep 1000`)
@@ -275,12 +288,20 @@ exec sleep 1000`)
 			if len(guards) != 1 {
 				t.Fatalf("lockex has guardians %v, want one", guards)
 			}
-			if err := syscall.Kill(guards[0], syscall.SIGKILL); err != nil {
+			if err := syscall.Kill(guards[0], tc.sig); err != nil {
 				t.Fatal(err)
 			}
-			eventually(t, 5*time.Second, "lockex says its guardian exited", func() bool {
-				return strings.Contains(first.stderr.String(), "the guardian exited")
-			})
+			eventually(t, 5*time.Second, "the guardian is gone", func() bool { return !alive(guards[0]) })
+			if c.stalledStderr {
+				eventually(t, 5*time.Second, "lockex has a guardian again", func() bool {
+					again, _ := lockexChildren(first.cmd.Process.Pid)
+					return len(again) == 1 && again[0] != guards[0]
+				})
+			} else {
+				eventually(t, 5*time.Second, "lockex says its guardian exited", func() bool {
+					return strings.Contains(first.stderr.String(), "the guardian exited")
+				})
+			}
 
 			next := startLockex(t, env, "-z", zk.Hosts(), "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
 				"sh", "-c", `date +%s%N > "$D/next"; sleep 0.3`)

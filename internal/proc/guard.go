@@ -49,10 +49,18 @@ func (r *Reaper) startGuardLocked() (*guard, error) {
 	// /proc/self/exe, not a path: it still names lockex's binary after
 	// an upgrade replaced or deleted the file. No environment: lockex's
 	// may hold secrets, and the guardian needs none of it.
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{GuardName, format}, &syscall.ProcAttr{
+	// Its descriptor 2, where the runtime writes should it crash, never
+	// blocks, from its first instruction on (SplitStderr); its log lines
+	// go to descriptor 3, lockex's stderr as the workload has it.
+	crash := stderrFd
+	if nb, err := nonBlocking(stderrFd); err == nil {
+		defer syscall.Close(nb)
+		crash = nb
+	}
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{GuardName, format, guardLogFd}, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"GOMAXPROCS=1"},
-		Files: []uintptr{uintptr(fds[0]), uintptr(null), uintptr(stderrFd)},
+		Files: []uintptr{uintptr(fds[0]), uintptr(null), uintptr(crash), uintptr(stderrFd)},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {

@@ -1,7 +1,9 @@
 package proc
 
 import (
+	"errors"
 	"os"
+	"strconv"
 	"syscall"
 )
 
@@ -27,29 +29,38 @@ var stderrFd = 2
 // never blocks; a socket (journald's stream, say) cannot be reopened, and
 // stays as it is.
 //
-// main calls it before anything else is started.
+// main calls it before anything else is started. The guardian gets the
+// same arrangement from lockex before it execs (startGuardLocked), so
+// that it has it from its first instruction on.
 func SplitStderr() *os.File {
-	var st syscall.Stat_t
-	if err := syscall.Fstat(2, &st); err != nil {
+	nb, err := nonBlocking(2)
+	if err != nil {
 		return os.Stderr
 	}
-	if m := st.Mode & syscall.S_IFMT; m != syscall.S_IFIFO && m != syscall.S_IFCHR {
-		return os.Stderr
-	}
+	defer syscall.Close(nb)
 	orig, _, errno := syscall.Syscall(syscall.SYS_FCNTL, 2, syscall.F_DUPFD_CLOEXEC, 3)
 	if errno != 0 {
 		return os.Stderr
 	}
-	nb, err := syscall.Open("/proc/self/fd/2", syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		syscall.Close(int(orig))
-		return os.Stderr
-	}
-	defer syscall.Close(nb)
 	if err := syscall.Dup3(nb, 2, 0); err != nil {
 		syscall.Close(int(orig))
 		return os.Stderr
 	}
 	stderrFd = int(orig)
 	return os.NewFile(orig, "/dev/stderr")
+}
+
+var errNotReopened = errors.New("neither a pipe, a FIFO nor a terminal")
+
+// nonBlocking opens a file description of its own, close-on-exec and
+// with O_NONBLOCK, of the pipe, FIFO or terminal that descriptor fd is.
+func nonBlocking(fd int) (int, error) {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return -1, err
+	}
+	if m := st.Mode & syscall.S_IFMT; m != syscall.S_IFIFO && m != syscall.S_IFCHR {
+		return -1, errNotReopened
+	}
+	return syscall.Open("/proc/self/fd/"+strconv.Itoa(fd), syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC, 0)
 }
