@@ -23,6 +23,7 @@ const (
 	startRuns        = 100 // lockex -- true
 	trueRuns         = 200
 	handoffRuns      = 100
+	ensembleRuns     = 50 // the handoff on a 3-member ensemble
 	takeoverRuns     = 20
 	semaphoreRuns    = 8
 	footprintHolders = 5
@@ -110,6 +111,8 @@ func TestBench(t *testing.T) {
 	b.measureHerd()
 	b.measureSemaphore()
 	b.measureFootprint()
+	// Last: its three JVMs would disturb the figures above.
+	b.measureEnsembleHandoff()
 
 	b.report()
 }

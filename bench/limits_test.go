@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -11,7 +13,8 @@ import (
 // to back) and cold (after an idle pause, as each step of a handoff is);
 // one ephemeral sequential create plus its delete (two writes, each logged
 // and synced to disk by the server before it answers); and a bare handoff
-// between two sessions, the floor under lockex's.
+// between two sessions, and a fork + exec: together the floor under
+// lockex's handoff.
 func (b *bench) measureLimits() {
 	b.section("The limit: ZooKeeper itself")
 	const dir = "/bench-limits"
@@ -44,6 +47,7 @@ func (b *bench) measureLimits() {
 		return b.conn.Delete(p, -1)
 	})
 	bare := b.bareHandoffs(dir)
+	forkExec := b.forkExecs()
 
 	b.r.exists = b.add(figure{name: "round trip: exists", unit: seconds, values: secs(exists),
 		how: "`Exists` on an open go-zookeeper session (the client lockex uses), back to back, timed in the bench."}).summary()
@@ -58,6 +62,35 @@ func (b *bench) measureLimits() {
 	b.r.bare = b.add(figure{name: "bare handoff: delete → watcher notified", unit: seconds, values: secs(bare),
 		limit: fmtRT(secs(bare), b.r.rtt.median),
 		how:   "Two sessions of the bench: one deletes its ephemeral node, the other has an exists watch on it. From the `Delete` call to the watch event's arrival, after 20ms idle: the least any ZooKeeper lock's handoff takes here, before the next holder even looks at the children."}).summary()
+	b.r.forkExec = b.add(figure{name: "fork + exec of `true`", unit: seconds, values: secs(forkExec),
+		how: "`syscall.ForkExec` of `true` by the bench, in a process group of its own as lockex starts its workload, after 20ms idle: from the call to its return, which waits until the `execve` succeeded (the point at which lockex logs `workload started`). The child is reaped outside the timing."}).summary()
+}
+
+// forkExecs times the bench's own fork and exec of true.
+func (b *bench) forkExecs() []time.Duration {
+	path, err := exec.LookPath("true")
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	attr := &syscall.ProcAttr{Files: []uintptr{0, 1, 2}, Sys: &syscall.SysProcAttr{Setpgid: true}}
+	out := make([]time.Duration, 0, coldRuns)
+	for i := -warmups * 10; i < coldRuns; i++ {
+		time.Sleep(coldIdle)
+		start := time.Now()
+		pid, err := syscall.ForkExec(path, []string{"true"}, attr)
+		took := time.Since(start)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		var ws syscall.WaitStatus
+		if _, err := syscall.Wait4(pid, &ws, 0, nil); err != nil {
+			b.t.Fatal(err)
+		}
+		if i >= 0 {
+			out = append(out, took)
+		}
+	}
+	return out
 }
 
 // bareHandoffs times a delete by one session until another's watch fires.

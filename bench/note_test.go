@@ -22,8 +22,15 @@ func (b *bench) closingNote() string {
 	fmt.Fprintf(&s, "- `lockex -- true`: %s wall against %s for `/bin/true`; after the process started, connect + lock + exec take %s (%.1f round trips); %.0f requests and %.0f writes per run.\n",
 		formatDuration(r.startWall.median), formatDuration(r.trueWall.median), formatDuration(r.startAfter.median), r.startAfter.median/rtt,
 		r.startPackets.median, r.startWrites.median)
-	fmt.Fprintf(&s, "- Graceful handoff: %s, %.1f round trips (limit %.0f): %s.\n",
-		formatDuration(r.handoff.median), r.handoffRT.median, handoffLimitRT, verdict(r.handoffRT.median <= handoffLimitRT))
+	fmt.Fprintf(&s, "- Graceful handoff: %s, %.1f round trips (limit %.0f): %s. Against its floor, the bare handoff plus a fork and exec (%s + %s = %s, this run): %.2f× (goal %.0f×): %s.\n",
+		formatDuration(r.handoff.median), r.handoffRT.median, handoffLimitRT, verdict(r.handoffRT.median <= handoffLimitRT),
+		formatDuration(r.bare.median), formatDuration(r.forkExec.median), formatDuration(r.floor),
+		r.handoff.median/r.floor, handoffFloorGoal, verdict(r.handoff.median/r.floor <= handoffFloorGoal))
+	if r.ensembleFloor > 0 {
+		fmt.Fprintf(&s, "- Graceful handoff on a 3-member ensemble, the waiter on another member than the holder: %s against a floor of %s: %.2f× (goal %.0f×): %s.\n",
+			formatDuration(r.ensembleHandoff.median), formatDuration(r.ensembleFloor), r.ensembleHandoff.median/r.ensembleFloor,
+			handoffFloorGoal, verdict(r.ensembleHandoff.median/r.ensembleFloor <= handoffFloorGoal))
+	}
 	fmt.Fprintf(&s, "- Crash takeover: %s, %.2f× the %s session timeout (limit %.1f×): %s.\n",
 		formatDuration(r.takeover.median), r.takeoverRatio.median, r.granted, takeoverLimit, verdict(r.takeoverRatio.median <= takeoverLimit))
 	fmt.Fprintf(&s, "- Herd with %s waiters, per handoff: %s packets received, %s sessions sending requests, %s watches fired, %s registered; %s watches held while all wait: %s.\n",

@@ -13,10 +13,14 @@ import (
 type results struct {
 	binSize                         int64
 	exists, rtt, coldRTT            summary
-	createDelete, bare              summary
+	createDelete, bare, forkExec    summary
 	startWall, startAfter, trueWall summary
 	handoff, handoffRT              summary
+	handoffFloor                    summary    // handoff / floor
+	floor                           float64    // bare handoff + fork/exec, medians
 	handoffLegs                     [4]float64 // medians: reap, delete, acquire, fork
+	ensembleHandoff, ensembleRatio  summary
+	ensembleFloor                   float64
 	startPackets, startWrites       summary
 	takeover, takeoverRatio         summary
 	granted                         time.Duration
@@ -28,6 +32,7 @@ type results struct {
 // The limits the closing note holds the figures to (issue 8).
 const (
 	handoffLimitRT    = 3.0
+	handoffFloorGoal  = 2.0 // issue 13: the handoff at most twice its floor, measured in the same run
 	takeoverLimit     = 1.1
 	rssLimitMiB       = 15.0
 	herdGrowthAllowed = 1.0 // packets per handoff more at 200 waiters than at 10
