@@ -93,34 +93,8 @@ func (b *bench) forkExecs() []time.Duration {
 	return out
 }
 
-// bareHandoffs times a delete by one session until another's watch fires.
+// bareHandoffs times a delete by one session until another's watch fires,
+// both on the standalone server, each in turn the deleter.
 func (b *bench) bareHandoffs(dir string) []time.Duration {
-	out := make([]time.Duration, 0, coldRuns)
-	for i := -warmups * 10; i < coldRuns; i++ {
-		p, err := b.conn.Create(dir+"/h-", []byte("host:1"), zk.FlagEphemeral|zk.FlagSequence, zk.WorldACL(zk.PermAll))
-		if err != nil {
-			b.t.Fatal(err)
-		}
-		ok, _, watch, err := b.peer.ExistsW(p)
-		if err != nil || !ok {
-			b.t.Fatalf("exists %s: %v %v", p, ok, err)
-		}
-		time.Sleep(coldIdle)
-		start := time.Now()
-		if err := b.conn.Delete(p, -1); err != nil {
-			b.t.Fatal(err)
-		}
-		select {
-		case ev := <-watch:
-			if ev.Type != zk.EventNodeDeleted {
-				b.t.Fatalf("watch on %s: %v", p, ev)
-			}
-		case <-time.After(10 * time.Second):
-			b.t.Fatalf("no watch event for %s", p)
-		}
-		if i >= 0 {
-			out = append(out, time.Since(start))
-		}
-	}
-	return out
+	return b.bareHandoffsBetween([]*zk.Conn{b.conn, b.peer}, dir)
 }

@@ -146,9 +146,10 @@ func testKilledLockex(t *testing.T, hosts string, conn *zk.Conn, subreaper bool,
 	dir := t.TempDir()
 	id := "confine"
 	env := []string{"D=" + dir}
-	// A 2s session: the next holder gets the lock 2s after the SIGKILL,
-	// and holds it for 0.3s.
-	first := c.start(t, env, subreaper, "-z", hosts, "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+	// A 3s session: the next holder gets the lock 3s after the SIGKILL,
+	// and holds it for 0.3s. (With 2s, a starved machine made the holder
+	// lose the lock before the SIGKILL now and then.)
+	first := c.start(t, env, subreaper, "-z", hosts, "-i", id, "--session-timeout", "3s", "--kill-grace", "500ms", "--",
 		"sh", "-c", leftover+`
 exec sleep 1000`)
 	waitFile(t, filepath.Join(dir, "ticks"))
@@ -164,9 +165,18 @@ exec sleep 1000`)
 	cg := cgroupOf(bg)
 	guards, _ := lockexChildren(first.cmd.Process.Pid)
 
-	next := startLockex(t, env, "-z", hosts, "-i", id, "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+	next := startLockex(t, env, "-z", hosts, "-i", id, "--session-timeout", "3s", "--kill-grace", "500ms", "--",
 		"sh", "-c", `date +%s%N > "$D/next"; sleep 0.3`)
-	eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	eventually(t, 10*time.Second, "the next contender waits", func() bool {
+		select {
+		case <-first.done:
+			// The premise is gone: the holder ended before the SIGKILL
+			// (a loss on a starved machine), and the next may have run.
+			t.Fatalf("the holder exited %d before it was killed; log:\n%s", first.code, first.stderr)
+		default:
+		}
+		return len(children(t, conn, "/lockex/"+id)) == 2
+	})
 
 	killed := time.Now()
 	if err := syscall.Kill(first.cmd.Process.Pid, syscall.SIGKILL); err != nil {

@@ -248,3 +248,55 @@ func TestTerminalJobControl(t *testing.T) {
 		t.Fatalf("shell exit %d; the terminal shows:\n%s", code, term)
 	}
 }
+
+// TestTerminalStoppedPastTheSession: Ctrl-Z stops the workload and lockex
+// for longer than the session lasts, and the next holder starts. fg then
+// continues lockex, which must not continue the workload beside the next
+// holder's before it has seen the loss and killed it.
+func TestTerminalStoppedPastTheSession(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	dir := t.TempDir()
+	env := []string{"D=" + dir}
+	// A workload that shows within a millisecond that it runs.
+	if err := os.WriteFile(filepath.Join(dir, "tick.py"), []byte(`
+import os, time
+open(os.environ["D"] + "/pid", "w").write(str(os.getpid()))
+print("ready", flush=True)
+with open(os.environ["D"] + "/ticks", "a") as f:
+    while True:
+        f.write("%d\n" % time.time_ns())
+        f.flush()
+        time.sleep(0.0005)
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	term, shell := startOnTerminal(t, []string{"PS1=$ ", "HISTFILE=/dev/null", "D=" + dir},
+		"bash", "--norc", "--noprofile", "-i")
+	term.expect(t, "$ ")
+	term.typ(t, fmt.Sprintf(`%s -z %s -i tty-stop --session-timeout 2s --kill-grace 500ms -- /usr/bin/python3 "$D/tick.py"`+"\n",
+		lockexBin, zk.Hosts()))
+	term.expect(t, "ready")
+	pid := 0
+	fmt.Sscan(waitFile(t, filepath.Join(dir, "pid")), &pid)
+	lockexPid, _ := statOf(pid)
+	next := startLockex(t, env, "-z", zk.Hosts(), "-i", "tty-stop", "--session-timeout", "2s", "--kill-grace", "500ms", "--",
+		"sh", "-c", `date +%s%N > "$D/next"; sleep 3`)
+	eventually(t, 10*time.Second, "the next contender waits", func() bool { return len(children(t, conn, "/lockex/tty-stop")) == 2 })
+
+	term.typ(t, "\x1a")
+	term.expect(t, "Stopped")
+	var nextStart int64
+	fmt.Sscan(waitFile(t, filepath.Join(dir, "next")), &nextStart)
+	term.typ(t, "fg\n")
+	eventually(t, 20*time.Second, "lockex exits", func() bool { return !alive(lockexPid) })
+	if after, last := ticksAfter(t, filepath.Join(dir, "ticks"), nextStart); after > 0 {
+		t.Errorf("the workload ran beside the next holder's: %d ticks after it started, the last %s after; the terminal shows:\n%s",
+			after, time.Duration(last-nextStart).Round(time.Millisecond), term)
+	}
+	if code := next.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("next exit %d; log:\n%s", code, next.stderr)
+	}
+	term.typ(t, "exit\n")
+	shell.wait(t, 10*time.Second)
+}

@@ -22,5 +22,7 @@ func main() {
 	if code, ok := proc.Guardian(os.Args); ok {
 		os.Exit(code)
 	}
-	os.Exit(app.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+	// A crash must end lockex, not hang it on a stderr nobody drains.
+	stderr := proc.SplitStderr()
+	os.Exit(app.Main(context.Background(), os.Args[1:], os.Environ(), os.Stdout, stderr))
 }

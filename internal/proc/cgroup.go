@@ -112,8 +112,8 @@ func unescapeMountinfo(s string) string {
 	return b.String()
 }
 
-// killCgroup sends SIGKILL to every process in the cgroup at path, and
-// to those being forked into it.
+// killCgroup sends SIGKILL to every process in the cgroup at path and in
+// the cgroups under it, and to those being forked into them.
 func killCgroup(path string) error {
 	return os.WriteFile(filepath.Join(path, "cgroup.kill"), []byte("1"), 0)
 }
@@ -133,7 +133,19 @@ func cgroupPopulated(path string) (bool, error) {
 	return false, fmt.Errorf("no populated in %s/cgroup.events", path)
 }
 
-// removeCgroup removes the cgroup at path; it fails while populated.
+// removeCgroup removes the cgroup at path, and those a workload run as
+// root made under it, deepest first; it fails while populated.
 func removeCgroup(path string) error {
+	entries, err := os.ReadDir(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() {
+			if err := removeCgroup(filepath.Join(path, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
 	return syscall.Rmdir(path)
 }

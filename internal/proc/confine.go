@@ -22,6 +22,8 @@ type confinement struct {
 
 	// closing is set once lockex is leaving, and the guardian with it.
 	closing atomic.Bool
+	// restarts counts the guardians started after one ended unasked.
+	restarts int
 }
 
 // confineLocked returns the guardian, started on the first call, and a new
@@ -97,7 +99,7 @@ func (p *Process) forgetLocked() bool {
 		p.groupForgotten = true
 	}
 	if p.cgroup != "" {
-		if populated, err := cgroupPopulated(p.cgroup); err == nil && populated {
+		if p.cgroupLive() {
 			return false
 		}
 		if err := removeCgroup(p.cgroup); err != nil {

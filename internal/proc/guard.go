@@ -49,10 +49,18 @@ func (r *Reaper) startGuardLocked() (*guard, error) {
 	// /proc/self/exe, not a path: it still names lockex's binary after
 	// an upgrade replaced or deleted the file. No environment: lockex's
 	// may hold secrets, and the guardian needs none of it.
-	pid, err := syscall.ForkExec("/proc/self/exe", []string{GuardName, format}, &syscall.ProcAttr{
+	// Its descriptor 2, where the runtime writes should it crash, never
+	// blocks, from its first instruction on (SplitStderr); its log lines
+	// go to descriptor 3, lockex's stderr as the workload has it.
+	crash := stderrFd
+	if nb, err := nonBlocking(stderrFd); err == nil {
+		defer syscall.Close(nb)
+		crash = nb
+	}
+	pid, err := syscall.ForkExec("/proc/self/exe", []string{GuardName, format, guardLogFd}, &syscall.ProcAttr{
 		Dir:   "/",
 		Env:   []string{"GOMAXPROCS=1"},
-		Files: []uintptr{uintptr(fds[0]), uintptr(null), 2},
+		Files: []uintptr{uintptr(fds[0]), uintptr(null), uintptr(crash), uintptr(stderrFd)},
 		Sys:   &syscall.SysProcAttr{Setpgid: true},
 	})
 	if err != nil {
@@ -66,13 +74,49 @@ func (r *Reaper) startGuardLocked() (*guard, error) {
 	return g, nil
 }
 
-// watchGuard warns if the guardian ends while lockex still needs it.
+// guardRestartMax bounds how many times lockex starts another guardian
+// after one ended while lockex still needed it.
+const guardRestartMax = 10
+
+// watchGuard starts another guardian if this one ends while lockex still
+// needs it (it was killed: by hand, by the OOM killer), and hands it what
+// the last one guarded. Until then, and if it cannot, a SIGKILL of lockex
+// leaves the workload's background to run on beside the next holder.
 func (r *Reaper) watchGuard(p *Process) {
 	<-p.done
-	if !r.confine.closing.Load() {
-		r.log.Warn("the guardian exited; if lockex is killed now, what the workload runs in the background may outlive the lock",
-			"pid", p.pid, "status", p.code)
+	r.mu.Lock()
+	c := &r.confine
+	if c.closing.Load() || c.guard == nil || c.guard.pid != p.pid {
+		r.mu.Unlock()
+		return
 	}
+	old := c.guard
+	var g *guard
+	err := errors.New("restarted too often")
+	if c.restarts < guardRestartMax {
+		c.restarts++
+		g, err = r.startGuardLocked()
+	}
+	if g != nil {
+		_ = old.w.Close()
+		c.guard = g
+		for _, w := range r.started {
+			if w.cgroup != "" {
+				g.send("guard cgroup %s", w.cgroup)
+			}
+			// A group with a member left, zombies included, keeps its id.
+			if !w.groupForgotten && syscall.Kill(-w.pid, 0) != syscall.ESRCH {
+				g.send("guard group %d", w.pid)
+			}
+		}
+	}
+	r.mu.Unlock()
+	if g != nil {
+		r.log.Warn("the guardian exited; started another", "pid", p.pid, "status", p.code, "guardian", g.pid)
+		return
+	}
+	r.log.Warn("the guardian exited; if lockex is killed now, what the workload runs in the background may outlive the lock",
+		"pid", p.pid, "status", p.code, "err", err)
 }
 
 // send writes one message to the guardian: one short line, one write, so

@@ -53,6 +53,10 @@ const (
 	guardFlushMax = time.Second
 )
 
+// guardLogFd is the guardian's third argument when lockex gave it its
+// stderr, to log to, as descriptor 3 (startGuardLocked).
+const guardLogFd = "3"
+
 // canGuard is set in a binary whose main calls Guardian first: only such a
 // binary, re-executed, becomes a guardian and not a second lockex (or a
 // second run of a test binary).
@@ -71,9 +75,15 @@ func Guardian(args []string) (code int, isGuardian bool) {
 		format = args[1]
 	}
 	// The guardian shares lockex's stderr, which may be a pipe nobody
-	// drains: its lines are queued, never waited for, and flushed for a
-	// bounded time as it exits.
-	logs := logging.NewWriter(os.Stderr, logging.QueueLines)
+	// drains: its lines, written to descriptor 3, are queued, never waited
+	// for, and flushed for a bounded time as it exits. Its descriptor 2
+	// never blocks: should it crash, it dies rather than hang on its
+	// trace, so that lockex can start another (SplitStderr).
+	out := os.Stderr
+	if len(args) > 2 && args[2] == guardLogFd {
+		out = os.NewFile(3, "/dev/stderr")
+	}
+	logs := logging.NewWriter(out, logging.QueueLines)
 	code = runGuardian(logging.New(logs, format, "info"))
 	logs.Flush(guardFlushMax)
 	return code, true

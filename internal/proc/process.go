@@ -35,6 +35,8 @@ type Process struct {
 	// groupKilled is set once the group, seen with members but none
 	// alive, was sent SIGKILL in case the look missed one.
 	groupKilled bool
+	// refused lists what lockex may not signal, said once each.
+	refused map[int]bool
 	// killing is set by KillAll: what Gone finds from then on is sent
 	// SIGKILL.
 	killing  bool

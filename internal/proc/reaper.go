@@ -103,7 +103,7 @@ func (r *Reaper) loop() {
 func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	attr := &syscall.ProcAttr{
 		Env:   env,
-		Files: []uintptr{0, 1, 2},
+		Files: []uintptr{0, 1, uintptr(stderrFd)},
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	}
 	tty := ownsTerminal()

@@ -50,6 +50,26 @@ func noConfinement(r *Reaper) {
 	r.confine.decided = true
 }
 
+// startLeavingGroup starts this test binary as a workload, unconfined,
+// whose main process leaves its process group (leaveGroupEnv) and says
+// when it has, by creating the file ready.
+func startLeavingGroup(t *testing.T) (p *Process, ready string) {
+	t.Helper()
+	r := newReaper(t)
+	noConfinement(r)
+	ready = t.TempDir() + "/ready"
+	t.Setenv(leaveGroupEnv, ready)
+	p, err := r.Start("/proc/self/exe", []string{os.Args[0], "-test.run=^$"}, os.Environ())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.KillAll(); <-p.Gone() })
+	if !within(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
+		t.Fatal("the workload never got ready")
+	}
+	return p, ready
+}
+
 // TestMainProcessLeavesGroup (review): the workload's main process leaves
 // its process group (setpgid into its child's group) and there is no
 // cgroup. It still runs under the lock, and lockex knows it does: it is
@@ -57,18 +77,7 @@ func noConfinement(r *Reaper) {
 // close while it runs; else the supervisor, stopping the workload after a
 // loss, releases the lock with the workload running.
 func TestMainProcessLeavesGroup(t *testing.T) {
-	r := newReaper(t)
-	noConfinement(r)
-	ready := t.TempDir() + "/ready"
-	t.Setenv(leaveGroupEnv, ready)
-	p, err := r.Start("/proc/self/exe", []string{os.Args[0], "-test.run=^$"}, os.Environ())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.KillAll() })
-	if !within(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
-		t.Fatal("the workload never got ready")
-	}
+	p, _ := startLeavingGroup(t)
 	if st, ok := statOf(p.Pid()); !ok || st.pgrp == p.Pid() {
 		t.Fatalf("the workload's main process is still in its group: %+v", st)
 	}
@@ -178,29 +187,36 @@ func TestReviewStrayWormNotGone(t *testing.T) {
 			if !growing(trail) {
 				t.Fatal("the worm does not run")
 			}
-			p.SignalAll(syscall.SIGTERM)
-			deadline := time.Now().Add(3 * time.Second)
-			for polls := 1; time.Now().Before(deadline); polls++ {
-				if p.allGone() {
-					if growing(trail) {
-						t.Fatalf("all gone, by Gone's test, at poll %d, while the worm runs", polls)
-					}
-					t.Logf("gone at poll %d, and nothing of it runs", polls)
-					return
-				}
-			}
-			// The grace is over: one KillAll, as the supervisor sends,
-			// ends it all, and then Gone closes.
-			p.KillAll()
-			select {
-			case <-p.Gone():
-			case <-time.After(10 * time.Second):
-				t.Fatal("not gone 10s after KillAll")
-			}
-			if growing(trail) {
-				t.Fatal("gone after KillAll, while the worm runs")
-			}
+			goneOnlyOnceStopped(t, p, trail)
 		})
+	}
+}
+
+// goneOnlyOnceStopped sends the worm of p, which writes to trail, the
+// kill signal, and polls Gone's test for 3s as Gone would: it may find
+// all gone only once nothing grows trail. Then one KillAll, as the
+// supervisor sends when the grace is over, must end it all, and Gone close.
+func goneOnlyOnceStopped(t *testing.T, p *Process, trail string) {
+	t.Helper()
+	p.SignalAll(syscall.SIGTERM)
+	deadline := time.Now().Add(3 * time.Second)
+	for polls := 1; time.Now().Before(deadline); polls++ {
+		if p.allGone() {
+			if growing(trail) {
+				t.Fatalf("all gone, by Gone's test, at poll %d, while the worm runs", polls)
+			}
+			t.Logf("gone at poll %d, and nothing of it runs", polls)
+			return
+		}
+	}
+	p.KillAll()
+	select {
+	case <-p.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("not gone 10s after KillAll")
+	}
+	if growing(trail) {
+		t.Fatal("gone after KillAll, while the worm runs")
 	}
 }
 
@@ -254,32 +270,13 @@ func TestReviewStrayWormInCgroup(t *testing.T) {
 		}
 	})
 	if cg == "" {
-		t.Skip("no cgroup of its own for the workload here")
+		t.Fatal("no cgroup of its own for the workload: this test needs root and a writable cgroup v2 hierarchy")
 	}
 	waitDone(t, p)
 	if !growing(trail) {
 		t.Fatal("the worm does not run")
 	}
-	p.SignalAll(syscall.SIGTERM)
-	deadline := time.Now().Add(3 * time.Second)
-	for polls := 1; time.Now().Before(deadline); polls++ {
-		if p.allGone() {
-			if growing(trail) {
-				t.Fatalf("all gone, by Gone's test, at poll %d, while the worm runs in the workload's cgroup", polls)
-			}
-			t.Logf("gone at poll %d, and nothing of it runs", polls)
-			return
-		}
-	}
-	p.KillAll()
-	select {
-	case <-p.Gone():
-	case <-time.After(10 * time.Second):
-		t.Fatal("not gone 10s after KillAll")
-	}
-	if growing(trail) {
-		t.Fatal("gone after KillAll, while the worm runs")
-	}
+	goneOnlyOnceStopped(t, p, trail)
 }
 
 // TestReviewSignalReachesMainOutOfGroup (review): a signal lockex passes on
@@ -287,18 +284,7 @@ func TestReviewStrayWormInCgroup(t *testing.T) {
 // main process when it has left its process group, as it would reach it
 // without lockex in between.
 func TestReviewSignalReachesMainOutOfGroup(t *testing.T) {
-	r := newReaper(t)
-	noConfinement(r)
-	ready := t.TempDir() + "/ready"
-	t.Setenv(leaveGroupEnv, ready)
-	p, err := r.Start("/proc/self/exe", []string{os.Args[0], "-test.run=^$"}, os.Environ())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.KillAll(); <-p.Gone() })
-	if !within(10*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
-		t.Fatal("the workload never got ready")
-	}
+	p, ready := startLeavingGroup(t)
 	if err := p.Signal(syscall.SIGUSR1); err != nil {
 		t.Errorf("Signal: %v", err)
 	}

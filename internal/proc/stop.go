@@ -1,7 +1,9 @@
 package proc
 
 import (
+	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,15 +27,20 @@ const stopPoll = 10 * time.Millisecond
 func (p *Process) SignalAll(sig syscall.Signal) []string {
 	r := p.reaper
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	// r.mu is held from the wait4 in targetsLocked to the kill: no pid
 	// signalled here can have been reaped, and so reused, in between.
-	var signalled []int
+	var signalled, refused []int
 	for round := 1; ; round++ {
 		targets, sure := p.targetsLocked()
 		for _, t := range targets {
 			if !slices.Contains(signalled, t) {
-				_ = syscall.Kill(t, sig)
+				if syscall.Kill(t, sig) == syscall.EPERM && !p.refused[t] {
+					if p.refused == nil {
+						p.refused = map[int]bool{}
+					}
+					p.refused[t] = true
+					refused = append(refused, t)
+				}
 				signalled = append(signalled, t)
 			}
 		}
@@ -45,7 +52,15 @@ func (p *Process) SignalAll(sig syscall.Signal) []string {
 			break
 		}
 	}
-	return p.describeTargets(signalled)
+	names := p.describeTargets(signalled)
+	r.mu.Unlock()
+	for _, t := range refused {
+		// A setuid helper that became root, run by lockex as a user: it
+		// is not gone (groupState), and the lock waits for its end.
+		r.log.Warn("may not signal what runs under the lock; holding the lock until it ends",
+			"target", describeTarget(t), "err", syscall.EPERM)
+	}
+	return names
 }
 
 // signalRounds bounds the looks of one SignalAll.
@@ -191,6 +206,16 @@ func (p *Process) describeTargets(targets []int) []string {
 	return names
 }
 
+// cgroupLive reports whether the workload's cgroup, or one under it, still
+// holds a process that runs.
+func (p *Process) cgroupLive() bool {
+	if p.cgroup == "" {
+		return false
+	}
+	populated, err := cgroupPopulated(p.cgroup)
+	return err == nil && populated
+}
+
 // groupAlive reports whether process group pgid has a member that is not a
 // zombie. kill(-pgid, 0) alone counts zombies too: a member orphaned to an
 // init that is slow to reap (or never does, as some container inits) would
@@ -205,8 +230,13 @@ func groupAlive(pgid int) bool {
 
 // groupState reports whether process group pgid has members, and whether
 // one was seen that is not a zombie (groupAlive).
+//
+// Only ESRCH means that no member is left. EPERM means that no member may
+// be signalled by lockex (a setuid-root helper that became root, as sudo
+// does, run by lockex as a user): the group is not gone, and the lock must
+// not be released while it runs.
 func groupState(pgid int) (members, alive bool) {
-	if syscall.Kill(-pgid, 0) != nil {
+	if syscall.Kill(-pgid, 0) == syscall.ESRCH {
 		return false, false
 	}
 	entries, err := os.ReadDir("/proc")
@@ -218,11 +248,36 @@ func groupState(pgid int) (members, alive bool) {
 		if err != nil {
 			continue
 		}
-		if st, ok := statOf(pid); ok && st.pgrp == pgid && st.state != 'Z' && st.state != 'X' {
+		if st, ok := statOf(pid); ok && st.pgrp == pgid && runs(pid, st) {
 			return true, true
 		}
 	}
 	return true, false
+}
+
+// runs reports whether process pid, whose /proc/PID/stat says st, has a
+// thread that still runs. A process whose main thread has exited (as
+// with pthread_exit in main) is a zombie to /proc/PID/stat while its other
+// threads run on, and its status is not reported until they end: it is
+// not gone, and neither is its process group.
+func runs(pid int, st stat) bool {
+	if st.state != 'Z' && st.state != 'X' {
+		return true
+	}
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, task := range tasks {
+		if task.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		if st, ok := statAt(dir + task.Name() + "/stat"); ok && st.state != 'Z' && st.state != 'X' {
+			return true
+		}
+	}
+	return false
 }
 
 func describeTarget(t int) string {
@@ -255,7 +310,7 @@ func (r *Reaper) childrenLocked() (pids []int, dying bool) {
 		st, ok := statOf(pid)
 		switch {
 		case !ok || st.ppid != self:
-		case st.state == 'Z' || st.state == 'X':
+		case !runs(pid, st):
 			dying = true
 		case r.procs[pid] == nil:
 			pids = append(pids, pid)
@@ -273,7 +328,12 @@ type stat struct {
 // statOf reads /proc/PID/stat, whose second field (the command name, in
 // parentheses) may itself contain spaces and parentheses.
 func statOf(pid int) (stat, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return statAt("/proc/" + strconv.Itoa(pid) + "/stat")
+}
+
+// statAt reads a stat file of /proc: a process's, or one of its threads'.
+func statAt(path string) (stat, bool) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return stat{}, false
 	}
@@ -292,26 +352,33 @@ func statOf(pid int) (stat, bool) {
 	return stat{state: f[0][0], ppid: ppid, pgrp: pgrp}, err1 == nil && err2 == nil
 }
 
-// strayedLocked lists the living members of the workload's cgroup that are
-// in none of targets: they left its process group and are not lockex's
-// children. Called with r.mu held.
+// strayedLocked lists the living members of the workload's cgroup, and of
+// the cgroups a workload run as root may make under it, that are in none of
+// targets: they left its process group and are not lockex's children.
+// Called with r.mu held.
 func (p *Process) strayedLocked(targets []int) []int {
 	if p.cgroup == "" {
 		return nil
 	}
-	b, err := os.ReadFile(p.cgroup + "/cgroup.procs")
-	if err != nil {
-		return nil
-	}
 	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil || slices.Contains(targets, pid) {
-			continue
+	_ = filepath.WalkDir(p.cgroup, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return nil
 		}
-		if st, ok := statOf(pid); ok && st.pgrp != p.pid && st.state != 'Z' && st.state != 'X' {
-			pids = append(pids, pid)
+		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		if err != nil {
+			return nil
 		}
-	}
+		for _, f := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(f)
+			if err != nil || slices.Contains(targets, pid) || slices.Contains(pids, pid) {
+				continue
+			}
+			if st, ok := statOf(pid); ok && st.pgrp != p.pid && runs(pid, st) {
+				pids = append(pids, pid)
+			}
+		}
+		return nil
+	})
 	return pids
 }

@@ -87,10 +87,7 @@ func TestReviewPanicInEveryChange(t *testing.T) {
 		after []string
 	}
 	connected := func(h *harness) {
-		h.run()
-		h.expect("starting→connecting", "connect")
-		h.locker.connect <- nil
-		h.expect("connecting→waiting", "acquire wait=true")
+		h.toWaiting()
 	}
 	for _, tc := range []step{
 		{Starting, Connecting, func(h *harness) { h.run(); h.expect("starting→connecting") }, nil},
@@ -210,10 +207,7 @@ func TestReviewSignalWhileStopping(t *testing.T) {
 // the session ends.
 func TestReviewAcquireLeaseAndError(t *testing.T) {
 	h := newHarness(t)
-	h.run()
-	h.expect("starting→connecting", "connect")
-	h.locker.connect <- nil
-	h.expect("connecting→waiting", "acquire wait=true")
+	h.toWaiting()
 	h.locker.acquire <- acquired{lease: h.lease, err: exitcode.With(exitcode.Unavailable, errors.New("lost the answer"))}
 	h.expect("release", "waiting→gave_up")
 	if code := h.exitCode(); code != exitcode.Unavailable {
@@ -257,10 +251,7 @@ func TestReviewContinuedAfterJobControl(t *testing.T) {
 		h.clock.advance(killByIn - grace - time.Millisecond)
 		h.proc.cont <- struct{}{}
 		h.expect("forward continued")
-		h.proc.exit(0)
-		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
-		close(h.proc.gone)
-		h.expect("stop timer 3s", "release", "holding→released")
+		h.exitsClean()
 		h.exitCode()
 	})
 	t.Run("past the lease's deadline", func(t *testing.T) {
@@ -289,10 +280,7 @@ func TestReviewContinuedAfterJobControl(t *testing.T) {
 		h.lease.killBy = h.clock.Now().Add(killByIn)
 		h.clock.advance(100 * time.Millisecond)
 		h.expect("forward continued")
-		h.proc.exit(0)
-		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
-		close(h.proc.gone)
-		h.expect("stop timer 3s", "release", "holding→released")
+		h.exitsClean()
 		h.exitCode()
 	})
 }

@@ -333,13 +333,30 @@ func (h *harness) exitCode() int {
 	return 0
 }
 
-// toRunning drives a run to Running: connected, lock acquired, started.
-func (h *harness) toRunning() {
+// toWaiting starts a run and drives it to Waiting: connected, Acquire
+// called.
+func (h *harness) toWaiting() {
 	h.t.Helper()
 	h.run()
 	h.expect("starting→connecting", "connect")
 	h.locker.connect <- nil
 	h.expect("connecting→waiting", "acquire wait=true")
+}
+
+// exitsClean ends a running workload with code 0, leaving nothing: the
+// stop of what it left, its grace cancelled, the release.
+func (h *harness) exitsClean() {
+	h.t.Helper()
+	h.proc.exit(0)
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "holding→released")
+}
+
+// toRunning drives a run to Running: connected, lock acquired, started.
+func (h *harness) toRunning() {
+	h.t.Helper()
+	h.toWaiting()
 	h.locker.acquire <- acquired{lease: h.lease}
 	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "holding→running")
 }
@@ -434,10 +451,7 @@ func TestGraceEndsByKillBy(t *testing.T) {
 // loss (the metrics count it), and the workload never starts.
 func TestLossBeforeStart(t *testing.T) {
 	h := newHarness(t)
-	h.run()
-	h.expect("starting→connecting", "connect")
-	h.locker.connect <- nil
-	h.expect("connecting→waiting", "acquire wait=true")
+	h.toWaiting()
 	h.lease.lose()
 	h.locker.acquire <- acquired{lease: h.lease}
 	h.expect("waiting→holding", "holding→lost", "release", "lost→released")
@@ -526,10 +540,7 @@ func TestGivingUp(t *testing.T) {
 func TestStopBeforeStart(t *testing.T) {
 	h := newHarness(t)
 	h.lease.onNode = func() { h.signals <- syscall.SIGTERM; h.lease.onNode = nil }
-	h.run()
-	h.expect("starting→connecting", "connect")
-	h.locker.connect <- nil
-	h.expect("connecting→waiting", "acquire wait=true")
+	h.toWaiting()
 	h.locker.acquire <- acquired{lease: h.lease}
 	h.expect("waiting→holding", "release", "holding→released")
 	if code := h.exitCode(); code != 143 {
@@ -542,10 +553,7 @@ func TestStopBeforeStart(t *testing.T) {
 func TestStartFails(t *testing.T) {
 	h := newHarness(t)
 	h.startErr = exitcode.With(exitcode.NotFound, errors.New("no such command"))
-	h.run()
-	h.expect("starting→connecting", "connect")
-	h.locker.connect <- nil
-	h.expect("connecting→waiting", "acquire wait=true")
+	h.toWaiting()
 	h.locker.acquire <- acquired{lease: h.lease}
 	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "release", "holding→released")
 	if code := h.exitCode(); code != exitcode.NotFound {
@@ -621,10 +629,7 @@ func TestReleaseFails(t *testing.T) {
 	h := newHarness(t)
 	h.lease.releaseErr = errors.New("connection lost")
 	h.toRunning()
-	h.proc.exit(0)
-	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
-	close(h.proc.gone)
-	h.expect("stop timer 3s", "release", "holding→released")
+	h.exitsClean()
 	if ch := h.obs.last(); ch.ReleaseErr == nil {
 		t.Errorf("final change %+v, want the release error", ch)
 	}
@@ -637,10 +642,7 @@ func TestPanicAfterStart(t *testing.T) {
 	h := newHarness(t)
 	h.obs.panicOn = Running
 	close(h.proc.gone)
-	h.run()
-	h.expect("starting→connecting", "connect")
-	h.locker.connect <- nil
-	h.expect("connecting→waiting", "acquire wait=true")
+	h.toWaiting()
 	h.locker.acquire <- acquired{lease: h.lease}
 	h.expect("waiting→holding", "start LOCKEX_FENCING_TOKEN=42", "holding→running", "kill all", "release")
 	select {
