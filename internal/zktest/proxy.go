@@ -2,6 +2,7 @@ package zktest
 
 import (
 	"context"
+	"encoding/binary"
 	"net"
 	"sync"
 	"testing"
@@ -32,6 +33,7 @@ const (
 	modePass proxyMode = iota
 	modeStall
 	modeCut
+	modeHoldWrites
 )
 
 // Proxy is a TCP proxy on a free loopback port in front of one ZooKeeper
@@ -57,6 +59,10 @@ type proxyConn struct {
 	client, server net.Conn
 	closed         bool
 	crashing       bool // Crash: hand over what the server sent, then reset
+	holding        bool // a write from the client is held (HoldWrites)
+	// requests follows the frames the client sends, for HoldWrites; only
+	// the forwarder from the client touches it.
+	requests requestScanner
 }
 
 // verdict is what a forwarder does next with what it has read.
@@ -99,6 +105,17 @@ func (p *Proxy) Pass() { p.setMode(modePass) }
 // of it only on Pass. New connections are accepted, but the proxy connects
 // them to the target only on Pass, so the server does not see them either.
 func (p *Proxy) Stall() { p.setMode(modeStall) }
+
+// HoldWrites makes the server one that answers reads, syncs and connects
+// but commits no write, as a ZooKeeper leader that lost its quorum does
+// until it notices, and as the client of a server cut off from its leader
+// sees its writes go unanswered: on every connection, old and new, what
+// the client sends passes up to the first request that writes (create,
+// delete, setData, setACL, check, multi, reconfig), and that request and
+// everything after it are held, in order, until Pass (a server answers a
+// session's requests in order). What the server sends passes. Stall and
+// Cut apply as ever.
+func (p *Proxy) HoldWrites() { p.setMode(modeHoldWrites) }
 
 // Cut closes every open connection (both sides) and, until Pass, closes
 // new connections at once after accepting them (a partition that the
@@ -231,7 +248,7 @@ func (p *Proxy) serve(pc *proxyConn) {
 		defer close(done)
 		p.forward(pc, pc.client, server, true)
 	}()
-	p.forward(pc, server, pc.client, false)
+	p.forwardRequests(pc, server, pc.client)
 	<-done
 }
 
@@ -263,6 +280,73 @@ func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn, fromServer bool) {
 	}
 }
 
+// forwardRequests is forward from the client, which follows the client's
+// frames so that HoldWrites can hold the first request that writes. Bytes
+// of a frame whose head a read cut short wait for the next read: until
+// the head is whole, it cannot be told whether the frame writes.
+func (p *Proxy) forwardRequests(pc *proxyConn, dst, src net.Conn) {
+	defer p.drop(pc)
+	buf := make([]byte, proxyBufSize)
+	var unsent []byte
+	for {
+		n, err := src.Read(buf)
+		if p.waitPass(pc, false) != goOn {
+			return // a crash loses what the client sent
+		}
+		unsent = append(unsent, buf[:n]...)
+		for {
+			k, write := pc.requests.split(unsent, p.holdsWrites())
+			if k > 0 {
+				if _, werr := dst.Write(unsent[:k]); werr != nil {
+					return
+				}
+				unsent = unsent[k:]
+			}
+			if !write {
+				break
+			}
+			if p.waitWrites(pc) != goOn {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *Proxy) holdsWrites() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mode == modeHoldWrites
+}
+
+// waitWrites waits while the proxy holds writes (or stalls), before a
+// held write goes on.
+func (p *Proxy) waitWrites(pc *proxyConn) verdict {
+	p.mu.Lock()
+	pc.holding = true
+	for !pc.closed && !pc.crashing && p.mode == modeHoldWrites {
+		p.cond.Wait()
+	}
+	pc.holding = false
+	p.mu.Unlock()
+	return p.waitPass(pc, false)
+}
+
+// HeldWrites is how many connections have a write held now (HoldWrites).
+func (p *Proxy) HeldWrites() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for pc := range p.conns {
+		if pc.holding {
+			n++
+		}
+	}
+	return n
+}
+
 // waitPass waits while the proxy stalls and tells how pc goes on. While pc
 // crashes, the direction from the client waits for the reset: its end
 // would close the client's connection gracefully first.
@@ -277,10 +361,64 @@ func (p *Proxy) waitPass(pc *proxyConn, fromServer bool) verdict {
 		return stop
 	case pc.crashing:
 		return crash
-	case p.mode == modePass:
+	case p.mode == modePass, p.mode == modeHoldWrites:
 		return goOn
 	}
 	return stop
+}
+
+// requestScanner follows ZooKeeper's framing (a 4-byte length, then the
+// packet) in what a client sends: first the connect request, then
+// requests that each start with their xid and opcode.
+type requestScanner struct {
+	frames int      // frames begun
+	head   [12]byte // the current frame's length, xid and opcode, as far as passed on
+	have   int      // bytes of head passed on; 0 between frames
+	body   int      // bytes of the current frame still to come after its head
+}
+
+// Opcodes of the requests a ZooKeeper leader must commit (ZooDefs.OpCode).
+var writeOps = map[int32]bool{
+	1: true, 2: true, 5: true, 7: true, 13: true, 14: true, 15: true, // create, delete, setData, setACL, check, multi, create2
+	16: true, 19: true, 20: true, 21: true, // reconfig, createContainer, deleteContainer, createTTL
+}
+
+// split returns how many bytes of b may go on. With hold, that is up to
+// the first request that writes (write is then true, and b[k:] starts
+// with it) or up to a frame head that b cuts short, which can be judged
+// only once the next read completes it. Without hold, it is all of b. The
+// scanner has then followed exactly b[:k]. A request whose head began to
+// pass before hold is not held.
+func (s *requestScanner) split(b []byte, hold bool) (k int, write bool) {
+	for k < len(b) {
+		if s.body > 0 {
+			n := min(s.body, len(b)-k)
+			s.body -= n
+			k += n
+			continue
+		}
+		need := len(s.head) // length, xid, opcode
+		if s.frames == 0 {
+			need = 4 // the connect request has no xid or opcode
+		}
+		if s.have == 0 && hold {
+			if len(b)-k < need {
+				return k, false
+			}
+			if s.frames > 0 && writeOps[int32(binary.BigEndian.Uint32(b[k+8:]))] {
+				return k, true
+			}
+		}
+		n := copy(s.head[s.have:need], b[k:])
+		s.have += n
+		k += n
+		if s.have == need {
+			s.frames++
+			s.body = max(int(binary.BigEndian.Uint32(s.head[:4]))-(need-4), 0)
+			s.have = 0
+		}
+	}
+	return k, false
 }
 
 // crash hands the client held and whatever more the server has sent, in

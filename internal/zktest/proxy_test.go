@@ -2,6 +2,7 @@ package zktest
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -420,4 +421,124 @@ func TestProxyZooKeeper(t *testing.T) {
 	waitState(zk.StateHasSession)
 	exists()
 	waitConns(t, p, 1)
+}
+
+// frame is a ZooKeeper packet with its length prefix: a request with xid
+// and opcode, and body bytes after them.
+func frame(xid, op int32, body int) []byte {
+	b := make([]byte, 4+8+body)
+	binary.BigEndian.PutUint32(b, uint32(8+body))
+	binary.BigEndian.PutUint32(b[4:], uint32(xid))
+	binary.BigEndian.PutUint32(b[8:], uint32(op))
+	return b
+}
+
+// TestRequestScannerFindsTheFirstWrite: however a client's stream is cut
+// into reads, the scanner lets through everything before the first
+// request that writes, and stops exactly at its first byte.
+func TestRequestScannerFindsTheFirstWrite(t *testing.T) {
+	connect := make([]byte, 4+44)
+	binary.BigEndian.PutUint32(connect, 44)
+	var stream []byte
+	stream = append(stream, connect...)
+	stream = append(stream, frame(1, 4, 20)...)  // getData
+	stream = append(stream, frame(2, 9, 3)...)   // sync
+	stream = append(stream, frame(-2, 11, 0)...) // ping
+	firstWrite := len(stream)
+	stream = append(stream, frame(3, 5, 30)...) // setData
+	stream = append(stream, frame(4, 3, 10)...) // exists
+	for _, size := range []int{1, 2, 3, 5, 7, 11, 12, 13, 64, len(stream)} {
+		var s requestScanner
+		var passed, unsent []byte
+		held := false
+		for off := 0; off < len(stream) && !held; off += size {
+			unsent = append(unsent, stream[off:min(off+size, len(stream))]...)
+			k, write := s.split(unsent, true)
+			passed = append(passed, unsent[:k]...)
+			unsent = unsent[k:]
+			held = write
+		}
+		if !held || len(passed) != firstWrite {
+			t.Errorf("reads of %d bytes: held %v after %d bytes passed, want held after %d", size, held, len(passed), firstWrite)
+		}
+		// Released, the rest passes whole.
+		k, write := s.split(append(unsent, stream[len(passed)+len(unsent):]...), false)
+		if write || len(passed)+k != len(stream) {
+			t.Errorf("reads of %d bytes: after the release %d more passed (write %v), want %d", size, k, write, len(stream)-len(passed))
+		}
+	}
+}
+
+// TestProxyHoldWrites: reads, syncs and new sessions are answered while a
+// write is not, nor anything the client sent after it; on Pass the held
+// requests go on, in order.
+func TestProxyHoldWrites(t *testing.T) {
+	t.Parallel()
+	c := Start(t)
+	p := StartProxy(t, c.Servers[0].Addr())
+	open := func() *zk.Conn {
+		t.Helper()
+		conn, _, err := zk.Connect([]string{p.Addr()}, 4*time.Second, zk.WithLogInfo(false), zk.WithLogger(quietLogger{}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(conn.Close)
+		waitFor(t, "a session", func() bool { return conn.State() == zk.StateHasSession })
+		return conn
+	}
+	conn := open()
+	if _, err := conn.Create("/held", []byte("before"), 0, zk.WorldACL(zk.PermAll)); err != nil {
+		t.Fatal(err)
+	}
+
+	p.HoldWrites()
+	if _, _, err := conn.Get("/held"); err != nil {
+		t.Fatalf("Get while writes are held: %v", err)
+	}
+	if _, err := conn.Sync("/held"); err != nil {
+		t.Fatalf("Sync while writes are held: %v", err)
+	}
+	set := make(chan error, 1)
+	go func() {
+		_, err := conn.Set("/held", []byte("after"), -1)
+		set <- err
+	}()
+	waitFor(t, "the write held", func() bool { return p.HeldWrites() == 1 })
+	// A read sent once the write is held waits behind it.
+	got := make(chan string, 1)
+	go func() {
+		data, _, err := conn.Get("/held")
+		if err == nil {
+			got <- string(data)
+		}
+	}()
+	other := open() // a new connection is held only from its first write
+	if data, _, err := other.Get("/held"); err != nil || string(data) != "before" {
+		t.Fatalf("Get on a new connection while writes are held: %q, %v; want the old data", data, err)
+	}
+	select {
+	case err := <-set:
+		t.Fatalf("the write was answered while held: %v", err)
+	case data := <-got:
+		t.Fatalf("a read sent after the held write was answered first: %q", data)
+	case <-time.After(time.Second):
+	}
+
+	p.Pass()
+	select {
+	case err := <-set:
+		if err != nil {
+			t.Fatalf("the held write, passed: %v", err)
+		}
+	case <-time.After(patience):
+		t.Fatal("the held write not answered after Pass")
+	}
+	select {
+	case data := <-got:
+		if data != "after" {
+			t.Errorf("the read behind the held write saw %q, want the write's %q", data, "after")
+		}
+	case <-time.After(patience):
+		t.Fatal("the read behind the held write not answered after Pass")
+	}
 }
