@@ -127,7 +127,11 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease, <-chan zk.Event, error) {
 	// Once the own node is known, whether it is still this session's is
 	// asked together with the listing: the two answers come in one round
-	// trip, from the same server, both after whatever woke this round.
+	// trip, both after whatever woke this round. Should a reconnect fall
+	// between them, the second server has seen every zxid the first showed
+	// (ZooKeeper refuses a client whose lastZxidSeen is ahead of it), and
+	// a node's name is never reused: a node that one answer lists and the
+	// other finds ours is ours in the later of the two states as well.
 	var own <-chan ownStat
 	if *node != "" {
 		own = m.lookAt(*node)
