@@ -132,6 +132,8 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	// (ZooKeeper refuses a client whose lastZxidSeen is ahead of it), and
 	// a node's name is never reused: a node that one answer lists and the
 	// other finds ours is ours in the later of the two states as well.
+	// (A new session after an expiry starts from zxid 0, but then no node
+	// of the old one counts as ours: mine compares with the current id.)
 	var own <-chan ownStat
 	if *node != "" {
 		own = m.lookAt(*node)
