@@ -75,17 +75,7 @@ exec sleep 1000`)
 	cg := p.cgroup
 	t.Logf("cgroup %q (%v)", cg, r.confine.cgroupErr)
 
-	// lockex's death, as far as the guardian can tell.
-	r.mu.Lock()
-	r.confine.guard.w.Close()
-	r.mu.Unlock()
-
-	if code := waitDone(t, p); code != 137 {
-		t.Errorf("workload exit code %d, want 137 (SIGKILL)", code)
-	}
-	if !within(5*time.Second, func() bool { return !running(bg) }) {
-		t.Error("the background child survived")
-	}
+	lockexDiesWith(t, r, p, bg)
 	if cg != "" {
 		if !within(5*time.Second, func() bool { return !running(daemon) }) {
 			t.Error("the daemon survived its cgroup")
@@ -98,6 +88,22 @@ exec sleep 1000`)
 	}
 	if code := waitDone(t, g); code != 0 {
 		t.Errorf("guardian exit code %d, want 0", code)
+	}
+}
+
+// lockexDiesWith closes the guardian's pipe without done, which is lockex's
+// death as far as the guardian can tell, and checks that the workload p
+// and its background child bg are SIGKILLed.
+func lockexDiesWith(t *testing.T, r *Reaper, p *Process, bg int) {
+	t.Helper()
+	r.mu.Lock()
+	r.confine.guard.w.Close()
+	r.mu.Unlock()
+	if code := waitDone(t, p); code != 137 {
+		t.Errorf("workload exit code %d, want 137 (SIGKILL)", code)
+	}
+	if !within(5*time.Second, func() bool { return !running(bg) }) {
+		t.Error("the background child survived")
 	}
 }
 
@@ -271,16 +277,7 @@ exec sleep 1000`)
 		if now := guardian(t, r); now != g {
 			t.Fatalf("Start started guardian %d beside the prepared %d", now.Pid(), g.Pid())
 		}
-		// lockex's death, as far as the guardian can tell.
-		r.mu.Lock()
-		r.confine.guard.w.Close()
-		r.mu.Unlock()
-		if code := waitDone(t, p); code != 137 {
-			t.Errorf("workload exit code %d, want 137 (SIGKILL)", code)
-		}
-		if !within(5*time.Second, func() bool { return !running(bg) }) {
-			t.Error("the background child survived the prepared guardian")
-		}
+		lockexDiesWith(t, r, p, bg)
 	})
 	t.Run("closed while waiting", func(t *testing.T) {
 		r, closeNow := closeLater(t)
