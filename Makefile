@@ -65,5 +65,7 @@ image:
 	fi
 
 # make bench: handoff, takeover, herd and footprint on a local ZooKeeper; writes docs/benchmarks.md.
+# make bench ONLY=handoff: the handoff and its floor alone, printed, no report.
+ONLY ?=
 bench: deps-test
-	LOCKEX_BENCH=1 LOCKEX_BENCH_VERSION=$(VERSION) $(GO) test -count=1 -timeout 15m -run '^TestBench$$' -v ./bench/
+	LOCKEX_BENCH=1 LOCKEX_BENCH_ONLY=$(ONLY) LOCKEX_BENCH_VERSION=$(VERSION) $(GO) test -count=1 -timeout 15m -run '^TestBench$$' -v ./bench/

@@ -71,18 +71,31 @@ func (b *bench) handoffChain(id string, addrs []string, watchers []*zk.Conn, run
 		next := b.queueBehind(b.holdArgsAt(addrs[k%len(addrs)], id))
 		acquiredBefore := holder.need("lock acquired", time.Second)
 		node, _ := acquiredBefore.attrs["node"].(string)
-		ok, _, watch, err := watchers[k%len(watchers)].ExistsW(node)
+		watcher := watchers[k%len(watchers)]
+		ok, _, watch, err := watcher.ExistsW(node)
 		if err != nil || !ok {
 			b.t.Fatalf("exists %q: %v %v", node, ok, err)
 		}
 		fired := make(chan time.Time, 1)
 		go func() {
-			ev := <-watch
-			now := time.Now()
-			if ev.Type != zk.EventNodeDeleted {
-				now = time.Time{}
+			// The holder's beats write its node (its first may come
+			// after "lock acquired"): each fires the watch, which is set
+			// again, until the delete.
+			for {
+				ev := <-watch
+				now := time.Now()
+				if ev.Type == zk.EventNodeDataChanged {
+					if ok, _, w, err := watcher.ExistsW(node); err == nil && ok {
+						watch = w
+						continue
+					}
+				}
+				if ev.Type != zk.EventNodeDeleted {
+					now = time.Time{}
+				}
+				fired <- now
+				return
 			}
-			fired <- now
 		}()
 		holder.release()
 		exited := holder.needExit(30 * time.Second)

@@ -90,6 +90,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return exitcode.Usage
 	}
 	defer reaper.Close()
+	// The guardian starts while lockex connects and waits, not inside the
+	// handoff (design.md §6.3).
+	go reaper.Prepare()
 
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals, forwarded...)

@@ -26,20 +26,44 @@ type confinement struct {
 	restarts int
 }
 
-// confineLocked returns the guardian, started on the first call, and a new
-// cgroup for the next workload if lockex can make one. r.mu is held.
+// Prepare starts the guardian and finds where workloads' cgroups go, if
+// that was not done yet, so that Start has only the workload to fork. The
+// app calls it while lockex connects and waits for the lock: the
+// guardian's fork and exec (a Go binary starting) then lies outside the
+// handoff, at the price of a second process of a few MiB for every
+// waiting lockex. It guards nothing until Start tells it a group, and
+// reads end of file, with nothing to kill, if lockex dies while waiting.
+func (r *Reaper) Prepare() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.confine.closing.Load() {
+		return
+	}
+	r.decideLocked()
+}
+
+// decideLocked starts the guardian and finds the cgroup parent, once.
+// r.mu is held.
+func (r *Reaper) decideLocked() {
+	c := &r.confine
+	if c.decided {
+		return
+	}
+	c.decided = true
+	if os.Getpid() == 1 {
+		return
+	}
+	c.guard, c.err = r.startGuardLocked()
+	if c.guard != nil {
+		c.cgroupParent, c.cgroupErr = ownCgroup()
+	}
+}
+
+// confineLocked returns the guardian, started now unless Prepare did, and
+// a new cgroup for the next workload if lockex can make one. r.mu is held.
 func (r *Reaper) confineLocked() (*guard, *cgroup) {
 	c := &r.confine
-	if !c.decided {
-		c.decided = true
-		if os.Getpid() == 1 {
-			return nil, nil
-		}
-		c.guard, c.err = r.startGuardLocked()
-		if c.guard != nil {
-			c.cgroupParent, c.cgroupErr = ownCgroup()
-		}
-	}
+	r.decideLocked()
 	if c.guard == nil || c.cgroupParent == "" {
 		return c.guard, nil
 	}
@@ -118,11 +142,11 @@ func (p *Process) forgetLocked() bool {
 func (r *Reaper) closeGuard() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.confine.closing.Store(true) // and Prepare starts no guardian after this
 	g := r.confine.guard
 	if g == nil {
 		return
 	}
-	r.confine.closing.Store(true)
 	r.reapLocked()
 	done := true
 	for _, p := range r.started {

@@ -75,17 +75,7 @@ exec sleep 1000`)
 	cg := p.cgroup
 	t.Logf("cgroup %q (%v)", cg, r.confine.cgroupErr)
 
-	// lockex's death, as far as the guardian can tell.
-	r.mu.Lock()
-	r.confine.guard.w.Close()
-	r.mu.Unlock()
-
-	if code := waitDone(t, p); code != 137 {
-		t.Errorf("workload exit code %d, want 137 (SIGKILL)", code)
-	}
-	if !within(5*time.Second, func() bool { return !running(bg) }) {
-		t.Error("the background child survived")
-	}
+	lockexDiesWith(t, r, p, bg)
 	if cg != "" {
 		if !within(5*time.Second, func() bool { return !running(daemon) }) {
 			t.Error("the daemon survived its cgroup")
@@ -98,6 +88,22 @@ exec sleep 1000`)
 	}
 	if code := waitDone(t, g); code != 0 {
 		t.Errorf("guardian exit code %d, want 0", code)
+	}
+}
+
+// lockexDiesWith closes the guardian's pipe without done, which is lockex's
+// death as far as the guardian can tell, and checks that the workload p
+// and its background child bg are SIGKILLed.
+func lockexDiesWith(t *testing.T, r *Reaper, p *Process, bg int) {
+	t.Helper()
+	r.mu.Lock()
+	r.confine.guard.w.Close()
+	r.mu.Unlock()
+	if code := waitDone(t, p); code != 137 {
+		t.Errorf("workload exit code %d, want 137 (SIGKILL)", code)
+	}
+	if !within(5*time.Second, func() bool { return !running(bg) }) {
+		t.Error("the background child survived")
 	}
 }
 
@@ -244,4 +250,53 @@ func TestOwnCgroup(t *testing.T) {
 	if !strings.Contains("\n"+string(procs), "\n"+strconv.Itoa(os.Getpid())+"\n") {
 		t.Errorf("%s/cgroup.procs does not list the test (pid %d)", dir, os.Getpid())
 	}
+}
+
+// TestPrepareStartsTheGuardianBeforeTheWorkload: Prepare, called while
+// lockex waits for the lock, starts the guardian; Start then uses it (no
+// second guardian) and it guards the workload as one started by Start
+// would. A lockex that closes after Prepare and before any workload lets
+// its guardian go with nothing to kill; one that closed first starts none.
+func TestPrepareStartsTheGuardianBeforeTheWorkload(t *testing.T) {
+	t.Run("guards the workload", func(t *testing.T) {
+		r := newReaper(t)
+		r.Prepare()
+		g := guardian(t, r)
+		if !running(g.Pid()) {
+			t.Fatalf("guardian %d does not run after Prepare", g.Pid())
+		}
+		r.Prepare() // again: the same guardian
+		if again := guardian(t, r); again != g {
+			t.Fatalf("a second Prepare started guardian %d beside %d", again.Pid(), g.Pid())
+		}
+		dir := t.TempDir()
+		t.Setenv("D", dir)
+		p := sh(t, r, `sleep 1000 & echo $! > "$D/bg"
+exec sleep 1000`)
+		bg := readPid(t, dir+"/bg")
+		if now := guardian(t, r); now != g {
+			t.Fatalf("Start started guardian %d beside the prepared %d", now.Pid(), g.Pid())
+		}
+		lockexDiesWith(t, r, p, bg)
+	})
+	t.Run("closed while waiting", func(t *testing.T) {
+		r, closeNow := closeLater(t)
+		r.Prepare()
+		g := guardian(t, r)
+		closeNow()
+		if code := waitClosed(t, g); code != 0 {
+			t.Errorf("guardian exit code %d, want 0: it had nothing to kill", code)
+		}
+	})
+	t.Run("closed before", func(t *testing.T) {
+		r, closeNow := closeLater(t)
+		closeNow()
+		r.Prepare()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if g := r.confine.guard; g != nil {
+			_ = syscall.Kill(g.pid, syscall.SIGKILL)
+			t.Fatalf("Prepare after Close started guardian %d", g.pid)
+		}
+	})
 }

@@ -97,8 +97,8 @@ func (r *Reaper) loop() {
 // Start runs the file at path with argv and env as the workload: it shares
 // lockex's stdin, stdout and stderr, leads its own process group (and gets
 // the terminal's foreground if lockex has it), and gets SIGKILL if lockex
-// dies. Unless lockex is PID 1, a guardian started with the first workload
-// kills the workload's group, and its cgroup if it has one, should lockex
+// dies. Unless lockex is PID 1, a guardian (started by Prepare, or else
+// now) kills the workload's group, and its cgroup if it has one, should lockex
 // die before it has stopped them (confine.go).
 func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	attr := &syscall.ProcAttr{
