@@ -1,0 +1,282 @@
+package kube
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lockex/lockex/internal/zktest"
+)
+
+// The lock's timings in every scenario. zktest's server grants sessions of
+// at most 4s (20 ticks of 200ms); the grace must stay under 57.5% of it.
+const (
+	sessionTimeout = 4 * time.Second
+	killGrace      = "2s"
+	// startTimeout bounds the wait for a pod's workload: lockex connects
+	// and takes a free lock in well under a second, but the machine is
+	// shared.
+	startTimeout = 60 * time.Second
+)
+
+// scenario is one test's world: a ZooKeeper server on 127.0.0.1, a witness
+// the workloads report to, and a release of the chart.
+type scenario struct {
+	t   *testing.T
+	zk  *zktest.Cluster
+	w   *witness
+	rel *release
+	img kitImages
+}
+
+// newScenario starts ZooKeeper (with opts) and the witness, and prepares a
+// release named for the test, with the kit's values for image (the
+// workload's image) and hosts (ZooKeeper's, as lockex should reach it; the
+// server's plain address when empty). writeTmp makes the workload write
+// /tmp first, as the default-values scenarios require.
+func newScenario(t *testing.T, short string, image func(kitImages) string, writeTmp bool, opts ...zktest.Option) *scenario {
+	t.Helper()
+	img := images(t)
+	s := &scenario{t: t, img: img, zk: zktest.Start(t, opts...), w: newWitness(t)}
+	repo, tag := splitRef(image(img))
+	lrepo, ltag := splitRef(img.lockex)
+	script := s.w.script(writeTmp)
+	values := map[string]any{
+		"image":       map[string]any{"repository": repo, "tag": tag},
+		"lockexImage": map[string]any{"repository": lrepo, "tag": ltag},
+		"command":     []string{"/bin/sh", "-c", script},
+		"zookeeper":   map[string]any{"hosts": s.zk.Hosts()},
+		"lock":        map[string]any{"sessionTimeout": sessionTimeout.String(), "killGrace": killGrace},
+	}
+	s.rel = newRelease(t, "k"+runID+"-"+short, values)
+	return s
+}
+
+func splitRef(ref string) (repo, tag string) {
+	i := strings.LastIndex(ref, ":")
+	return ref[:i], ref[i+1:]
+}
+
+// start plays n replicas.
+func (s *scenario) start(n int) []*pod {
+	var pods []*pod
+	for i := range n {
+		pods = append(pods, s.rel.start(i))
+	}
+	return pods
+}
+
+// noCrash fails the wait when a replica's workload container exited or
+// restarted.
+func (s *scenario) noCrash() error {
+	for _, p := range s.rel.pods {
+		if err := p.crashed(s.t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRunning waits until exactly n workloads run and returns them.
+func (s *scenario) waitRunning(n int, what string) []string {
+	s.t.Helper()
+	return s.w.wait(s.t, what, startTimeout, func(ids []string) bool { return len(ids) == n }, s.noCrash)
+}
+
+// pod returns the replica whose witness id is id.
+func (s *scenario) pod(id string) *pod {
+	s.t.Helper()
+	for _, p := range s.rel.pods {
+		if id == p.name {
+			return p
+		}
+	}
+	s.t.Fatalf("witness id %q is no replica's", id)
+	return nil
+}
+
+// waitProbe waits until the pod's probe of path answers code.
+func (s *scenario) waitProbe(p *pod, port int, path string, code int) {
+	s.t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		got, body, err := p.get(port, path)
+		if err == nil && got == code {
+			return
+		}
+		if err := s.noCrash(); err != nil {
+			s.t.Fatalf("waiting for %s %s to answer %d: %v", p.name, path, code, err)
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s %s: %d %q (%v), want %d within %v", p.name, path, got, body, err, code, startTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// expectProbe asks the pod's lockex for path once and checks the code.
+func (s *scenario) expectProbe(p *pod, port int, path string, code int, role string) {
+	s.t.Helper()
+	got, body, err := p.get(port, path)
+	if err != nil || got != code {
+		s.t.Errorf("%s (%s) %s: %d %q (%v), want %d", p.name, role, path, got, body, err, code)
+	}
+}
+
+// singletonDefaults: two replicas of singleton: true with the chart's
+// defaults and an ordinary image that writes /tmp. Exactly one workload
+// runs, as the image's own user; the probes answer as the README documents,
+// asked as the kubelet asks them.
+func singletonDefaults(t *testing.T, short string, image func(kitImages) string, uid int) {
+	s := newScenario(t, short, image, true)
+	pods := s.start(2)
+	ids := s.waitRunning(1, "one workload")
+	holder := s.pod(ids[0])
+	standby := pods[0]
+	if holder == pods[0] {
+		standby = pods[1]
+	}
+	if got := s.w.uid(ids[0]); got != strconv.Itoa(uid) {
+		t.Errorf("the workload runs as uid %s, want %d: the image's own user", got, uid)
+	}
+
+	livePath, livePort := standby.probe(t, "liveness")
+	readyPath, readyPort := standby.probe(t, "readiness")
+	if livePort != standby.port || readyPort != standby.port {
+		t.Errorf("probes on ports %d and %d, lockex serves on %d", livePort, readyPort, standby.port)
+	}
+	s.waitProbe(standby, readyPort, readyPath, 200)
+	for _, p := range []*pod{holder, standby} {
+		role := map[bool]string{true: "holder", false: "standby"}[p == holder]
+		lp, lport := p.probe(t, "liveness")
+		rp, rport := p.probe(t, "readiness")
+		s.expectProbe(p, lport, lp, 200, role)
+		s.expectProbe(p, rport, rp, 200, role)
+		s.expectProbe(p, p.port, "/healthz", 200, role)
+		s.expectProbe(p, p.port, "/readyz", 200, role)
+		s.expectProbe(p, p.port, "/active", map[bool]int{true: 200, false: 503}[p == holder], role)
+	}
+	if livePath != "/healthz" || readyPath != "/readyz" {
+		t.Errorf("probes %s and %s, want /healthz and /readyz (README: a waiting standby must be Ready)", livePath, readyPath)
+	}
+	if now, most := s.w.now(); len(now) != 1 || most != 1 {
+		t.Errorf("running %q, at most %d at once: want exactly one\n%s", now, most, s.w.log())
+	}
+}
+
+// TestSingletonRootImage: an image that runs as root (no USER) and writes
+// /tmp, as most do.
+func TestSingletonRootImage(t *testing.T) {
+	singletonDefaults(t, "root", func(i kitImages) string { return i.root }, 0)
+}
+
+// TestSingletonNonRootImage: an image whose USER is a non-root uid of its
+// own, writing /tmp.
+func TestSingletonNonRootImage(t *testing.T) {
+	singletonDefaults(t, "nonroot", func(i kitImages) string { return i.nonroot }, appUID)
+}
+
+// nonroot is the image of the scenarios that test lockex's mechanisms
+// rather than the chart's defaults: it runs whatever uid the chart gives
+// it, and their workload does not write /tmp.
+func nonroot(i kitImages) string { return i.nonroot }
+
+// handover starts two replicas, waits for the holder and a Ready standby,
+// and returns them.
+func (s *scenario) handover() (holder, standby *pod) {
+	pods := s.start(2)
+	ids := s.waitRunning(1, "the holder's workload")
+	holder = s.pod(ids[0])
+	standby = pods[0]
+	if holder == pods[0] {
+		standby = pods[1]
+	}
+	s.waitProbe(standby, standby.port, "/readyz", 200)
+	s.expectProbe(standby, standby.port, "/active", 503, "standby")
+	return holder, standby
+}
+
+// TestStopHolder: podman pod stop of the holder (SIGTERM, as a rolling
+// update or a drain sends) → lockex stops its workload and releases the
+// lock, and the standby's workload starts at once, long before the
+// holder's session could have expired.
+func TestStopHolder(t *testing.T) {
+	s := newScenario(t, "stop", nonroot, false)
+	holder, standby := s.handover()
+	run(t, "podman", "pod", "stop", holder.name)
+	s.w.wait(t, "the standby's workload", startTimeout, func(ids []string) bool {
+		return len(ids) == 1 && s.pod(ids[0]) == standby
+	}, nil)
+	_, ended := s.w.times(holder.name)
+	started, _ := s.w.times(standby.name)
+	gap := started.Sub(ended)
+	t.Logf("the holder's workload ended, the standby's started %v later", gap)
+	if ended.IsZero() || gap < 0 {
+		t.Errorf("the standby's workload started before the holder's ended\n%s", s.w.log())
+	}
+	if gap >= sessionTimeout {
+		t.Errorf("the standby started %v after the holder ended, not before the session timeout (%v): the lock was not released\n%s", gap, sessionTimeout, s.w.log())
+	}
+	if _, most := s.w.now(); most != 1 {
+		t.Errorf("%d workloads ran at once\n%s", most, s.w.log())
+	}
+}
+
+// TestKillHolder: SIGKILL of every process of the holder's pod (a node
+// that dies) → nothing releases the lock; the standby's workload starts
+// once the holder's session expires, and never before its workload died.
+func TestKillHolder(t *testing.T) {
+	s := newScenario(t, "kill", nonroot, false)
+	holder, standby := s.handover()
+	killed := time.Now()
+	run(t, "podman", "pod", "kill", "--signal", "KILL", holder.name)
+	s.w.wait(t, "the standby's workload", sessionTimeout+startTimeout, func(ids []string) bool {
+		return len(ids) == 1 && s.pod(ids[0]) == standby
+	}, nil)
+	_, ended := s.w.times(holder.name)
+	started, _ := s.w.times(standby.name)
+	t.Logf("SIGKILL at %s; the holder's workload ended %v later; the standby's started %v after the kill (session timeout %v)",
+		killed.Format("15:04:05.000"), ended.Sub(killed), started.Sub(killed), sessionTimeout)
+	if ended.IsZero() || started.Before(ended) {
+		t.Errorf("the standby's workload started before the holder's ended\n%s", s.w.log())
+	}
+	if _, most := s.w.now(); most != 1 {
+		t.Errorf("%d workloads ran at once\n%s", most, s.w.log())
+	}
+}
+
+// TestSemaphore: concurrency: 2 with three replicas → two workloads run,
+// never three; when one holder's pod stops, the third takes its lease.
+func TestSemaphore(t *testing.T) {
+	s := newScenario(t, "sem", nonroot, false)
+	s.rel.values["singleton"] = false
+	s.rel.values["concurrency"] = 2
+	s.rel.values["replicaCount"] = 3
+	pods := s.start(3)
+	ids := s.waitRunning(2, "two workloads")
+	var waiting *pod
+	for _, p := range pods {
+		s.waitProbe(p, p.port, "/readyz", 200)
+		holds := false
+		for _, id := range ids {
+			holds = holds || s.pod(id) == p
+		}
+		if !holds {
+			waiting = p
+		}
+	}
+	s.expectProbe(waiting, waiting.port, "/active", 503, "waiting")
+	run(t, "podman", "pod", "stop", s.pod(ids[0]).name)
+	s.w.wait(t, "the waiting replica's workload", startTimeout, func(now []string) bool {
+		for _, id := range now {
+			if s.pod(id) == waiting {
+				return len(now) == 2
+			}
+		}
+		return false
+	}, nil)
+	if _, most := s.w.now(); most != 2 {
+		t.Errorf("at most %d workloads at once, want 2\n%s", most, s.w.log())
+	}
+}
