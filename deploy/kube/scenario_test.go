@@ -39,18 +39,31 @@ func newScenario(t *testing.T, short string, image func(kitImages) string, write
 	t.Helper()
 	img := images(t)
 	s := &scenario{t: t, img: img, zk: zktest.Start(t, opts...), w: newWitness(t)}
-	repo, tag := splitRef(image(img))
-	lrepo, ltag := splitRef(img.lockex)
-	script := s.w.script(writeTmp)
-	values := map[string]any{
+	values := kitValues(image(img), img.lockex, s.zk.Hosts(), s.w.script(writeTmp))
+	s.rel = newRelease(t, "k"+runID+"-"+short, values)
+	return s
+}
+
+// kitValues are the values every scenario starts from: the workload image
+// and its command (script, run by sh), the lockex image, ZooKeeper's hosts
+// and the lock's timings.
+func kitValues(workload, lockex, hosts, script string) map[string]any {
+	repo, tag := splitRef(workload)
+	lrepo, ltag := splitRef(lockex)
+	return map[string]any{
 		"image":       map[string]any{"repository": repo, "tag": tag},
 		"lockexImage": map[string]any{"repository": lrepo, "tag": ltag},
 		"command":     []string{"/bin/sh", "-c", script},
-		"zookeeper":   map[string]any{"hosts": s.zk.Hosts()},
+		"zookeeper":   map[string]any{"hosts": hosts},
 		"lock":        map[string]any{"sessionTimeout": sessionTimeout.String(), "killGrace": killGrace},
 	}
-	s.rel = newRelease(t, "k"+runID+"-"+short, values)
-	return s
+}
+
+// withSemaphore: two leases, three replicas.
+func withSemaphore(v map[string]any) {
+	v["singleton"] = false
+	v["concurrency"] = 2
+	v["replicaCount"] = 3
 }
 
 func splitRef(ref string) (repo, tag string) {
@@ -250,9 +263,7 @@ func TestKillHolder(t *testing.T) {
 // never three; when one holder's pod stops, the third takes its lease.
 func TestSemaphore(t *testing.T) {
 	s := newScenario(t, "sem", nonroot, false)
-	s.rel.values["singleton"] = false
-	s.rel.values["concurrency"] = 2
-	s.rel.values["replicaCount"] = 3
+	withSemaphore(s.rel.values)
 	pods := s.start(3)
 	ids := s.waitRunning(2, "two workloads")
 	var waiting *pod

@@ -24,10 +24,7 @@ func TestDigestAuth(t *testing.T) {
 	rand.Read(b)
 	password := hex.EncodeToString(b)
 	s.rel.secrets["zk-auth"] = map[string]string{"zk-user": "kit", "zk-password": password}
-	s.rel.values["zookeeper"].(map[string]any)["existingSecret"] = "zk-auth"
-	s.rel.values["zookeeper"].(map[string]any)["auth"] = map[string]any{
-		"enabled": true, "userKey": "zk-user", "passwordKey": "zk-password",
-	}
+	withDigestAuth(s.rel.values)
 	s.start(1)
 	s.waitRunning(1, "the workload")
 
@@ -65,16 +62,30 @@ func TestTLS(t *testing.T) {
 	s.rel.secrets["zk-tls"] = map[string]string{
 		"ca.crt": read(certs.CA), "tls.crt": read(certs.ClientCert), "tls.key": read(certs.ClientKey),
 	}
-	const dir = "/var/run/secrets/zk-tls"
-	s.rel.values["zookeeper"].(map[string]any)["hosts"] = s.zk.SecureHosts()
-	s.rel.values["extraLockexArgs"] = []string{
-		"--zk-tls-ca=" + dir + "/ca.crt", "--zk-tls-cert=" + dir + "/tls.crt", "--zk-tls-key=" + dir + "/tls.key",
-	}
-	s.rel.values["volumes"] = []map[string]any{{"name": "zk-tls", "secret": map[string]any{"secretName": "zk-tls"}}}
-	s.rel.values["volumeMounts"] = []map[string]any{{"name": "zk-tls", "mountPath": dir, "readOnly": true}}
+	withTLS(s.rel.values, s.zk.SecureHosts())
 	p := s.start(1)[0]
 	s.waitRunning(1, "the workload")
 	s.expectProbe(p, p.port, "/active", 200, "holder")
+}
+
+// withDigestAuth: the user and password from the Secret zk-auth.
+func withDigestAuth(v map[string]any) {
+	zk := v["zookeeper"].(map[string]any)
+	zk["existingSecret"] = "zk-auth"
+	zk["auth"] = map[string]any{"enabled": true, "userKey": "zk-user", "passwordKey": "zk-password"}
+}
+
+// withTLS: ZooKeeper's TLS port, with the CA and the client certificate
+// and key from the Secret zk-tls, under cert-manager's key names. The
+// chart has no TLS values yet: the flags and the mount are the user's own.
+func withTLS(v map[string]any, hosts string) {
+	const dir = "/var/run/secrets/zk-tls"
+	v["zookeeper"].(map[string]any)["hosts"] = hosts
+	v["extraLockexArgs"] = []string{
+		"--zk-tls-ca=" + dir + "/ca.crt", "--zk-tls-cert=" + dir + "/tls.crt", "--zk-tls-key=" + dir + "/tls.key",
+	}
+	v["volumes"] = []map[string]any{{"name": "zk-tls", "secret": map[string]any{"secretName": "zk-tls"}}}
+	v["volumeMounts"] = []map[string]any{{"name": "zk-tls", "mountPath": dir, "readOnly": true}}
 }
 
 // connect opens a plain ZooKeeper session for checks, closed when the test

@@ -51,8 +51,10 @@ func (w *witness) port() int { return w.ln.Addr().(*net.TCPAddr).Port }
 // programs do (and exits 1 if it cannot); then it connects to the witness
 // with its id, as the chart's env gives it, and its uid, and stays
 // connected.
-func (w *witness) script(writeTmp bool) string {
-	s := fmt.Sprintf(`{ echo "$WITNESS_ID $(id -u)"; while sleep 1; do echo tick; done; } | nc 127.0.0.1 %d`, w.port())
+func (w *witness) script(writeTmp bool) string { return w.scriptFor(w.port(), writeTmp) }
+
+func (w *witness) scriptFor(port int, writeTmp bool) string {
+	s := fmt.Sprintf(`{ echo "$WITNESS_ID $(id -u)"; while sleep 1; do echo tick; done; } | nc 127.0.0.1 %d`, port)
 	if writeTmp {
 		s = "echo \"started $(date)\" > /tmp/report || exit 1\n" + s
 	}
