@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if err := removeLeftovers(); err != nil {
+		fmt.Fprintln(os.Stderr, "kube kit: cleanup:", err)
+		code = 1
+	}
 	if err := removeImages(); err != nil {
 		fmt.Fprintln(os.Stderr, "kube kit: cleanup:", err)
 		code = 1
@@ -88,4 +92,35 @@ func runErr(name string, args ...string) ([]byte, error) {
 		return stdout.Bytes(), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.Bytes(), nil
+}
+
+// removeLeftovers removes any pod, container or podman secret of this run
+// that a test left behind, and reports them: each test removes its own.
+func removeLeftovers() error {
+	var left []string
+	for _, kind := range []string{"pod", "container", "secret"} {
+		args := []string{kind, "ls", "--format", "{{.Name}}"}
+		if kind == "container" {
+			args = []string{kind, "ls", "--all", "--format", "{{.Names}}"}
+		}
+		out, err := runErr("podman", args...)
+		if err != nil {
+			return err
+		}
+		for _, name := range strings.Fields(string(out)) {
+			if !strings.Contains(name, runID) {
+				continue
+			}
+			left = append(left, kind+" "+name)
+			rm := []string{kind, "rm", "--force", name}
+			if kind == "secret" {
+				rm = []string{kind, "rm", name}
+			}
+			exec.Command("podman", rm...).Run()
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("tests left behind (now removed): %s", strings.Join(left, ", "))
+	}
+	return nil
 }

@@ -139,42 +139,41 @@ func (s *scenario) expectProbe(p *pod, port int, path string, code int, role str
 
 // singletonDefaults: two replicas of singleton: true with the chart's
 // defaults and an ordinary image that writes /tmp. Exactly one workload
-// runs, as the image's own user; the probes answer as the README documents,
-// asked as the kubelet asks them.
+// runs, as the image's own user, and the other replica is a Ready standby.
 func singletonDefaults(t *testing.T, short string, image func(kitImages) string, uid int) {
 	s := newScenario(t, short, image, true)
-	pods := s.start(2)
-	ids := s.waitRunning(1, "one workload")
-	holder := s.pod(ids[0])
-	standby := pods[0]
-	if holder == pods[0] {
-		standby = pods[1]
-	}
-	if got := s.w.uid(ids[0]); got != strconv.Itoa(uid) {
+	holder, standby := s.handover()
+	if got := s.w.uid(holder.name); got != strconv.Itoa(uid) {
 		t.Errorf("the workload runs as uid %s, want %d: the image's own user", got, uid)
 	}
-
-	livePath, livePort := standby.probe(t, "liveness")
-	readyPath, readyPort := standby.probe(t, "readiness")
-	if livePort != standby.port || readyPort != standby.port {
-		t.Errorf("probes on ports %d and %d, lockex serves on %d", livePort, readyPort, standby.port)
+	s.checkProbes(holder, standby)
+	if now, most := s.w.now(); len(now) != 1 || most != 1 {
+		t.Errorf("running %q, at most %d at once: want exactly one\n%s", now, most, s.w.log())
 	}
-	s.waitProbe(standby, readyPort, readyPath, 200)
+}
+
+// checkProbes asks the holder's and the standby's lockex what the kubelet
+// asks, at the paths and ports the chart renders, and the three paths the
+// README documents: /healthz and /readyz 200 on both (connected, holding
+// or waiting), /active 200 on the holder alone.
+func (s *scenario) checkProbes(holder, standby *pod) {
+	t := s.t
+	t.Helper()
 	for _, p := range []*pod{holder, standby} {
 		role := map[bool]string{true: "holder", false: "standby"}[p == holder]
-		lp, lport := p.probe(t, "liveness")
-		rp, rport := p.probe(t, "readiness")
-		s.expectProbe(p, lport, lp, 200, role)
-		s.expectProbe(p, rport, rp, 200, role)
+		livePath, livePort := p.probe(t, "liveness")
+		readyPath, readyPort := p.probe(t, "readiness")
+		if livePath != "/healthz" || readyPath != "/readyz" {
+			t.Errorf("%s: probes %s and %s, want /healthz and /readyz (README: a waiting standby must be Ready)", p.name, livePath, readyPath)
+		}
+		if livePort != p.port || readyPort != p.port {
+			t.Errorf("%s: probes on ports %d and %d, lockex serves on %d", p.name, livePort, readyPort, p.port)
+		}
+		s.expectProbe(p, livePort, livePath, 200, role)
+		s.expectProbe(p, readyPort, readyPath, 200, role)
 		s.expectProbe(p, p.port, "/healthz", 200, role)
 		s.expectProbe(p, p.port, "/readyz", 200, role)
 		s.expectProbe(p, p.port, "/active", map[bool]int{true: 200, false: 503}[p == holder], role)
-	}
-	if livePath != "/healthz" || readyPath != "/readyz" {
-		t.Errorf("probes %s and %s, want /healthz and /readyz (README: a waiting standby must be Ready)", livePath, readyPath)
-	}
-	if now, most := s.w.now(); len(now) != 1 || most != 1 {
-		t.Errorf("running %q, at most %d at once: want exactly one\n%s", now, most, s.w.log())
 	}
 }
 
@@ -195,6 +194,15 @@ func TestSingletonNonRootImage(t *testing.T) {
 // it, and their workload does not write /tmp.
 func nonroot(i kitImages) string { return i.nonroot }
 
+// TestProbes: the probes of a holder and a standby answer as documented.
+// Its workload writes nothing, so that it runs whatever the chart does to
+// /tmp.
+func TestProbes(t *testing.T) {
+	s := newScenario(t, "probes", nonroot, false)
+	holder, standby := s.handover()
+	s.checkProbes(holder, standby)
+}
+
 // handover starts two replicas, waits for the holder and a Ready standby,
 // and returns them.
 func (s *scenario) handover() (holder, standby *pod) {
@@ -205,7 +213,8 @@ func (s *scenario) handover() (holder, standby *pod) {
 	if holder == pods[0] {
 		standby = pods[1]
 	}
-	s.waitProbe(standby, standby.port, "/readyz", 200)
+	path, port := standby.probe(s.t, "readiness")
+	s.waitProbe(standby, port, path, 200)
 	s.expectProbe(standby, standby.port, "/active", 503, "standby")
 	return holder, standby
 }
