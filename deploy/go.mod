@@ -7,7 +7,6 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/lockex/lockex v0.0.0-00010101000000-000000000000
 	github.com/moby/buildkit v0.33.0
-	github.com/moby/patternmatcher v0.6.1
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	github.com/prometheus/common v0.73.1
 	github.com/prometheus/prometheus v0.316.0
