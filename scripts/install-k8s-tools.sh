@@ -5,6 +5,9 @@
 #   - a container runtime: Debian's podman with runc, conmon and catatonit,
 #     configured for this kind of machine (see write_podman_config);
 #   - Debian's etcd-server and busybox-static (the workload images' only file);
+#   - ko, which builds the release image from .ko.yaml, with go install, and
+#     Debian's docker-registry, which ko pushes to and pulls its base from on
+#     127.0.0.1 (no other registry answers here);
 #   - a real kube-apiserver, built with `go install`-like caching from the
 #     k8s.io/kubernetes module (about 8 minutes once on 2 cores) into Go's bin
 #     directory (GOBIN, else GOPATH/bin), where helm already lives, so it
@@ -12,13 +15,14 @@
 # Prints the bin directory on stdout, for the caller's PATH.
 #   scripts/install-k8s-tools.sh            everything
 #   scripts/install-k8s-tools.sh apiserver  only kube-apiserver
-#   scripts/install-k8s-tools.sh runtime    only the Debian packages and podman's configuration
+#   scripts/install-k8s-tools.sh runtime    all but kube-apiserver
 set -eu
 
 # The newest v1.34 patch release the Go module proxy serves; its staging
 # repositories (k8s.io/api, k8s.io/apiserver, ...) are published as v0.34.4.
 KUBE_VERSION=v1.34.4
 KUBE_STAGING_VERSION=v0.34.4
+KO_VERSION=v0.19.1
 
 # Debian 12's packages, pinned to the versions the kit was written against. A
 # point release of Debian may replace one; the error then names it.
@@ -28,7 +32,8 @@ conmon=2.1.6+ds1-1
 catatonit=0.1.7-1+b2
 golang-github-containers-common=0.50.1+ds1-4
 etcd-server=3.4.23-4+b4
-busybox-static=1:1.35.0-4+deb12u1+b1"
+busybox-static=1:1.35.0-4+deb12u1+b1
+docker-registry=2.8.2+ds1-1"
 
 go=${GO:-go}
 bin=$($go env GOBIN)
@@ -110,6 +115,19 @@ check_podman() {
 	}
 }
 
+ko_version() { "$bin/ko" version 2>/dev/null || true; }
+
+install_ko() {
+	[ "$(ko_version)" = "$KO_VERSION" ] && return 0
+	say "go install ko $KO_VERSION into $bin"
+	CGO_ENABLED=0 GOBIN=$bin $go install -trimpath -ldflags '-s -w' "github.com/google/ko@$KO_VERSION"
+	got=$(ko_version)
+	[ "$got" = "$KO_VERSION" ] || {
+		say "$bin/ko reports '$got', want $KO_VERSION"
+		exit 1
+	}
+}
+
 apiserver_version() { "$bin/kube-apiserver" --version 2>/dev/null || true; }
 
 # kube-apiserver from the k8s.io/kubernetes module. That module's go.mod
@@ -159,8 +177,8 @@ build_apiserver() {
 
 case "${1:-all}" in
 apiserver) build_apiserver ;;
-runtime) install_debs && write_podman_config && check_podman ;;
-all) install_debs && write_podman_config && check_podman && build_apiserver ;;
+runtime) install_debs && write_podman_config && check_podman && install_ko ;;
+all) install_debs && write_podman_config && check_podman && install_ko && build_apiserver ;;
 *)
 	say "unknown part '$1' (want apiserver, runtime or nothing for all)"
 	exit 2

@@ -12,14 +12,24 @@ import (
 	"testing"
 )
 
-// TestDockerfileImage checks the image the Dockerfile builds by running it:
-// it reports the version it was built with, runs as a numeric non-root user
-// (runAsNonRoot can check only a number), its entrypoint is the binary, that
+// TestDockerfileImage checks the image the Dockerfile builds by running
+// it; see checkLockexImage.
+func TestDockerfileImage(t *testing.T) {
+	checkLockexImage(t, images(t).lockex, "/lockex")
+}
+
+// TestKoImage checks the image ko builds from .ko.yaml, as the release
+// publishes it, the same way: only the binary's path differs.
+func TestKoImage(t *testing.T) {
+	checkLockexImage(t, images(t).ko, "/ko-app/lockex")
+}
+
+// checkLockexImage runs a lockex image: it reports the version it was
+// built with, runs as a numeric non-root user (runAsNonRoot can check only
+// a number), its entrypoint is the binary at path and nothing else, that
 // binary is byte for byte the one make build makes with the same VERSION,
 // and it installs itself the way the chart's init container asks it to.
-func TestDockerfileImage(t *testing.T) {
-	img := images(t).lockex
-
+func checkLockexImage(t *testing.T, img, path string) {
 	out := string(run(t, "podman", "run", "--rm", "--network", "host", img, "--version"))
 	if !strings.HasPrefix(out, "lockex "+testVersion+" ") {
 		t.Errorf("%s --version: %q, want lockex %s", img, out, testVersion)
@@ -40,20 +50,20 @@ func TestDockerfileImage(t *testing.T) {
 	if n, err := strconv.Atoi(uid); err != nil || n == 0 {
 		t.Errorf("image user %q, want a numeric non-root uid", c.User)
 	}
-	if !slices.Equal(c.Entrypoint, []string{"/lockex"}) || len(c.Cmd) != 0 {
-		t.Errorf("entrypoint %q, cmd %q: want the binary alone, [\"/lockex\"], so that the chart's args reach it", c.Entrypoint, c.Cmd)
+	if !slices.Equal(c.Entrypoint, []string{path}) || len(c.Cmd) != 0 {
+		t.Errorf("entrypoint %q, cmd %q: want the binary alone, [%q], so that the chart's args reach it", c.Entrypoint, c.Cmd, path)
 	}
 
 	dir := t.TempDir()
 	fromImage := filepath.Join(dir, "from-image")
 	ctr := strings.TrimSpace(string(run(t, "podman", "create", img)))
-	_, cpErr := runErr("podman", "cp", ctr+":/lockex", fromImage)
+	_, cpErr := runErr("podman", "cp", ctr+":"+path, fromImage)
 	run(t, "podman", "rm", ctr)
 	if cpErr != nil {
 		t.Fatal(cpErr)
 	}
 	if made := makeBuild(t, filepath.Join(dir, "make-build")); !sameFile(t, fromImage, made) {
-		t.Errorf("the image's /lockex differs from make build's binary (VERSION=%s): the Dockerfile builds another binary", testVersion)
+		t.Errorf("the image's %s differs from make build's binary (VERSION=%s): the image ships another build", path, testVersion)
 	}
 
 	// As the chart's init container runs it: the image's own user, a
@@ -63,7 +73,7 @@ func TestDockerfileImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(install, 0o777) // an emptyDir is world-writable; the umask is not
-	run(t, "podman", "run", "--rm", "--network", "host", "--read-only", "--cap-drop", "ALL",
+	run(t, "podman", "run", "--rm", "--network", "host", "--read-only", "--read-only-tmpfs=false", "--cap-drop", "ALL",
 		"--security-opt", "no-new-privileges", "-v", install+":/install", img, "--install", "/install")
 	st, err := os.Stat(filepath.Join(install, "lockex"))
 	if err != nil {

@@ -32,6 +32,7 @@ const (
 // kitImages are the images every scenario runs, built once per run.
 type kitImages struct {
 	lockex  string // the repository's Dockerfile, built here
+	ko      string // .ko.yaml, built here with ko
 	root    string // busybox, running as root (no USER)
 	nonroot string // busybox, running as appUID
 }
@@ -72,6 +73,10 @@ func buildImages() (kitImages, error) {
 	}
 	imgs.lockex = imageRef("lockex")
 	if err := buildDockerfile(imgs.lockex, goImage, base); err != nil {
+		return imgs, err
+	}
+	imgs.ko = imageRef("lockex-ko")
+	if err := buildKo(imgs.ko, base); err != nil {
 		return imgs, err
 	}
 	imgs.root = imageRef("busybox-root")

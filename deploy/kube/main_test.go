@@ -63,7 +63,7 @@ func setup() error {
 		bin := strings.TrimSpace(stdout.String())
 		os.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	for _, tool := range []string{"podman", "helm", "kube-apiserver", "etcd", busybox} {
+	for _, tool := range []string{"podman", "helm", "kube-apiserver", "etcd", "ko", "docker-registry", busybox} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return fmt.Errorf("%s is missing after scripts/install-k8s-tools.sh: %w", tool, err)
 		}

@@ -531,10 +531,18 @@ func set(m map[string]any, path []string, v any) {
 // freePort returns a loopback port nothing listens on now.
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+func freeLoopbackPort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

@@ -30,16 +30,22 @@ type scenario struct {
 	img kitImages
 }
 
-// newScenario starts ZooKeeper (with opts) and the witness, and prepares a
-// release named for the test, with the kit's values for image (the
-// workload's image) and hosts (ZooKeeper's, as lockex should reach it; the
-// server's plain address when empty). writeTmp makes the workload write
-// /tmp first, as the default-values scenarios require.
-func newScenario(t *testing.T, short string, image func(kitImages) string, writeTmp bool, opts ...zktest.Option) *scenario {
+// scene is what a scenario runs: the workload's image, the lockex image
+// (the Dockerfile's or ko's), whether the workload writes /tmp first (as
+// the scenarios of the chart's defaults require), and ZooKeeper's options.
+type scene struct {
+	workload, lockex func(kitImages) string
+	writeTmp         bool
+	zk               []zktest.Option
+}
+
+// newScenario starts ZooKeeper and the witness, and prepares a release
+// named for the test with the kit's values for su.
+func newScenario(t *testing.T, short string, su scene) *scenario {
 	t.Helper()
 	img := images(t)
-	s := &scenario{t: t, img: img, zk: zktest.Start(t, opts...), w: newWitness(t)}
-	values := kitValues(image(img), img.lockex, s.zk.Hosts(), s.w.script(writeTmp))
+	s := &scenario{t: t, img: img, zk: zktest.Start(t, su.zk...), w: newWitness(t)}
+	values := kitValues(su.workload(img), su.lockex(img), s.zk.Hosts(), s.w.script(su.writeTmp))
 	s.rel = newRelease(t, "k"+runID+"-"+short, values)
 	return s
 }
@@ -141,7 +147,7 @@ func (s *scenario) expectProbe(p *pod, port int, path string, code int, role str
 // defaults and an ordinary image that writes /tmp. Exactly one workload
 // runs, as the image's own user, and the other replica is a Ready standby.
 func singletonDefaults(t *testing.T, short string, image func(kitImages) string, uid int) {
-	s := newScenario(t, short, image, true)
+	s := newScenario(t, short, scene{workload: image, lockex: koImage, writeTmp: true})
 	holder, standby := s.handover()
 	if got := s.w.uid(holder.name); got != strconv.Itoa(uid) {
 		t.Errorf("the workload runs as uid %s, want %d: the image's own user", got, uid)
@@ -194,11 +200,17 @@ func TestSingletonNonRootImage(t *testing.T) {
 // it, and their workload does not write /tmp.
 func nonroot(i kitImages) string { return i.nonroot }
 
+// The two lockex images: the chart's default lockexImage is the one the
+// release builds with ko, so the scenarios of the defaults run that; the
+// others run the Dockerfile's.
+func koImage(i kitImages) string         { return i.ko }
+func dockerfileImage(i kitImages) string { return i.lockex }
+
 // TestProbes: the probes of a holder and a standby answer as documented.
 // Its workload writes nothing, so that it runs whatever the chart does to
 // /tmp.
 func TestProbes(t *testing.T) {
-	s := newScenario(t, "probes", nonroot, false)
+	s := newScenario(t, "probes", scene{workload: nonroot, lockex: koImage})
 	holder, standby := s.handover()
 	s.checkProbes(holder, standby)
 }
@@ -224,7 +236,7 @@ func (s *scenario) handover() (holder, standby *pod) {
 // lock, and the standby's workload starts at once, long before the
 // holder's session could have expired.
 func TestStopHolder(t *testing.T) {
-	s := newScenario(t, "stop", nonroot, false)
+	s := newScenario(t, "stop", scene{workload: nonroot, lockex: dockerfileImage})
 	holder, standby := s.handover()
 	run(t, "podman", "pod", "stop", holder.name)
 	s.w.wait(t, "the standby's workload", startTimeout, func(ids []string) bool {
@@ -249,7 +261,7 @@ func TestStopHolder(t *testing.T) {
 // that dies) → nothing releases the lock; the standby's workload starts
 // once the holder's session expires, and never before its workload died.
 func TestKillHolder(t *testing.T) {
-	s := newScenario(t, "kill", nonroot, false)
+	s := newScenario(t, "kill", scene{workload: nonroot, lockex: dockerfileImage})
 	holder, standby := s.handover()
 	killed := time.Now()
 	run(t, "podman", "pod", "kill", "--signal", "KILL", holder.name)
@@ -271,7 +283,7 @@ func TestKillHolder(t *testing.T) {
 // TestSemaphore: concurrency: 2 with three replicas → two workloads run,
 // never three; when one holder's pod stops, the third takes its lease.
 func TestSemaphore(t *testing.T) {
-	s := newScenario(t, "sem", nonroot, false)
+	s := newScenario(t, "sem", scene{workload: nonroot, lockex: dockerfileImage})
 	withSemaphore(s.rel.values)
 	pods := s.start(3)
 	ids := s.waitRunning(2, "two workloads")

@@ -19,7 +19,7 @@ import (
 // existing Secret (the user through env, the password as a mounted file).
 // The workload runs, and the lock's nodes belong to that user alone.
 func TestDigestAuth(t *testing.T) {
-	s := newScenario(t, "auth", nonroot, false)
+	s := newScenario(t, "auth", scene{workload: nonroot, lockex: dockerfileImage})
 	b := make([]byte, 12)
 	rand.Read(b)
 	password := hex.EncodeToString(b)
@@ -50,7 +50,7 @@ func TestDigestAuth(t *testing.T) {
 // required, from certificates mounted out of a Secret with cert-manager's
 // key names.
 func TestTLS(t *testing.T) {
-	s := newScenario(t, "tls", nonroot, false, zktest.TLS("need"))
+	s := newScenario(t, "tls", scene{workload: nonroot, lockex: dockerfileImage, zk: []zktest.Option{zktest.TLS("need")}})
 	certs := s.zk.TLS
 	read := func(f string) string {
 		b, err := os.ReadFile(f)
