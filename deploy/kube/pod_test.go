@@ -157,10 +157,15 @@ func (r *release) start(i int) *pod {
 //   - probes are dropped (podman would run them from systemd timers, which
 //     this host has not); the tests ask them instead, as the kubelet would;
 //   - runAsNonRoot is checked against the image as the kubelet checks it,
-//     since podman does not.
+//     since podman does not;
+//   - the fsGroup joins the supplementalGroups, as the kubelet gives it to
+//     every container, since podman ignores it.
 func (r *release) adapt(p *pod, spec *corev1.Pod) {
 	t := r.t
 	t.Helper()
+	if sc := spec.Spec.SecurityContext; sc != nil && sc.FSGroup != nil {
+		sc.SupplementalGroups = append(sc.SupplementalGroups, *sc.FSGroup)
+	}
 	hostDirs := map[string]string{}
 	for i, v := range spec.Spec.Volumes {
 		dir := filepath.Join(r.dir, p.name, "volumes", v.Name)
@@ -358,10 +363,7 @@ func (r *release) runInit(p *pod, c corev1.Container, sc *corev1.PodSecurityCont
 		args = append(args, "--user", u)
 	}
 	if sc != nil {
-		if sc.FSGroup != nil {
-			args = append(args, "--group-add", strconv.FormatInt(*sc.FSGroup, 10))
-		}
-		for _, g := range sc.SupplementalGroups {
+		for _, g := range sc.SupplementalGroups { // with the fsGroup (see adapt)
 			args = append(args, "--group-add", strconv.FormatInt(g, 10))
 		}
 	}
