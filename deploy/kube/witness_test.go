@@ -72,6 +72,9 @@ func (w *witness) accept() {
 }
 
 func (w *witness) serve(c net.Conn) {
+	w.mu.Lock()
+	w.conns = append(w.conns, c) // closed by close, whatever it sent
+	w.mu.Unlock()
 	r := bufio.NewReader(c)
 	line, err := r.ReadString('\n')
 	if err != nil {
@@ -81,7 +84,6 @@ func (w *witness) serve(c net.Conn) {
 	id, uid, _ := strings.Cut(strings.TrimSpace(line), " ")
 	w.mu.Lock()
 	w.uids[id] = uid
-	w.conns = append(w.conns, c)
 	w.record(id, true)
 	w.mu.Unlock()
 	for {
