@@ -27,7 +27,6 @@ type scenario struct {
 	zk  *zktest.Cluster
 	w   *witness
 	rel *release
-	img kitImages
 }
 
 // scene is what a scenario runs: the workload's image, the lockex image
@@ -44,7 +43,7 @@ type scene struct {
 func newScenario(t *testing.T, short string, su scene) *scenario {
 	t.Helper()
 	img := images(t)
-	s := &scenario{t: t, img: img, zk: zktest.Start(t, su.zk...), w: newWitness(t)}
+	s := &scenario{t: t, zk: zktest.Start(t, su.zk...), w: newWitness(t)}
 	values := kitValues(su.workload(img), su.lockex(img), s.zk.Hosts(), s.w.script(su.writeTmp))
 	s.rel = newRelease(t, "k"+runID+"-"+short, values)
 	return s
