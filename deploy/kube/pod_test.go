@@ -511,8 +511,8 @@ func (p *pod) state(t *testing.T) state {
 func (p *pod) crashed(t *testing.T) error {
 	st := p.state(t)
 	if st.Status != "running" || st.RestartCount > 0 {
-		return fmt.Errorf("pod %s: container %s is %s (exit code %d, %d restarts): crash-looping",
-			p.name, p.appContainer(), st.Status, st.ExitCode, st.RestartCount)
+		return fmt.Errorf("pod %s: container %s restarted %d times (now %s, last exit code %d): crash-looping",
+			p.name, p.appContainer(), st.RestartCount, st.Status, st.ExitCode)
 	}
 	return nil
 }
