@@ -3,9 +3,10 @@ module github.com/lockex/lockex/deploy
 go 1.26.7
 
 require (
+	github.com/go-zookeeper/zk v1.0.4
 	github.com/google/go-cmp v0.7.0
+	github.com/lockex/lockex v0.0.0-00010101000000-000000000000
 	github.com/moby/buildkit v0.33.0
-	github.com/moby/patternmatcher v0.6.1
 	github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring v0.95.2
 	github.com/prometheus/common v0.73.1
 	github.com/prometheus/prometheus v0.316.0
@@ -137,3 +138,5 @@ require (
 	sigs.k8s.io/randfill v1.0.0 // indirect
 	sigs.k8s.io/structured-merge-diff/v6 v6.4.2 // indirect
 )
+
+replace github.com/lockex/lockex => ../
