@@ -15,6 +15,8 @@ import (
 
 	"github.com/caarlos0/env/v10"
 	"github.com/spf13/pflag"
+
+	"github.com/lockex/lockex/internal/activecheck"
 )
 
 // EnvPrefix is the prefix of every variable that sets a flag.
@@ -41,6 +43,11 @@ type Config struct {
 	BusyExitCode   int      `env:"BUSY_EXIT_CODE" envDefault:"75"`
 	MinHold        Duration `env:"MIN_HOLD" envDefault:"0"`
 	HTTPAddr       string   `env:"HTTP_ADDR"`
+	ActiveHTTP     string   `env:"ACTIVE_HTTP"`
+	ActiveTCP      string   `env:"ACTIVE_TCP"`
+	ActivePeriod   Duration `env:"ACTIVE_PERIOD" envDefault:"1s"`
+	ActiveTimeout  Duration `env:"ACTIVE_TIMEOUT" envDefault:"1s"`
+	ActiveFailures int      `env:"ACTIVE_FAILURE_THRESHOLD" envDefault:"3"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info"`
 	ZKUser         string   `env:"ZK_USER"`
@@ -66,6 +73,9 @@ type Config struct {
 	Path string `env:"-"`
 	// TLS is the configuration for TLS to ZooKeeper, nil for plain TCP.
 	TLS *tls.Config `env:"-"`
+	// ActiveCheck is the workload's readiness check behind /active, from
+	// --active-http or --active-tcp; nil without one.
+	ActiveCheck activecheck.Probe `env:"-"`
 
 	// source names where each flag's value came from, for error messages.
 	source map[string]string

@@ -93,6 +93,13 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--zk-user", "u", "--zk-password-file", "/nonexistent/pw", "x"}, nil, "--zk-password-file: open /nonexistent/pw"},
 		{[]string{"--zk-tls-cert", "c.pem", "x"}, nil, "--zk-tls-cert and --zk-tls-key together"},
 		{[]string{"--zk-tls-ca", "/nonexistent/ca.pem", "x"}, nil, "--zk-tls-ca: open /nonexistent/ca.pem"},
+		{[]string{"--http-addr", ":1", "--active-http", "127.0.0.1:8080/ready", "x"}, nil, `--active-http: "127.0.0.1:8080/ready": want an http:// or https:// URL`},
+		{[]string{"--http-addr", ":1", "x"}, []string{"LOCKEX_ACTIVE_TCP=localhost"}, `LOCKEX_ACTIVE_TCP: "localhost"`},
+		{[]string{"--http-addr", ":1", "--active-tcp", "127.0.0.1:8080", "--active-http", "http://127.0.0.1:8080/", "x"}, nil, "not together with --active-http"},
+		{[]string{"--active-tcp", "127.0.0.1:8080", "x"}, nil, "which only --http-addr serves"},
+		{[]string{"--active-period", "0", "x"}, nil, `--active-period "0s": want more than 0`},
+		{[]string{"x"}, []string{"LOCKEX_ACTIVE_TIMEOUT=0"}, `LOCKEX_ACTIVE_TIMEOUT "0s"`},
+		{[]string{"--active-failure-threshold", "0", "x"}, nil, `--active-failure-threshold "0": want at least 1`},
 	} {
 		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
 			_, err := Parse(tc.args, tc.env, io.Discard)
@@ -188,5 +195,30 @@ func TestRequestedLogFormat(t *testing.T) {
 		if got := RequestedLogFormat(tc.args, tc.env); got != tc.want {
 			t.Errorf("args %q env %q: %q, want %q", tc.args, tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestActiveCheck: the workload's readiness check, from flags or variables,
+// with the kubelet's defaults of one check a second, one second each.
+func TestActiveCheck(t *testing.T) {
+	c, err := Parse([]string{"--", "x"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck != nil || c.ActivePeriod.D() != time.Second || c.ActiveTimeout.D() != time.Second || c.ActiveFailures != 3 {
+		t.Errorf("defaults: check %v, period %s, timeout %s, failures %d", c.ActiveCheck, c.ActivePeriod, c.ActiveTimeout, c.ActiveFailures)
+	}
+	env := []string{"LOCKEX_HTTP_ADDR=:9", "LOCKEX_ACTIVE_HTTP=http://127.0.0.1:8080/ready", "LOCKEX_ACTIVE_PERIOD=250ms", "LOCKEX_ACTIVE_FAILURE_THRESHOLD=1"}
+	if c, err = Parse([]string{"x"}, env, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck == nil || c.ActiveCheck.String() != "GET http://127.0.0.1:8080/ready" || c.ActivePeriod.D() != 250*time.Millisecond || c.ActiveFailures != 1 {
+		t.Errorf("from the environment: check %v, period %s, failures %d", c.ActiveCheck, c.ActivePeriod, c.ActiveFailures)
+	}
+	if c, err = Parse([]string{"--http-addr", ":9", "--active-tcp", "[::1]:5432", "--active-timeout", "2", "x"}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck == nil || c.ActiveCheck.String() != "TCP [::1]:5432" || c.ActiveTimeout.D() != 2*time.Second {
+		t.Errorf("tcp: check %v, timeout %s", c.ActiveCheck, c.ActiveTimeout)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/lockex/lockex/internal/activecheck"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
@@ -36,6 +37,11 @@ func (c *Config) validate() error {
 		{strings.Contains(c.ZKUser, ":"), "zk-user", c.ZKUser, "no colon: digest auth is user:password"},
 		{c.ZKACLWorldRead && c.ZKUser == "", "zk-acl-world-read", c.ZKACLWorldRead, "--zk-user: without auth every node is world-readable anyway"},
 		{(c.ZKTLSCert == "") != (c.ZKTLSKey == ""), "zk-tls-key", c.ZKTLSKey, "--zk-tls-cert and --zk-tls-key together"},
+		{c.ActiveHTTP != "" && c.ActiveTCP != "", "active-tcp", c.ActiveTCP, "not together with --active-http: one check decides /active"},
+		{(c.ActiveHTTP != "" || c.ActiveTCP != "") && c.HTTPAddr == "", "http-addr", c.HTTPAddr, "an address: --active-http and --active-tcp decide /active, which only --http-addr serves"},
+		{c.ActivePeriod <= 0, "active-period", c.ActivePeriod, "more than 0"},
+		{c.ActiveTimeout <= 0, "active-timeout", c.ActiveTimeout, "more than 0"},
+		{c.ActiveFailures < 1, "active-failure-threshold", c.ActiveFailures, "at least 1"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -59,6 +65,9 @@ func (c *Config) validate() error {
 	}
 	var err error
 	if c.TLS, err = c.loadTLS(); err != nil {
+		return err
+	}
+	if c.ActiveCheck, err = c.activeCheck(); err != nil {
 		return err
 	}
 	if c.ZKUser != "" && c.ZKPassword == "" {
@@ -129,6 +138,23 @@ func (c *Config) loadTLS() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// activeCheck makes the probe of --active-http or --active-tcp.
+func (c *Config) activeCheck() (activecheck.Probe, error) {
+	var p activecheck.Probe
+	var err error
+	switch {
+	case c.ActiveHTTP != "":
+		if p, err = activecheck.HTTP(c.ActiveHTTP); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name("active-http"), err)
+		}
+	case c.ActiveTCP != "":
+		if p, err = activecheck.TCP(c.ActiveTCP); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name("active-tcp"), err)
+		}
+	}
+	return p, nil
 }
 
 // Identifier is what lockex stores in its znodes, as the original tool did:
