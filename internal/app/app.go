@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lockex/lockex/internal/activecheck"
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
 	"github.com/lockex/lockex/internal/httpapi"
@@ -99,31 +98,10 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	observe := m.Observe
-	var checker *activecheck.Checker
-	if cfg.ActiveCheck != nil {
-		checker = activecheck.New(activecheck.Config{
-			Probe:            cfg.ActiveCheck,
-			Period:           cfg.ActivePeriod.D(),
-			Timeout:          cfg.ActiveTimeout.D(),
-			FailureThreshold: cfg.ActiveFailures,
-		})
-		observe = func(ev status.Event, s status.Snapshot) {
-			m.Observe(ev, s)
-			if s.State == supervisor.Running {
-				checker.Running(s.Pid)
-			} else {
-				checker.Running(0)
-			}
-		}
-	}
-	rec := status.New(log, cfg.Path, cfg.Concurrent, observe)
-	if checker != nil {
-		rec.CheckWith(cfg.ActiveCheck.String())
-		checkCtx, stopChecks := context.WithCancel(ctx)
-		defer stopChecks()
-		go checker.Run(checkCtx, func(r activecheck.Result) { rec.WorkloadChecked(r.Pid, r.Ready, r.Err) })
-	}
+	active := newActiveFollowers(cfg, log)
+	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
+	active.start(ctx, rec)
+	defer active.stop()
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
