@@ -19,9 +19,14 @@ ARG TARGETARCH
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
     go build -trimpath -ldflags "-s -w -X github.com/lockex/lockex/internal/app.Version=${VERSION}" \
     -o /out/lockex ./cmd/lockex
+# ko (.ko.yaml, the released images) keeps the binary at /ko-app/lockex and
+# cannot be told otherwise: the same path here, as a link, so that
+# COPY --from=<any lockex image> /ko-app/lockex works on both.
+RUN mkdir -p /out/ko-app && ln -s /lockex /out/ko-app/lockex
 
 FROM ${BASE_IMAGE}
 COPY --from=build /out/lockex /lockex
+COPY --from=build /out/ko-app/ /ko-app/
 # distroless's nonroot user; numeric, so runAsNonRoot can check it.
 USER 65532:65532
 ENTRYPOINT ["/lockex"]

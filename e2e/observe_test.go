@@ -181,6 +181,7 @@ func TestObservability(t *testing.T) {
 		a.probes(t, 200, 200, 200)
 		check(t, a.metrics(t), lock, map[string]want{
 			"lockex_lock_held": gauge(1), "lockex_workload_running": gauge(1), "lockex_zk_connected": gauge(1),
+			"lockex_workload_ready":   gauge(1),
 			"lockex_lock_max_holders": gauge(1), "lockex_lock_contenders": gauge(1),
 			"lockex_lock_wait_seconds":    {typ: dto.MetricType_HISTOGRAM, value: 1},
 			"lockex_lock_lost_total":      lost("suspend_deadline", 0),
@@ -203,6 +204,7 @@ func TestObservability(t *testing.T) {
 		}
 		check(t, b.metrics(t), lock, map[string]want{
 			"lockex_lock_held": gauge(0), "lockex_workload_running": gauge(0), "lockex_zk_connected": gauge(1),
+			"lockex_workload_ready":  gauge(0),
 			"lockex_lock_contenders": gauge(2), "lockex_lock_wait_seconds": {typ: dto.MetricType_HISTOGRAM, value: 0},
 		})
 	})

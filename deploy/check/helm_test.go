@@ -1,6 +1,7 @@
 package check
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/yaml"
 )
@@ -66,27 +68,37 @@ func TestHelmLint(t *testing.T) {
 	}
 }
 
-// TestHelmModes renders each example values file and checks the objects,
-// the wrapping and the pod's hardening; then runs the pod's containers with
-// the real lockex, as the kubelet would, up to lockex's configuration checks.
-func TestHelmModes(t *testing.T) {
-	secrets := map[string]map[string]string{
+// ciSecrets are the Secrets the example values name, as the cluster would
+// hold them.
+func ciSecrets(t *testing.T) map[string]map[string]string {
+	pki := testPKI(t)
+	return map[string]map[string]string{
 		"zk-credentials": {
 			"zkhosts":     "zk-0.zk:2181,zk-1.zk:2181,zk-2.zk:2181/apps",
 			"zk-user":     "scheduler",
 			"zk-password": "s3cret",
 		},
+		"exporter-zk-client-tls": {"ca.crt": pki.caPEM, "tls.crt": pki.certPEM, "tls.key": pki.keyPEM},
 	}
+}
+
+// TestHelmModes renders each example values file and checks the objects,
+// the wrapping and the security context; then runs the pod's containers
+// with the real lockex, as the kubelet would, up to lockex's configuration
+// checks.
+func TestHelmModes(t *testing.T) {
 	tests := []struct {
-		file      string
-		mode      string // mutex, semaphore, plain
-		readiness string
-		kinds     []string
+		file     string
+		mode     string // mutex, semaphore, plain
+		hardened bool
+		route    bool // routeToActive
+		kinds    []string
 	}{
-		{"singleton-values.yaml", "mutex", "/readyz", []string{"PodDisruptionBudget", "Deployment"}},
-		{"semaphore-values.yaml", "semaphore", "/readyz", []string{"PodDisruptionBudget", "Service", "Deployment", "PrometheusRule", "ServiceMonitor"}},
-		{"plain-values.yaml", "plain", "", []string{"PodDisruptionBudget", "Service", "Deployment"}},
-		{"route-to-active-values.yaml", "mutex", "/active", []string{"Service", "Deployment"}},
+		{"singleton-values.yaml", "mutex", false, false, []string{"PodDisruptionBudget", "Deployment", "Pod"}},
+		{"semaphore-values.yaml", "semaphore", false, false, []string{"PodDisruptionBudget", "Service", "Deployment", "PrometheusRule", "ServiceMonitor", "Pod"}},
+		{"plain-values.yaml", "plain", false, false, []string{"PodDisruptionBudget", "Service", "Deployment"}},
+		{"route-to-active-values.yaml", "mutex", false, true, []string{"PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Pod"}},
+		{"hardened-values.yaml", "mutex", true, false, []string{"PodDisruptionBudget", "ServiceAccount", "Deployment", "Pod"}},
 	}
 	seen := map[string]bool{}
 	for _, tc := range tests {
@@ -103,24 +115,17 @@ func TestHelmModes(t *testing.T) {
 
 			dep := only[*appsv1.Deployment](t, objs)
 			main := checkPod(t, &dep.Spec.Template, podWant{
-				wrapped:   tc.mode != "plain",
-				workload:  append(slices.Clone(v.Command), v.Args...),
-				readiness: tc.readiness,
+				wrapped:  tc.mode != "plain",
+				workload: append(slices.Clone(v.Command), v.Args...),
+				hardened: tc.hardened,
+				token:    tc.route,
 			})
 			checkSelectors(t, objs, dep)
+			checkSecretModes(t, &dep.Spec.Template.Spec)
 			if v.Replicas != nil && *dep.Spec.Replicas != *v.Replicas {
 				t.Errorf("replicas %d, want %d", *dep.Spec.Replicas, *v.Replicas)
 			}
-
-			switch st := dep.Spec.Strategy; {
-			case tc.readiness == "/active":
-				if st.Type != appsv1.RecreateDeploymentStrategyType {
-					t.Errorf("routeToActive: strategy %s, want Recreate", st.Type)
-				}
-			case st.Type != appsv1.RollingUpdateDeploymentStrategyType || st.RollingUpdate == nil ||
-				st.RollingUpdate.MaxUnavailable == nil || st.RollingUpdate.MaxUnavailable.IntValue() != 0:
-				t.Errorf("strategy %+v, want RollingUpdate with maxUnavailable 0", st)
-			}
+			checkStrategy(t, dep)
 			if tc.mode == "plain" {
 				return
 			}
@@ -148,12 +153,19 @@ func TestHelmModes(t *testing.T) {
 			case tc.mode == "mutex" && conc != "" && conc != "1":
 				t.Errorf("singleton: --concurrent %q", conc)
 			}
+			if tc.route {
+				checkRouteToActive(t, objs, dep)
+			} else if got := flagValue(flags, "--active-label"); got != "" {
+				t.Errorf("--active-label %q without routeToActive", got)
+			}
 
+			secrets := ciSecrets(t)
 			r := newPodRun(t, &dep.Spec.Template.Spec, objs, secrets)
 			r.install()
 			if code, out := r.validate(); code != 0 || !strings.HasPrefix(out, "lockex ") {
 				t.Errorf("lockex rejects the rendered configuration: exit %d\n%s", code, out)
 			}
+			checkTestHook(t, objs, dep, secrets)
 		})
 	}
 	for _, f := range ciValues(t) {
@@ -161,6 +173,169 @@ func TestHelmModes(t *testing.T) {
 			t.Errorf("%s is linted but not checked here", f)
 		}
 	}
+}
+
+// checkStrategy: a rolling update that keeps a standby, whatever the
+// routing: a surge pod first, or, when hard anti-affinity leaves no node
+// for one, an old pod stopped first.
+func checkStrategy(t *testing.T, dep *appsv1.Deployment) {
+	t.Helper()
+	st := dep.Spec.Strategy
+	if st.Type != appsv1.RollingUpdateDeploymentStrategyType || st.RollingUpdate == nil ||
+		st.RollingUpdate.MaxSurge == nil || st.RollingUpdate.MaxUnavailable == nil {
+		t.Fatalf("strategy %+v, want RollingUpdate with maxSurge and maxUnavailable", st)
+	}
+	surge, unavailable := st.RollingUpdate.MaxSurge.IntValue(), st.RollingUpdate.MaxUnavailable.IntValue()
+	hard := false
+	if a := dep.Spec.Template.Spec.Affinity; a != nil && a.PodAntiAffinity != nil {
+		hard = len(a.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution) > 0
+	}
+	switch {
+	case hard && (surge != 0 || unavailable != 1):
+		t.Errorf("hard anti-affinity: maxSurge %d, maxUnavailable %d; a surge pod finds no node with one node per replica: want 0 and 1", surge, unavailable)
+	case !hard && (surge != 1 || unavailable != 0):
+		t.Errorf("maxSurge %d, maxUnavailable %d: want 1 and 0, a new standby before an old pod stops", surge, unavailable)
+	}
+}
+
+// checkRouteToActive: the Service selects the label lockex keeps on its
+// active pod, lockex is told to keep it (on the pod named by the downward
+// API), and the pod's service account may patch pods.
+func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
+	t.Helper()
+	main := &dep.Spec.Template.Spec.Containers[0]
+	a := argv(main)
+	flags := a[:slices.Index(a, "--")]
+	key, value, ok := strings.Cut(flagValue(flags, "--active-label"), "=")
+	if !ok {
+		t.Fatalf("routeToActive: lockex argv %q has no --active-label key=value", a)
+	}
+	if got := flagValue(flags, "--active-http"); got != "http://127.0.0.1:8080/ready" {
+		t.Errorf("--active-http %q, want the workload's own readiness, http://127.0.0.1:8080/ready", got)
+	}
+	i := slices.IndexFunc(main.Env, func(e corev1.EnvVar) bool { return e.Name == "LOCKEX_POD_NAME" })
+	if i < 0 || main.Env[i].ValueFrom == nil || main.Env[i].ValueFrom.FieldRef == nil || main.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Errorf("LOCKEX_POD_NAME: want the downward API's metadata.name, got %+v", main.Env)
+	}
+	for _, svc := range all[*corev1.Service](objs) {
+		if svc.Spec.PublishNotReadyAddresses {
+			continue // the metrics Service
+		}
+		if svc.Spec.Selector[key] != value {
+			t.Errorf("Service %s selector %v: want %s=%s, the label of the active pods", svc.Name, svc.Spec.Selector, key, value)
+		}
+		if dep.Spec.Template.Labels[key] != "" {
+			t.Errorf("the pod template carries %s itself: every pod would be selected", key)
+		}
+	}
+	sa := dep.Spec.Template.Spec.ServiceAccountName
+	if sa == "" || only[*corev1.ServiceAccount](t, objs).Name != sa {
+		t.Fatalf("pods run as service account %q, not the one rendered", sa)
+	}
+	role := only[*rbacv1.Role](t, objs)
+	binding := only[*rbacv1.RoleBinding](t, objs)
+	if binding.RoleRef.Kind != "Role" || binding.RoleRef.Name != role.Name ||
+		len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != sa {
+		t.Errorf("RoleBinding %+v does not bind Role %s to ServiceAccount %s", binding, role.Name, sa)
+	}
+	var patch bool
+	for _, rule := range role.Rules {
+		if slices.Contains(rule.APIGroups, "") && slices.Contains(rule.Resources, "pods") && slices.Contains(rule.Verbs, "patch") {
+			patch = true
+		}
+		if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || len(rule.Verbs) != 1 {
+			t.Errorf("Role rule %+v grants more than patching pods", rule)
+		}
+	}
+	if !patch {
+		t.Errorf("Role %+v: lockex cannot patch its pod's labels", role.Rules)
+	}
+}
+
+// checkSecretModes: lockex reads its Secret files as whatever user the
+// workload's image runs as: readable by all, or by the group when the pod
+// gives an fsGroup.
+func checkSecretModes(t *testing.T, spec *corev1.PodSpec) {
+	t.Helper()
+	for _, v := range spec.Volumes {
+		if v.Secret == nil || !strings.HasPrefix(v.Name, "lockex-") {
+			continue
+		}
+		mode := int32(0o644)
+		if v.Secret.DefaultMode != nil {
+			mode = *v.Secret.DefaultMode
+		}
+		fsGroup := spec.SecurityContext != nil && spec.SecurityContext.FSGroup != nil
+		if mode&0o004 == 0 && !(fsGroup && mode&0o040 != 0) {
+			t.Errorf("Secret volume %s: mode %#o, unreadable by a workload user that does not own it (fsGroup: %v)", v.Name, mode, fsGroup)
+		}
+	}
+}
+
+// checkTestHook: the helm test is lockex --status, from the lockex image,
+// against the release's lock, reaching ZooKeeper as the pods do; it is no
+// pod the Deployment, the budget or a Service would count; and the real
+// lockex accepts its configuration.
+func checkTestHook(t *testing.T, objs manifests, dep *appsv1.Deployment, secrets map[string]map[string]string) {
+	t.Helper()
+	pod := only[*corev1.Pod](t, objs)
+	if pod.Annotations["helm.sh/hook"] != "test" {
+		t.Fatalf("Pod %s: annotations %v, want helm.sh/hook: test", pod.Name, pod.Annotations)
+	}
+	if pod.Spec.RestartPolicy != corev1.RestartPolicyNever {
+		t.Errorf("test pod restartPolicy %q, want Never: its exit code is the result", pod.Spec.RestartPolicy)
+	}
+	spec := &dep.Spec.Template.Spec
+	c := &pod.Spec.Containers[0]
+	if c.Image != spec.InitContainers[0].Image || len(c.Command) != 0 {
+		t.Errorf("test container: image %s command %q, want the lockex image %s through its entrypoint", c.Image, c.Command, spec.InitContainers[0].Image)
+	}
+	if len(c.Args) == 0 || c.Args[0] != "--status" {
+		t.Fatalf("test container args %q, want --status first", c.Args)
+	}
+	podLabels := labels.Set(pod.Labels)
+	if labels.SelectorFromSet(dep.Spec.Selector.MatchLabels).Matches(podLabels) {
+		t.Errorf("test pod labels %v match the Deployment's selector", pod.Labels)
+	}
+	for _, pdb := range all[*policyv1.PodDisruptionBudget](objs) {
+		if labels.SelectorFromSet(pdb.Spec.Selector.MatchLabels).Matches(podLabels) {
+			t.Errorf("test pod labels %v match the budget's selector", pod.Labels)
+		}
+	}
+	for _, svc := range all[*corev1.Service](objs) {
+		if labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
+			t.Errorf("test pod labels %v match Service %s", pod.Labels, svc.Name)
+		}
+	}
+	checkRestricted(t, c.Name, orEmpty(pod.Spec.SecurityContext), c.SecurityContext)
+
+	// The same lock and the same way to ZooKeeper as the workload's lockex.
+	main := &spec.Containers[0]
+	ma := argv(main)
+	mflags := ma[1:slices.Index(ma, "--")]
+	for _, f := range []string{"--zkhosts", "--lockpath", "--lockid", "--concurrent", "--zk-password-file", "--zk-tls-ca", "--zk-tls-cert", "--zk-tls-key"} {
+		if got, want := flagValue(c.Args, f), flagValue(mflags, f); got != want {
+			t.Errorf("test pod %s %q, the pods' %q", f, got, want)
+		}
+	}
+	r := newPodRun(t, &pod.Spec, objs, secrets)
+	tenv, menv := r.env(c), newPodRun(t, spec, objs, secrets).env(main)
+	for _, k := range []string{"LOCKEX_ZKHOSTS", "LOCKEX_ZK_USER"} {
+		if tenv[k] != menv[k] {
+			t.Errorf("test pod %s=%q, the pods' %q", k, tenv[k], menv[k])
+		}
+	}
+	run := append([]string{lockexBin}, r.mapArgs(c, c.Args)...)
+	if code, out := r.exec(c, append(run, "--version")); code != 0 || !strings.HasPrefix(out, "lockex ") {
+		t.Errorf("lockex rejects the test pod's configuration: exit %d\n%s", code, out)
+	}
+}
+
+func orEmpty(p *corev1.PodSecurityContext) *corev1.PodSecurityContext {
+	if p == nil {
+		return &corev1.PodSecurityContext{}
+	}
+	return p
 }
 
 // checkSelectors: the budget, the Services and the ServiceMonitor select
@@ -184,9 +359,14 @@ func checkSelectors(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	}
 	main := &dep.Spec.Template.Spec.Containers[0]
 	services := all[*corev1.Service](objs)
+	// An active pod: what lockex labels with --active-label.
+	active := maps.Clone(podLabels)
+	if key, value, ok := strings.Cut(flagValue(argv(&dep.Spec.Template.Spec.Containers[0]), "--active-label"), "="); ok {
+		active[key] = value
+	}
 	for _, svc := range services {
-		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(podLabels) {
-			t.Errorf("Service %s selector %v misses the pods %v", svc.Name, svc.Spec.Selector, podLabels)
+		if !labels.SelectorFromSet(svc.Spec.Selector).Matches(active) {
+			t.Errorf("Service %s selector %v misses the (active) pods %v", svc.Name, svc.Spec.Selector, active)
 		}
 		for _, p := range svc.Spec.Ports {
 			containerPort(t, main, p.TargetPort)
@@ -242,6 +422,19 @@ func TestHelmRefuses(t *testing.T) {
 		{"misspelt value", []string{"--set", "command={/app}", "--set", "singelton=false"}, "singelton"},
 		{"bad duration", []string{"--set", "command={/app}", "--set", "lock.killGrace=3x"}, "killGrace"},
 		{"monitoring without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "metrics.serviceMonitor.enabled=true"}, "needs lockex"},
+		{"singleton Service to standbys", []string{"--set", "command={/app}", "--set", "service.enabled=true", "--set", "service.ports[0].port=80"},
+			"needs routeToActive: true. Without it the Service would send traffic to standbys"},
+		{"semaphore Service to standbys", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "concurrency=2", "--set", "service.enabled=true", "--set", "service.ports[0].port=80"},
+			"needs routeToActive: true"},
+		{"routeToActive without an account", []string{"--set", "command={/app}", "--set", "routeToActive=true"}, "routeToActive needs a service account that may patch pods"},
+		{"routeToActive without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "routeToActive=true"}, "routeToActive needs lockex"},
+		{"two checks", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.port=80", "--set", "activeCheck.tcpSocket.port=80"}, "give httpGet or tcpSocket, not both"},
+		{"check port name unknown", []string{"--set", "command={/app}", "--set", "activeCheck.tcpSocket.port=http"}, `activeCheck.tcpSocket.port "http": no port of that name in ports`},
+		{"check without port", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.path=/ready"}, "activeCheck.httpGet.port is required"},
+		{"check path relative", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.port=80", "--set", "activeCheck.httpGet.path=ready"}, `activeCheck.httpGet.path "ready": want an absolute path`},
+		{"tls without secret", []string{"--set", "command={/app}", "--set", "zookeeper.tls.enabled=true"}, "zookeeper.tls.enabled needs zookeeper.tls.secretName"},
+		{"bad digest", []string{"--set", "command={/app}", "--set", "image.digest=latest"}, "digest"},
+		{"port out of range", []string{"--set", "command={/app}", "--set", "metrics.port=70000"}, "port"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -331,6 +524,239 @@ func TestHelmNotes(t *testing.T) {
 			if wrapped != strings.Contains(notes, "--status") {
 				t.Errorf("notes (lockex: %v):\n%s", wrapped, notes)
 			}
+		})
+	}
+}
+
+// TestHelmImages: tags given as numbers render as written, a digest pins
+// the image (without a made-up tag), and the lockex image defaults to the
+// chart's appVersion, the tag the release publishes.
+func TestHelmImages(t *testing.T) {
+	chart, err := os.ReadFile(filepath.Join(chartDir, "Chart.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct {
+		AppVersion string `json:"appVersion"`
+	}
+	if err := yaml.Unmarshal(chart, &meta); err != nil || meta.AppVersion == "" {
+		t.Fatalf("Chart.yaml appVersion: %q, %v", meta.AppVersion, err)
+	}
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	numeric := filepath.Join(t.TempDir(), "numeric-values.yaml")
+	if err := os.WriteFile(numeric, []byte("image:\n  tag: 2\nlockexImage:\n  tag: 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base := []string{"--set", "image.repository=registry.example.com/app", "--set", "command={/app}", "--set", "zookeeper.hosts=zk:2181"}
+	for _, tc := range []struct {
+		name          string
+		args          []string
+		image, lockex string
+	}{
+		{"defaults", nil, "registry.example.com/app:latest", "ghcr.io/lockex/lockex:" + meta.AppVersion},
+		{"--set tag=1.0", []string{"--set", "image.tag=1.0"}, "registry.example.com/app:1.0", ""},
+		{"--set tag=2 (a number)", []string{"--set", "image.tag=2", "--set", "lockexImage.tag=3"}, "registry.example.com/app:2", "ghcr.io/lockex/lockex:3"},
+		{"tag: 2 in a values file", []string{"--values", numeric}, "registry.example.com/app:2", "ghcr.io/lockex/lockex:3"},
+		{"digest", []string{"--set", "image.digest=" + digest, "--set", "lockexImage.digest=" + digest},
+			"registry.example.com/app@" + digest, "ghcr.io/lockex/lockex@" + digest},
+		{"tag and digest", []string{"--set", "image.tag=1.4.2", "--set", "image.digest=" + digest}, "registry.example.com/app:1.4.2@" + digest, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), tc.args...)...)
+			spec := only[*appsv1.Deployment](t, objs).Spec.Template.Spec
+			if got := spec.Containers[0].Image; got != tc.image {
+				t.Errorf("workload image %q, want %q", got, tc.image)
+			}
+			if got := spec.InitContainers[0].Image; tc.lockex != "" && got != tc.lockex {
+				t.Errorf("lockex image %q, want %q", got, tc.lockex)
+			}
+			if got := only[*corev1.Pod](t, objs).Spec.Containers[0].Image; got != spec.InitContainers[0].Image {
+				t.Errorf("helm test image %q, want the lockex image %q", got, spec.InitContainers[0].Image)
+			}
+		})
+	}
+}
+
+// TestHelmPort: lockex's port is one value, used by --http-addr, the
+// container port, the probes, the metrics Service and the ServiceMonitor;
+// its default is none of the ports apps and exporters commonly take.
+func TestHelmPort(t *testing.T) {
+	semaphore := filepath.Join(chartDir, "ci", "semaphore-values.yaml")
+	def := lockexPort(t, &only[*appsv1.Deployment](t, helmTemplate(t, "rel", "ns", "--values", semaphore)).Spec.Template.Spec.Containers[0])
+	// Web apps' and Prometheus' (9090) ports, and the exporters' range.
+	for _, taken := range []int32{80, 443, 3000, 5000, 8000, 8080, 8081, 8443, 8888, 9000} {
+		if def == taken {
+			t.Errorf("default port %d is a common app port", def)
+		}
+	}
+	if def >= 9090 && def <= 9999 {
+		t.Errorf("default port %d is in Prometheus' and its exporters' range", def)
+	}
+	objs := helmTemplate(t, "rel", "ns", "--values", semaphore, "--set", "metrics.port=7001")
+	dep := only[*appsv1.Deployment](t, objs)
+	main := checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: []string{"/bin/worker", "--queue", "batch", "--parallel", "4"}})
+	if got := lockexPort(t, main); got != 7001 {
+		t.Errorf("--http-addr port %d, want 7001", got)
+	}
+	checkSelectors(t, objs, dep) // the probes, the metrics Service and the ServiceMonitor on lockex's port
+	for _, svc := range all[*corev1.Service](objs) {
+		if svc.Spec.PublishNotReadyAddresses && (len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 7001) {
+			t.Errorf("metrics Service ports %+v, want 7001", svc.Spec.Ports)
+		}
+	}
+}
+
+// TestHelmActiveCheck: activeCheck renders as lockex's --active-http or
+// --active-tcp, from inside the pod, with a port number or name, and the
+// probe's timing; lockex accepts each.
+func TestHelmActiveCheck(t *testing.T) {
+	base := []string{"--set", "image.repository=example/app", "--set", "command={/app}", "--set", "zookeeper.hosts=zk:2181",
+		"--set", "ports[0].name=http", "--set", "ports[0].containerPort=8080"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"none", nil, nil},
+		{"http by name", []string{"--set", "activeCheck.httpGet.path=/ready", "--set", "activeCheck.httpGet.port=http"},
+			[]string{"--active-http=http://127.0.0.1:8080/ready", "--active-period=1s", "--active-timeout=1s", "--active-failure-threshold=3"}},
+		{"https by number", []string{"--set", "activeCheck.httpGet.port=8443", "--set", "activeCheck.httpGet.scheme=HTTPS",
+			"--set", "activeCheck.periodSeconds=2", "--set", "activeCheck.timeoutSeconds=3", "--set", "activeCheck.failureThreshold=1"},
+			[]string{"--active-http=https://127.0.0.1:8443/", "--active-period=2s", "--active-timeout=3s", "--active-failure-threshold=1"}},
+		{"tcp", []string{"--set", "activeCheck.tcpSocket.port=5432"}, []string{"--active-tcp=127.0.0.1:5432"}},
+		{"tcp ipv6 host", []string{"--set", "activeCheck.tcpSocket.port=5432", "--set", "activeCheck.tcpSocket.host=::1"}, []string{"--active-tcp=[::1]:5432"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), tc.args...)...)
+			dep := only[*appsv1.Deployment](t, objs)
+			a := argv(&dep.Spec.Template.Spec.Containers[0])
+			var got []string
+			for _, f := range a[:slices.Index(a, "--")] {
+				if strings.HasPrefix(f, "--active-") {
+					got = append(got, f)
+				}
+			}
+			for _, w := range tc.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("lockex flags %q lack %q", got, w)
+				}
+			}
+			if len(tc.want) == 0 && len(got) != 0 {
+				t.Errorf("no activeCheck: flags %q", got)
+			}
+			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
+			r.install()
+			if code, out := r.validate(); code != 0 {
+				t.Errorf("lockex rejects %q: exit %d\n%s", got, code, out)
+			}
+		})
+	}
+}
+
+// TestHelmSecurity: the hardened profile is one value away, keys given by
+// hand win over it, and a /tmp of the user's own is not mounted twice.
+func TestHelmSecurity(t *testing.T) {
+	base := []string{"--set", "image.repository=example/app", "--set", "command={/app}", "--set", "zookeeper.hosts=zk:2181"}
+	render := func(t *testing.T, args ...string) *corev1.PodSpec {
+		return &only[*appsv1.Deployment](t, helmTemplate(t, "rel", "ns", append(slices.Clone(base), args...)...)).Spec.Template.Spec
+	}
+	t.Run("default", func(t *testing.T) {
+		spec := render(t)
+		checkSecurity(t, spec, podWant{})
+	})
+	t.Run("hardened", func(t *testing.T) {
+		spec := render(t, "--set", "hardened=true")
+		checkSecurity(t, spec, podWant{hardened: true})
+		if psc := spec.SecurityContext; psc.RunAsUser != nil || psc.FSGroup != nil {
+			t.Errorf("hardened: %+v picks a user; the image's own numeric user (or podSecurityContext) decides", psc)
+		}
+	})
+	t.Run("hardened, user's keys win", func(t *testing.T) {
+		spec := render(t, "--set", "hardened=true", "--set", "securityContext.readOnlyRootFilesystem=false", "--set", "podSecurityContext.runAsUser=1000")
+		sc, psc := spec.Containers[0].SecurityContext, spec.SecurityContext
+		if sc.ReadOnlyRootFilesystem == nil || *sc.ReadOnlyRootFilesystem || psc.RunAsUser == nil || *psc.RunAsUser != 1000 {
+			t.Errorf("given keys lost: container %+v, pod %+v", sc, psc)
+		}
+		if sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") {
+			t.Errorf("hardened keys not given are lost: %+v", sc)
+		}
+	})
+	t.Run("hardened, own /tmp", func(t *testing.T) {
+		spec := render(t, "--set", "hardened=true", "--set", "volumes[0].name=scratch", "--set", "volumes[0].emptyDir.medium=Memory",
+			"--set", "volumeMounts[0].name=scratch", "--set", "volumeMounts[0].mountPath=/tmp/")
+		var at []string
+		for _, m := range spec.Containers[0].VolumeMounts {
+			if filepath.Clean(m.MountPath) == "/tmp" {
+				at = append(at, m.Name)
+			}
+		}
+		if !slices.Equal(at, []string{"scratch"}) {
+			t.Errorf("mounts at /tmp: %q, want only the user's scratch", at)
+		}
+	})
+	t.Run("service account", func(t *testing.T) {
+		objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), "--set", "serviceAccount.create=true",
+			"--set", "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::1:role/x", "--set", "serviceAccount.automountToken=true")...)
+		sa := only[*corev1.ServiceAccount](t, objs)
+		dep := only[*appsv1.Deployment](t, objs)
+		if sa.Annotations["eks.amazonaws.com/role-arn"] != "arn:aws:iam::1:role/x" || dep.Spec.Template.Spec.ServiceAccountName != sa.Name {
+			t.Errorf("ServiceAccount %+v, pods run as %q", sa.ObjectMeta, dep.Spec.Template.Spec.ServiceAccountName)
+		}
+		if a := dep.Spec.Template.Spec.AutomountServiceAccountToken; a == nil || !*a {
+			t.Error("serviceAccount.automountToken: the token is not mounted")
+		}
+		named := only[*appsv1.Deployment](t, helmTemplate(t, "rel", "ns", append(slices.Clone(base), "--set", "serviceAccount.name=existing")...))
+		if got := named.Spec.Template.Spec.ServiceAccountName; got != "existing" {
+			t.Errorf("serviceAccount.name=existing: pods run as %q", got)
+		}
+	})
+}
+
+// TestHelmTLS: TLS to ZooKeeper from a cert-manager Secret: its keys
+// mounted under fixed names, lockex's flags pointing at them; with
+// clientCertificate: false the CA alone.
+func TestHelmTLS(t *testing.T) {
+	base := []string{"--set", "image.repository=example/app", "--set", "command={/app}", "--set", "zookeeper.hosts=zk:2281",
+		"--set", "zookeeper.tls.enabled=true", "--set", "zookeeper.tls.secretName=zk-client-tls"}
+	pki := testPKI(t)
+	secrets := map[string]map[string]string{"zk-client-tls": {"ca.crt": pki.caPEM, "tls.crt": pki.certPEM, "tls.key": pki.keyPEM}}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		files []string
+	}{
+		{"mutual", nil, []string{"ca.crt", "tls.crt", "tls.key"}},
+		{"CA only", []string{"--set", "zookeeper.tls.clientCertificate=false"}, []string{"ca.crt"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), tc.args...)...)
+			dep := only[*appsv1.Deployment](t, objs)
+			spec := &dep.Spec.Template.Spec
+			main := &spec.Containers[0]
+			a := argv(main)
+			flags := a[:slices.Index(a, "--")]
+			var got []string
+			for _, f := range []string{"--zk-tls-ca", "--zk-tls-cert", "--zk-tls-key"} {
+				p := flagValue(flags, f)
+				if p == "" {
+					continue
+				}
+				got = append(got, filepath.Base(p))
+				vol := volume(t, spec, mountedVolume(t, main, filepath.Dir(p)))
+				if vol.Secret == nil || vol.Secret.SecretName != "zk-client-tls" {
+					t.Errorf("%s %s: not from Secret zk-client-tls: %+v", f, p, vol)
+				}
+			}
+			if !slices.Equal(got, tc.files) {
+				t.Errorf("TLS files %q, want %q", got, tc.files)
+			}
+			checkSecretModes(t, spec)
+			r := newPodRun(t, spec, objs, secrets)
+			r.install()
+			if code, out := r.validate(); code != 0 {
+				t.Errorf("lockex rejects the TLS files: exit %d\n%s", code, out)
+			}
+			checkTestHook(t, objs, dep, secrets)
 		})
 	}
 }

@@ -38,11 +38,12 @@ func TestKustomize(t *testing.T) {
 		kinds     []string
 		replicas  int32
 		config    map[string]string // LOCKEX_ variables the overlay sets
+		hardened  bool
 	}{
-		{"base", "", []string{"ConfigMap", "Deployment", "PodDisruptionBudget"}, 2, nil},
+		{"base", "", []string{"ConfigMap", "Deployment", "PodDisruptionBudget"}, 2, nil, false},
 		{"overlays/example", "lockex-example",
 			[]string{"Namespace", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "PrometheusRule", "ServiceMonitor"}, 3,
-			map[string]string{"LOCKEX_CONCURRENT": "2", "LOCKEX_LOCKPATH": "lockex/lockex-example"}},
+			map[string]string{"LOCKEX_CONCURRENT": "2", "LOCKEX_LOCKPATH": "lockex/lockex-example"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.dir, func(t *testing.T) {
@@ -66,7 +67,7 @@ func TestKustomize(t *testing.T) {
 			if n := len(main.Command); n == 0 || main.Command[n-1] != "--" {
 				t.Errorf("command %q: want lockex's, ending in --", main.Command)
 			}
-			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, readiness: "/readyz"})
+			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, hardened: tc.hardened})
 			checkSelectors(t, objs, dep)
 			if *dep.Spec.Replicas != tc.replicas {
 				t.Errorf("replicas %d, want %d", *dep.Spec.Replicas, tc.replicas)
@@ -146,8 +147,24 @@ func TestKustomizeMatchesChart(t *testing.T) {
 		t.Errorf("chart (-) and kustomize base (+) PodDisruptionBudgets differ:\n%s", diff)
 	}
 
-	// The monitoring component matches the chart's.
+	// The hardened component (in the example overlay, as user 65534)
+	// matches the chart's hardened: true.
 	mobjs := kustomizeBuild(t, "overlays/example")
+	hhard := only[*appsv1.Deployment](t, helmTemplate(t, "rel", "ns",
+		"--set", "image.repository=busybox", "--set", "command={sh}", "--set", "zookeeper.hosts=zk:2181",
+		"--set", "hardened=true", "--set", "podSecurityContext.runAsUser=65534")).Spec.Template.Spec
+	khard := only[*appsv1.Deployment](t, mobjs).Spec.Template.Spec
+	if diff := cmp.Diff(hhard.SecurityContext, khard.SecurityContext); diff != "" {
+		t.Errorf("hardened pod securityContext: chart (-) and kustomize (+) differ:\n%s", diff)
+	}
+	if diff := cmp.Diff(hhard.Containers[0].SecurityContext, khard.Containers[0].SecurityContext); diff != "" {
+		t.Errorf("hardened container securityContext: chart (-) and kustomize (+) differ:\n%s", diff)
+	}
+	if diff := cmp.Diff(hhard.Containers[0].VolumeMounts, khard.Containers[0].VolumeMounts); diff != "" {
+		t.Errorf("hardened mounts: chart (-) and kustomize (+) differ:\n%s", diff)
+	}
+
+	// The monitoring component matches the chart's.
 	hmon := helmTemplate(t, "rel", "ns", "--values", filepath.Join(chartDir, "ci", "semaphore-values.yaml"))
 	hsm := only[*monitoringv1.ServiceMonitor](t, hmon).Spec.Endpoints
 	ksm := only[*monitoringv1.ServiceMonitor](t, mobjs).Spec.Endpoints

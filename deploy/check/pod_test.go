@@ -1,6 +1,7 @@
 package check
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,21 +16,26 @@ import (
 
 // podWant is what a rendered pod must do.
 type podWant struct {
-	wrapped   bool     // lockex runs the workload
-	workload  []string // the user's command and args, as given
-	readiness string   // the readiness probe's path, with lockex
-	sketch    bool     // a README example: no hardening to check
+	wrapped  bool     // lockex runs the workload
+	workload []string // the user's command and args, as given
+	sketch   bool     // a README example: no security context to check
+	hardened bool     // the restricted profile on the workload too
+	token    bool     // a service account token is mounted (routeToActive)
 }
 
 // lockexMount is where the main container finds the copied binary.
 const lockexMount = "/lockex"
 
+// readiness is the readiness probe's path with lockex, also with
+// routeToActive: a connected standby is Ready; the Service routes by label.
+const readiness = "/readyz"
+
 func argv(c *corev1.Container) []string {
 	return append(slices.Clone(c.Command), c.Args...)
 }
 
-// checkPod asserts the wrapping and the hardening of a pod template and
-// returns its main (workload) container.
+// checkPod asserts the wrapping and the security context of a pod template
+// and returns its main (workload) container.
 func checkPod(t *testing.T, pod *corev1.PodTemplateSpec, want podWant) *corev1.Container {
 	t.Helper()
 	spec := &pod.Spec
@@ -38,7 +44,7 @@ func checkPod(t *testing.T, pod *corev1.PodTemplateSpec, want podWant) *corev1.C
 	}
 	main := &spec.Containers[0]
 	if !want.sketch {
-		checkHardened(t, spec)
+		checkSecurity(t, spec, want)
 	}
 
 	if !want.wrapped {
@@ -52,8 +58,8 @@ func checkPod(t *testing.T, pod *corev1.PodTemplateSpec, want podWant) *corev1.C
 	}
 
 	// The init container copies lockex into an emptyDir with --install.
-	// It gives only args, so the lockex image's own entrypoint runs (the
-	// Dockerfile's /lockex, ko's /ko-app/lockex).
+	// It gives only args, so the lockex image's own entrypoint runs,
+	// wherever the image keeps the binary.
 	if len(spec.InitContainers) != 1 {
 		t.Fatalf("want 1 init container, got %d", len(spec.InitContainers))
 	}
@@ -91,19 +97,14 @@ func checkPod(t *testing.T, pod *corev1.PodTemplateSpec, want podWant) *corev1.C
 	}
 
 	// Probes on lockex's port, the one --http-addr names.
-	addr := flagValue(a[1:sep], "--http-addr")
-	_, portStr, ok := strings.Cut(addr, ":")
-	port, err := strconv.Atoi(portStr)
-	if !ok || err != nil {
-		t.Fatalf("main argv %q: --http-addr %q has no port", a, addr)
-	}
+	port := lockexPort(t, main)
 	for _, p := range []struct {
 		name  string
 		probe *corev1.Probe
 		path  string
 	}{
 		{"liveness", main.LivenessProbe, "/healthz"},
-		{"readiness", main.ReadinessProbe, want.readiness},
+		{"readiness", main.ReadinessProbe, readiness},
 	} {
 		if p.probe == nil || p.probe.HTTPGet == nil {
 			t.Errorf("%s probe: want an HTTP GET of %s", p.name, p.path)
@@ -112,40 +113,99 @@ func checkPod(t *testing.T, pod *corev1.PodTemplateSpec, want podWant) *corev1.C
 		if p.probe.HTTPGet.Path != p.path {
 			t.Errorf("%s probe: path %q, want %q", p.name, p.probe.HTTPGet.Path, p.path)
 		}
-		if got := containerPort(t, main, p.probe.HTTPGet.Port); got != int32(port) {
+		if got := containerPort(t, main, p.probe.HTTPGet.Port); got != port {
 			t.Errorf("%s probe: port %d, but lockex serves on %d", p.name, got, port)
 		}
 	}
 	return main
 }
 
-func checkHardened(t *testing.T, spec *corev1.PodSpec) {
+// lockexPort is the port of the main container's --http-addr.
+func lockexPort(t *testing.T, main *corev1.Container) int32 {
 	t.Helper()
-	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
-		t.Error("automountServiceAccountToken is not false")
+	a := argv(main)
+	addr := flagValue(a[1:slices.Index(a, "--")], "--http-addr")
+	_, portStr, ok := strings.Cut(addr, ":")
+	port, err := strconv.Atoi(portStr)
+	if !ok || err != nil {
+		t.Fatalf("main argv %q: --http-addr %q has no port", a, addr)
+	}
+	return int32(port)
+}
+
+// checkSecurity: lockex's own image (the init container) runs restricted
+// whatever the workload does; the workload runs as its image says (its
+// user, its writable filesystem), or restricted when hardened, with /tmp
+// still writable; the service account token is mounted only when lockex
+// needs the API.
+func checkSecurity(t *testing.T, spec *corev1.PodSpec, want podWant) {
+	t.Helper()
+	if got := spec.AutomountServiceAccountToken; got == nil || *got != want.token {
+		t.Errorf("automountServiceAccountToken %v, want %v", ptrString(got), want.token)
 	}
 	psc := spec.SecurityContext
-	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot {
-		t.Error("pod: runAsNonRoot is not true")
+	if psc == nil {
+		psc = &corev1.PodSecurityContext{}
 	}
-	if psc != nil && psc.RunAsUser != nil && *psc.RunAsUser == 0 {
-		t.Error("pod: runAsUser 0")
-	}
-	for _, c := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
-		sc := c.SecurityContext
-		switch {
-		case sc == nil:
-			t.Errorf("container %s: no securityContext", c.Name)
-		case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
-			t.Errorf("container %s: root filesystem not read-only", c.Name)
-		case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
-			t.Errorf("container %s: privilege escalation allowed", c.Name)
-		case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0:
-			t.Errorf("container %s: capabilities %+v, want all dropped and none added", c.Name, sc.Capabilities)
-		case sc.Privileged != nil && *sc.Privileged:
-			t.Errorf("container %s: privileged", c.Name)
+	for _, c := range spec.InitContainers {
+		checkRestricted(t, c.Name, psc, c.SecurityContext)
+		if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+			t.Errorf("init container %s: runAsUser %d fixed; the image's numeric user is enough, and OpenShift refuses a fixed one", c.Name, *c.SecurityContext.RunAsUser)
 		}
 	}
+	main := &spec.Containers[0]
+	if want.hardened {
+		checkRestricted(t, main.Name, psc, main.SecurityContext)
+		if p := psc.SeccompProfile; p == nil || p.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("hardened pod: seccomp %+v, want RuntimeDefault", p)
+		}
+		if v := volume(t, spec, mountedVolume(t, main, "/tmp")); v.EmptyDir == nil {
+			t.Errorf("hardened: /tmp is volume %+v, want an emptyDir (the root filesystem is read-only)", v)
+		}
+		return
+	}
+	if main.SecurityContext != nil {
+		t.Errorf("workload container: securityContext %+v; want none, so it runs as its image says", main.SecurityContext)
+	}
+	if psc.RunAsUser != nil || psc.RunAsGroup != nil || psc.FSGroup != nil || psc.RunAsNonRoot != nil {
+		t.Errorf("pod securityContext %+v: forces a user on the workload's image", psc)
+	}
+	for _, m := range main.VolumeMounts {
+		if m.MountPath == "/tmp" {
+			t.Errorf("workload container mounts %s at /tmp; its image's own /tmp is writable", m.Name)
+		}
+	}
+}
+
+// checkRestricted: the restricted Pod Security Standard for one container.
+func checkRestricted(t *testing.T, name string, psc *corev1.PodSecurityContext, sc *corev1.SecurityContext) {
+	t.Helper()
+	switch {
+	case sc == nil:
+		t.Errorf("container %s: no securityContext", name)
+	case (sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot) && (psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot):
+		t.Errorf("container %s: runAsNonRoot is not true", name)
+	case sc.RunAsUser != nil && *sc.RunAsUser == 0, psc.RunAsUser != nil && *psc.RunAsUser == 0:
+		t.Errorf("container %s: runAsUser 0", name)
+	case sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem:
+		t.Errorf("container %s: root filesystem not read-only", name)
+	case sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation:
+		t.Errorf("container %s: privilege escalation allowed", name)
+	case sc.Capabilities == nil || !slices.Contains(sc.Capabilities.Drop, "ALL") || len(sc.Capabilities.Add) > 0:
+		t.Errorf("container %s: capabilities %+v, want all dropped and none added", name, sc.Capabilities)
+	case sc.Privileged != nil && *sc.Privileged:
+		t.Errorf("container %s: privileged", name)
+	case (sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault) &&
+		(psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault):
+		t.Errorf("container %s: seccomp profile not RuntimeDefault", name)
+	}
+}
+
+func ptrString[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
 
 // flagValue returns the value of a long flag given as --name=value or
@@ -208,12 +268,28 @@ type podRun struct {
 	objs    manifests
 	secrets map[string]map[string]string
 	dirs    map[string]string // volume name → directory
+	// kubeEnv is what the kubelet adds to every container when it mounts
+	// the service account token: the API server's address, and here the
+	// directory standing in for the token's mount at lockex's default
+	// --serviceaccount-dir.
+	kubeEnv map[string]string
 }
+
+// podName is the name the simulated pod has, for the downward API.
+const podName = "rel-lockex-5d8f7c9b6-x2x4q"
 
 func newPodRun(t *testing.T, spec *corev1.PodSpec, objs manifests, secrets map[string]map[string]string) *podRun {
 	t.Helper()
 	r := &podRun{t: t, spec: spec, objs: objs, secrets: secrets, dirs: map[string]string{}}
 	root := t.TempDir()
+	if a := spec.AutomountServiceAccountToken; a != nil && *a {
+		dir := filepath.Join(root, "serviceaccount")
+		writeFiles(t, dir, map[string]string{"token": "t0ken", "namespace": "team-a", "ca.crt": testPKI(t).caPEM})
+		r.kubeEnv = map[string]string{
+			"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "1",
+			"LOCKEX_SERVICEACCOUNT_DIR": dir,
+		}
+	}
 	for _, v := range spec.Volumes {
 		dir := filepath.Join(root, v.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -225,12 +301,16 @@ func newPodRun(t *testing.T, spec *corev1.PodSpec, objs manifests, secrets map[s
 			if !ok {
 				t.Fatalf("volume %s: no Secret %q given to the test", v.Name, s.SecretName)
 			}
+			mode := os.FileMode(0o644) // the API server's default
+			if s.DefaultMode != nil {
+				mode = os.FileMode(*s.DefaultMode)
+			}
 			for _, item := range s.Items {
 				val, ok := data[item.Key]
 				if !ok {
 					t.Fatalf("volume %s: Secret %s has no key %q", v.Name, s.SecretName, item.Key)
 				}
-				if err := os.WriteFile(filepath.Join(dir, item.Path), []byte(val), 0o440); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, item.Path), []byte(val), mode); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -290,6 +370,8 @@ func (r *podRun) env(c *corev1.Container) map[string]string {
 		case e.ValueFrom.ConfigMapKeyRef != nil:
 			ref := e.ValueFrom.ConfigMapKeyRef
 			env[e.Name] = r.configMap(ref.Name).Data[ref.Key]
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
+			env[e.Name] = podName
 		default:
 			t.Fatalf("env %s: valueFrom %+v is not simulated", e.Name, e.ValueFrom)
 		}
@@ -312,6 +394,9 @@ func (r *podRun) configMap(name string) *corev1.ConfigMap {
 func (r *podRun) exec(c *corev1.Container, argv []string) (int, string) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	for k, v := range r.kubeEnv {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	for k, v := range r.env(c) {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -359,4 +444,16 @@ func (r *podRun) validate() (int, string) {
 	run := append(r.mapArgs(main, a[:sep]), "--version")
 	run = append(run, a[sep:]...)
 	return r.exec(main, run)
+}
+
+func writeFiles(t *testing.T, dir string, files map[string]string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

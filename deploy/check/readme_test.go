@@ -33,7 +33,7 @@ func TestReadmeByHand(t *testing.T) {
 		t.Fatalf("README example: %v %v", err, strict)
 	}
 	main := &dep.Spec.Template.Spec.Containers[0]
-	checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, readiness: "/readyz", sketch: true})
+	checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, sketch: true})
 	r := newPodRun(t, &dep.Spec.Template.Spec, nil, nil)
 	r.install()
 	if code, out := r.validate(); code != 0 || !strings.HasPrefix(out, "lockex ") {

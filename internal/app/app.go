@@ -101,7 +101,10 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	rec := status.New(log, cfg.Path, cfg.Concurrent, m.Observe)
+	active := newActiveFollowers(cfg, log)
+	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
+	active.start(ctx, rec)
+	defer active.stop()
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.

@@ -15,6 +15,9 @@ import (
 
 	"github.com/caarlos0/env/v10"
 	"github.com/spf13/pflag"
+
+	"github.com/lockex/lockex/internal/activecheck"
+	"github.com/lockex/lockex/internal/podlabel"
 )
 
 // EnvPrefix is the prefix of every variable that sets a flag.
@@ -41,6 +44,14 @@ type Config struct {
 	BusyExitCode   int      `env:"BUSY_EXIT_CODE" envDefault:"75"`
 	MinHold        Duration `env:"MIN_HOLD" envDefault:"0"`
 	HTTPAddr       string   `env:"HTTP_ADDR"`
+	ActiveHTTP     string   `env:"ACTIVE_HTTP"`
+	ActiveTCP      string   `env:"ACTIVE_TCP"`
+	ActivePeriod   Duration `env:"ACTIVE_PERIOD" envDefault:"1s"`
+	ActiveTimeout  Duration `env:"ACTIVE_TIMEOUT" envDefault:"1s"`
+	ActiveFailures int      `env:"ACTIVE_FAILURE_THRESHOLD" envDefault:"3"`
+	ActiveLabel    string   `env:"ACTIVE_LABEL"`
+	PodName        string   `env:"POD_NAME"`
+	ServiceAccount string   `env:"SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info"`
 	ZKUser         string   `env:"ZK_USER"`
@@ -66,17 +77,28 @@ type Config struct {
 	Path string `env:"-"`
 	// TLS is the configuration for TLS to ZooKeeper, nil for plain TCP.
 	TLS *tls.Config `env:"-"`
+	// ActiveCheck is the workload's readiness check behind /active, from
+	// --active-http or --active-tcp; nil without one.
+	ActiveCheck activecheck.Probe `env:"-"`
+	// PodLabel is where --active-label goes and how to reach the API
+	// server; nil without --active-label.
+	PodLabel *podlabel.Config `env:"-"`
 
 	// source names where each flag's value came from, for error messages.
 	source map[string]string
+	// environ is the environment Parse read, for what lockex reads beyond
+	// its own variables (KUBERNETES_SERVICE_HOST).
+	environ map[string]string
 }
+
+func (c *Config) getenv(key string) string { return c.environ[key] }
 
 // Parse reads args (without the program name) over environ (KEY=VALUE
 // pairs, as os.Environ gives them) and checks the result. Usage goes to
 // usageOut for --help; errors name the flag or variable and the bad value.
 func Parse(args, environ []string, usageOut io.Writer) (*Config, error) {
 	vars := envMap(environ)
-	c := &Config{LockTimeout: NoLimit, source: map[string]string{}}
+	c := &Config{LockTimeout: NoLimit, source: map[string]string{}, environ: vars}
 	if err := env.ParseWithOptions(c, env.Options{
 		Environment: vars,
 		Prefix:      EnvPrefix,

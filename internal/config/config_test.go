@@ -1,9 +1,13 @@
 package config
 
 import (
+	"encoding/pem"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +97,20 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--zk-user", "u", "--zk-password-file", "/nonexistent/pw", "x"}, nil, "--zk-password-file: open /nonexistent/pw"},
 		{[]string{"--zk-tls-cert", "c.pem", "x"}, nil, "--zk-tls-cert and --zk-tls-key together"},
 		{[]string{"--zk-tls-ca", "/nonexistent/ca.pem", "x"}, nil, "--zk-tls-ca: open /nonexistent/ca.pem"},
+		{[]string{"--http-addr", ":1", "--active-http", "127.0.0.1:8080/ready", "x"}, nil, `--active-http: "127.0.0.1:8080/ready": want an http:// or https:// URL`},
+		{[]string{"--http-addr", ":1", "x"}, []string{"LOCKEX_ACTIVE_TCP=localhost"}, `LOCKEX_ACTIVE_TCP: "localhost"`},
+		{[]string{"--http-addr", ":1", "--active-tcp", "127.0.0.1:8080", "--active-http", "http://127.0.0.1:8080/", "x"}, nil, "not together with --active-http"},
+		{[]string{"--active-tcp", "127.0.0.1:8080", "x"}, nil, "which only --http-addr serves"},
+		{[]string{"--active-period", "0", "x"}, nil, `--active-period "0s": want more than 0`},
+		{[]string{"x"}, []string{"LOCKEX_ACTIVE_TIMEOUT=0"}, `LOCKEX_ACTIVE_TIMEOUT "0s"`},
+		{[]string{"--active-failure-threshold", "0", "x"}, nil, `--active-failure-threshold "0": want at least 1`},
+		{[]string{"--active-label", "lockex.io/active", "x"}, nil, `--active-label "lockex.io/active": want key=value`},
+		{[]string{"--active-label", "Lockex.io/active=true", "x"}, nil, `prefix "Lockex.io" is not a DNS subdomain`},
+		{[]string{"--active-label", "active-=true", "x"}, nil, `label name "active-"`},
+		{[]string{"x"}, []string{"LOCKEX_ACTIVE_LABEL=active=yes please"}, `LOCKEX_ACTIVE_LABEL "active=yes please": label value`},
+		{[]string{"--active-label", "active=true", "x"}, nil, "--active-label needs the Kubernetes API: KUBERNETES_SERVICE_HOST"},
+		{[]string{"--active-label", "active=true", "--serviceaccount-dir", "/nonexistent", "x"}, []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=6443"},
+			"--active-label needs the Kubernetes API: the pod's namespace: open /nonexistent/namespace"},
 	} {
 		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
 			_, err := Parse(tc.args, tc.env, io.Discard)
@@ -188,5 +206,65 @@ func TestRequestedLogFormat(t *testing.T) {
 		if got := RequestedLogFormat(tc.args, tc.env); got != tc.want {
 			t.Errorf("args %q env %q: %q, want %q", tc.args, tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestActiveCheck: the workload's readiness check, from flags or variables,
+// with the kubelet's defaults of one check a second, one second each.
+func TestActiveCheck(t *testing.T) {
+	c, err := Parse([]string{"--", "x"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck != nil || c.ActivePeriod.D() != time.Second || c.ActiveTimeout.D() != time.Second || c.ActiveFailures != 3 {
+		t.Errorf("defaults: check %v, period %s, timeout %s, failures %d", c.ActiveCheck, c.ActivePeriod, c.ActiveTimeout, c.ActiveFailures)
+	}
+	env := []string{"LOCKEX_HTTP_ADDR=:9", "LOCKEX_ACTIVE_HTTP=http://127.0.0.1:8080/ready", "LOCKEX_ACTIVE_PERIOD=250ms", "LOCKEX_ACTIVE_FAILURE_THRESHOLD=1"}
+	if c, err = Parse([]string{"x"}, env, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck == nil || c.ActiveCheck.String() != "GET http://127.0.0.1:8080/ready" || c.ActivePeriod.D() != 250*time.Millisecond || c.ActiveFailures != 1 {
+		t.Errorf("from the environment: check %v, period %s, failures %d", c.ActiveCheck, c.ActivePeriod, c.ActiveFailures)
+	}
+	if c, err = Parse([]string{"--http-addr", ":9", "--active-tcp", "[::1]:5432", "--active-timeout", "2", "x"}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.ActiveCheck == nil || c.ActiveCheck.String() != "TCP [::1]:5432" || c.ActiveTimeout.D() != 2*time.Second {
+		t.Errorf("tcp: check %v, timeout %s", c.ActiveCheck, c.ActiveTimeout)
+	}
+}
+
+// TestActiveLabel: --active-label finds the API server, the namespace and
+// the token as a pod's service account gives them; the pod is --pod-name,
+// else the host name.
+func TestActiveLabel(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		"ca.crt":    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}),
+		"token":     []byte("t"),
+		"namespace": []byte("team-a\n"),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_SERVICE_PORT=443", "LOCKEX_SERVICEACCOUNT_DIR=" + dir}
+	c, err := Parse([]string{"--active-label", "lockex.io/active=true", "--pod-name", "web-0", "x"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl := c.PodLabel; pl == nil || pl.Key != "lockex.io/active" || pl.Value != "true" || pl.Pod != "web-0" ||
+		pl.Namespace != "team-a" || pl.Server != "https://10.0.0.1:443" {
+		t.Errorf("%+v", c.PodLabel)
+	}
+	host, _ := os.Hostname()
+	if c, err = Parse([]string{"x"}, append(env, "LOCKEX_ACTIVE_LABEL=active="), io.Discard); err != nil || c.PodLabel.Pod != host || c.PodLabel.Value != "" {
+		t.Errorf("no --pod-name: %+v, %v; want the host name %q", c.PodLabel, err, host)
+	}
+	// --status and --version touch no pod.
+	if c, err = Parse([]string{"--status", "-i", "x", "--active-label", "a=b"}, nil, io.Discard); err != nil || c.PodLabel != nil {
+		t.Errorf("--status: %+v, %v", c.PodLabel, err)
 	}
 }

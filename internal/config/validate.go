@@ -5,8 +5,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 
+	"github.com/lockex/lockex/internal/activecheck"
+	"github.com/lockex/lockex/internal/podlabel"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
@@ -36,6 +39,11 @@ func (c *Config) validate() error {
 		{strings.Contains(c.ZKUser, ":"), "zk-user", c.ZKUser, "no colon: digest auth is user:password"},
 		{c.ZKACLWorldRead && c.ZKUser == "", "zk-acl-world-read", c.ZKACLWorldRead, "--zk-user: without auth every node is world-readable anyway"},
 		{(c.ZKTLSCert == "") != (c.ZKTLSKey == ""), "zk-tls-key", c.ZKTLSKey, "--zk-tls-cert and --zk-tls-key together"},
+		{c.ActiveHTTP != "" && c.ActiveTCP != "", "active-tcp", c.ActiveTCP, "not together with --active-http: one check decides /active"},
+		{(c.ActiveHTTP != "" || c.ActiveTCP != "") && c.HTTPAddr == "", "http-addr", c.HTTPAddr, "an address: --active-http and --active-tcp decide /active, which only --http-addr serves"},
+		{c.ActivePeriod <= 0, "active-period", c.ActivePeriod, "more than 0"},
+		{c.ActiveTimeout <= 0, "active-timeout", c.ActiveTimeout, "more than 0"},
+		{c.ActiveFailures < 1, "active-failure-threshold", c.ActiveFailures, "at least 1"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -59,6 +67,12 @@ func (c *Config) validate() error {
 	}
 	var err error
 	if c.TLS, err = c.loadTLS(); err != nil {
+		return err
+	}
+	if c.ActiveCheck, err = c.activeCheck(); err != nil {
+		return err
+	}
+	if c.PodLabel, err = c.podLabel(); err != nil {
 		return err
 	}
 	if c.ZKUser != "" && c.ZKPassword == "" {
@@ -129,6 +143,82 @@ func (c *Config) loadTLS() (*tls.Config, error) {
 		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
+}
+
+// activeCheck makes the probe of --active-http or --active-tcp.
+func (c *Config) activeCheck() (activecheck.Probe, error) {
+	var p activecheck.Probe
+	var err error
+	switch {
+	case c.ActiveHTTP != "":
+		if p, err = activecheck.HTTP(c.ActiveHTTP); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name("active-http"), err)
+		}
+	case c.ActiveTCP != "":
+		if p, err = activecheck.TCP(c.ActiveTCP); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.name("active-tcp"), err)
+		}
+	}
+	return p, nil
+}
+
+// podLabel checks --active-label and finds the API server, the pod and its
+// namespace, as the pod's service account gives them. Only a run that
+// seeks the lock labels its pod.
+func (c *Config) podLabel() (*podlabel.Config, error) {
+	if c.ActiveLabel == "" || c.IsMode() {
+		return nil, nil
+	}
+	key, value, ok := strings.Cut(c.ActiveLabel, "=")
+	if !ok {
+		return nil, fmt.Errorf("%s %q: want key=value", c.name("active-label"), c.ActiveLabel)
+	}
+	if err := labelKey(key); err != nil {
+		return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
+	}
+	if err := labelValue(value); err != nil {
+		return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
+	}
+	pl, err := podlabel.InCluster(c.getenv, c.ServiceAccount)
+	if err != nil {
+		return nil, fmt.Errorf("%s needs the Kubernetes API: %w", c.name("active-label"), err)
+	}
+	pl.Key, pl.Value, pl.Pod = key, value, c.PodName
+	if pl.Pod == "" {
+		// A pod's host name is its name, unless its spec sets hostname.
+		if pl.Pod, err = os.Hostname(); err != nil {
+			return nil, fmt.Errorf("%s: no --pod-name and no host name: %w", c.name("active-label"), err)
+		}
+	}
+	return &pl, nil
+}
+
+// A label's name part and value: at most 63 characters, alphanumerics and
+// -_. inside, alphanumeric at both ends (the value may be empty).
+var labelName = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+
+// A label key's prefix: a DNS subdomain.
+var dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+
+func labelKey(k string) error {
+	prefix, name, hasPrefix := strings.Cut(k, "/")
+	if !hasPrefix {
+		prefix, name = "", k
+	}
+	if hasPrefix && (len(prefix) > 253 || !dnsSubdomain.MatchString(prefix)) {
+		return fmt.Errorf("label key prefix %q is not a DNS subdomain", prefix)
+	}
+	if len(name) > 63 || !labelName.MatchString(name) {
+		return fmt.Errorf("label name %q: want at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends", name)
+	}
+	return nil
+}
+
+func labelValue(v string) error {
+	if v != "" && (len(v) > 63 || !labelName.MatchString(v)) {
+		return fmt.Errorf("label value %q: want at most 63 of A-Z a-z 0-9 - _ ., alphanumeric at both ends", v)
+	}
+	return nil
 }
 
 // Identifier is what lockex stores in its znodes, as the original tool did:

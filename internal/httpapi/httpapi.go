@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lockex/lockex/internal/status"
-	"github.com/lockex/lockex/internal/supervisor"
 )
 
 // Server is the HTTP server behind --http-addr.
@@ -49,7 +48,7 @@ func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registr
 	}
 	mux.Handle("GET /healthz", probe(snapshot, func(s status.Snapshot) bool { return !s.SessionGone() }))
 	mux.Handle("GET /readyz", probe(snapshot, func(s status.Snapshot) bool { return s.Connected }))
-	mux.Handle("GET /active", probe(snapshot, func(s status.Snapshot) bool { return s.State == supervisor.Running }))
+	mux.Handle("GET /active", probe(snapshot, status.Snapshot.Active))
 	mux.Handle("GET /metrics", s.counted(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	go func() {
 		defer close(s.done)

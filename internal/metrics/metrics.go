@@ -15,10 +15,10 @@ import (
 
 // Metrics keeps the metrics; status.Recorder tells it of every change.
 type Metrics struct {
-	held, contenders, maxHolders, connected, running prometheus.Gauge
-	wait                                             prometheus.Observer
-	lost                                             *prometheus.CounterVec
-	disconnects, expirations                         prometheus.Counter
+	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
+	wait                                                    prometheus.Observer
+	lost                                                    *prometheus.CounterVec
+	disconnects, expirations                                prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -34,6 +34,7 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		maxHolders: f.gauge("lockex_lock_max_holders", "Holders allowed at once: 1 for a mutex, N for a semaphore."),
 		connected:  f.gauge("lockex_zk_connected", "1 while connected to ZooKeeper with a live session."),
 		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
+		ready:      f.gauge("lockex_workload_ready", "1 while /active answers 200: the workload runs and passes --active-http or --active-tcp (runs, without a check)."),
 		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start until the lock was held.",
 			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
@@ -64,6 +65,7 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	m.held.Set(bool01(s.Held()))
 	m.running.Set(bool01(s.State == supervisor.Running))
+	m.ready.Set(bool01(s.Active()))
 	m.connected.Set(bool01(s.Connected))
 	m.contenders.Set(float64(s.Contenders))
 	switch ev {

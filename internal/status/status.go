@@ -39,6 +39,19 @@ type Snapshot struct {
 	// WaitedSinceStart is the time from lockex's start until the lock was
 	// held.
 	WaitedSinceStart time.Duration
+	// Check names the workload's readiness check (--active-http or
+	// --active-tcp), "" without one. WorkloadReady: the running workload
+	// passed it (and has not failed it enough times since); CheckErr is the
+	// last failure of this workload's check.
+	Check         string
+	WorkloadReady bool
+	CheckErr      string
+}
+
+// Active reports what /active answers: the workload runs under the lock
+// and, with a check, has passed it.
+func (s Snapshot) Active() bool {
+	return s.State == supervisor.Running && (s.Check == "" || s.WorkloadReady)
 }
 
 // SessionGone reports whether the session expired, or may have: a loss by
@@ -138,6 +151,9 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		case supervisor.Lost:
 			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
 		}
+		if ch.To != supervisor.Running {
+			s.WorkloadReady, s.CheckErr = false, ""
+		}
 	})
 	r.logChange(ch)
 }
@@ -195,6 +211,37 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		default:
 			r.log.Error("lock not acquired", "err", ch.Err)
 		}
+	}
+}
+
+// CheckWith names the workload's readiness check; without one, /active
+// follows the workload's process alone. Called before the run starts.
+func (r *Recorder) CheckWith(check string) {
+	r.update(EvOther, func(s *Snapshot) { s.Check = check })
+}
+
+// WorkloadChecked records a check of workload pid: whether it is ready now,
+// and the check's failure if it failed. A result for a workload that no
+// longer runs is dropped. A change of readiness is logged, once.
+func (r *Recorder) WorkloadChecked(pid int, ready bool, err error) {
+	var was bool
+	var applied bool
+	s := r.update(EvOther, func(s *Snapshot) {
+		if s.State != supervisor.Running || s.Pid != pid {
+			return
+		}
+		applied, was = true, s.WorkloadReady
+		s.WorkloadReady, s.CheckErr = ready, ""
+		if err != nil {
+			s.CheckErr = err.Error()
+		}
+	})
+	switch {
+	case !applied || was == ready:
+	case ready:
+		r.log.Info("workload ready; active", "check", s.Check, "pid", pid)
+	default:
+		r.log.Warn("workload not ready; not active", "check", s.Check, "pid", pid, "err", err)
 	}
 }
 
@@ -263,6 +310,15 @@ func (s Snapshot) Describe() string {
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); workload not running", s.Lock, s.Node, s.Token)
 	case supervisor.Running:
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); workload pid %d running", s.Lock, s.Node, s.Token, s.Pid)
+		switch {
+		case s.Check == "":
+		case s.WorkloadReady:
+			d += ", ready (" + s.Check + ")"
+		case s.CheckErr == "":
+			d += ", not ready yet (" + s.Check + ")"
+		default:
+			d += ", not ready (" + s.CheckErr + ")"
+		}
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:

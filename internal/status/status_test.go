@@ -134,3 +134,57 @@ func TestGaveUpLines(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkloadChecked: with a check, /active waits for the workload to
+// pass it; each change of readiness is one log line; a result about a
+// workload that no longer runs changes nothing.
+func TestWorkloadChecked(t *testing.T) {
+	var logs bytes.Buffer
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, nil)
+	r.CheckWith("GET http://127.0.0.1:8080/ready")
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42})
+	logs.Reset()
+	refused := errors.New("connection refused")
+	steps := []struct {
+		pid    int
+		ready  bool
+		err    error
+		active bool
+		says   string
+		logs   string // the one line logged, "" for none
+	}{
+		{0, false, nil, false, "workload pid 42 running, not ready yet (GET http://127.0.0.1:8080/ready)", ""},
+		{42, false, refused, false, "not ready (connection refused)", ""},
+		{42, true, nil, true, "workload pid 42 running, ready (GET http://127.0.0.1:8080/ready)", "level=INFO msg=\"workload ready; active\""},
+		{42, true, refused, true, "ready", ""},
+		{42, false, refused, false, "not ready (connection refused)", "level=WARN msg=\"workload not ready; not active\""},
+		{41, true, nil, false, "not ready (connection refused)", ""},
+	}
+	for i, s := range steps {
+		logs.Reset()
+		if s.pid != 0 {
+			r.WorkloadChecked(s.pid, s.ready, s.err)
+		}
+		snap := r.Snapshot()
+		if snap.Active() != s.active || !strings.Contains(snap.Describe(), s.says) {
+			t.Errorf("step %d: active %v %q, want %v saying %q", i, snap.Active(), snap.Describe(), s.active, s.says)
+		}
+		if got := strings.TrimSpace(logs.String()); (s.logs == "") != (got == "") || !strings.Contains(got, s.logs) || strings.Count(got, "\n") > 0 {
+			t.Errorf("step %d logged %q, want %q", i, got, s.logs)
+		}
+	}
+	r.WorkloadChecked(42, true, nil)
+	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Holding, WorkloadCode: 0})
+	r.WorkloadChecked(42, true, nil)
+	if s := r.Snapshot(); s.Active() || s.WorkloadReady {
+		t.Errorf("after the workload ended: %+v, want not active", s)
+	}
+
+	// Without a check, running is active.
+	plain := New(slog.New(slog.DiscardHandler), "/lockex/x", 1, nil)
+	plain.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 1})
+	if s := plain.Snapshot(); !s.Active() || strings.Contains(s.Describe(), "ready") {
+		t.Errorf("no check: active %v %q", s.Active(), s.Describe())
+	}
+}

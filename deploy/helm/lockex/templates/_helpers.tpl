@@ -53,15 +53,40 @@ plain
 {{- if ne (include "lockex.mode" .) "plain" }}true{{ end -}}
 {{- end }}
 
+{{/*
+lockex.imageRef: repository[:tag][@digest] of an image's values. A tag
+given as a number (--set image.tag=1, or tag: 2 in a values file) is
+rendered as written; YAML reads an unquoted 1.0 as the number 1, so such a
+tag must be quoted. With a digest and no tag, no default tag is added.
+*/}}
+{{- define "lockex.imageRef" -}}
+{{- $img := .image -}}
+{{- $tag := "" -}}
+{{- if kindIs "float64" $img.tag -}}
+{{- $tag = $img.tag | int64 | toString -}}
+{{- if ne (float64 $tag) $img.tag -}}
+{{- $tag = toString $img.tag -}}
+{{- end -}}
+{{- else if not (kindIs "invalid" $img.tag) -}}
+{{- $tag = toString $img.tag -}}
+{{- end -}}
+{{- if and (not $tag) (not $img.digest) -}}
+{{- $tag = .defaultTag -}}
+{{- end -}}
+{{- $img.repository -}}
+{{- with $tag }}:{{ . }}{{ end -}}
+{{- with $img.digest }}@{{ . }}{{ end -}}
+{{- end }}
+
 {{- define "lockex.image" -}}
 {{- if not .Values.image.repository }}
 {{- fail "image.repository is required: the workload's image" }}
 {{- end }}
-{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default "latest") }}
+{{- include "lockex.imageRef" (dict "image" .Values.image "defaultTag" "latest") }}
 {{- end }}
 
 {{- define "lockex.lockexImage" -}}
-{{- printf "%s:%s" .Values.lockexImage.repository (.Values.lockexImage.tag | default .Chart.AppVersion) }}
+{{- include "lockex.imageRef" (dict "image" .Values.lockexImage "defaultTag" .Chart.AppVersion) }}
 {{- end }}
 
 {{- define "lockex.lockPath" -}}
@@ -98,9 +123,8 @@ plain
 - {{ printf "--http-addr=:%d" (int .Values.metrics.port) | quote }}
 - {{ printf "--log-format=%s" .Values.log.format | quote }}
 - {{ printf "--log-level=%s" .Values.log.level | quote }}
-{{- if .Values.zookeeper.auth.enabled }}
-- "--zk-password-file=/var/run/secrets/lockex/zk-password"
-{{- end }}
+{{- include "lockex.zkFlags" . }}
+{{- include "lockex.activeFlags" . }}
 {{- range .Values.extraLockexArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -110,7 +134,17 @@ plain
 {{- end }}
 {{- end }}
 
-{{/* Environment lockex reads from the Secret (hosts, user). */}}
+{{/* Environment lockex reads: hosts and user from the Secret, its pod's name. */}}
+{{- define "lockex.env" -}}
+{{- include "lockex.secretEnv" . }}
+{{- if .Values.routeToActive }}
+- name: LOCKEX_POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
+{{- end }}
+
 {{- define "lockex.secretEnv" -}}
 {{- $z := .Values.zookeeper }}
 {{- if include "lockex.hostsFromSecret" . }}
@@ -146,4 +180,196 @@ httpGet:
 periodSeconds: {{ .period }}
 timeoutSeconds: 2
 failureThreshold: {{ .failures }}
+{{- end }}
+
+{{/* Where the Secrets lockex reads are mounted, in every container that runs it. */}}
+{{- define "lockex.secretsDir" -}}/var/run/secrets/lockex{{- end }}
+
+{{/* The flags that reach ZooKeeper with the mounted password and certificates. */}}
+{{- define "lockex.zkFlags" -}}
+{{- $dir := include "lockex.secretsDir" . }}
+{{- if .Values.zookeeper.auth.enabled }}
+- {{ printf "--zk-password-file=%s/zk-password/zk-password" $dir | quote }}
+{{- end }}
+{{- with .Values.zookeeper.tls }}
+{{- if .enabled }}
+{{- if not .secretName }}
+{{- fail "zookeeper.tls.enabled needs zookeeper.tls.secretName: a Secret with the CA (and the client certificate and key), as cert-manager writes it" }}
+{{- end }}
+- {{ printf "--zk-tls-ca=%s/zk-tls/ca.crt" $dir | quote }}
+{{- if .clientCertificate }}
+- {{ printf "--zk-tls-cert=%s/zk-tls/tls.crt" $dir | quote }}
+- {{ printf "--zk-tls-key=%s/zk-tls/tls.key" $dir | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Files of a Secret lockex reads, as any user: 0444, or 0440 when the pod
+gives an fsGroup that makes them the group's. The container is the only
+reader either way.
+*/}}
+{{- define "lockex.secretMode" -}}
+{{- if (include "lockex.podSecurityContext" . | fromYaml).fsGroup }}0440{{ else }}0444{{ end }}
+{{- end }}
+
+{{/* The mounts of the Secrets lockex reads. */}}
+{{- define "lockex.secretMounts" -}}
+{{- $dir := include "lockex.secretsDir" . }}
+{{- if .Values.zookeeper.auth.enabled }}
+- name: lockex-zk-password
+  mountPath: {{ $dir }}/zk-password
+  readOnly: true
+{{- end }}
+{{- if .Values.zookeeper.tls.enabled }}
+- name: lockex-zk-tls
+  mountPath: {{ $dir }}/zk-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "lockex.secretVolumes" -}}
+{{- $z := .Values.zookeeper }}
+{{- if $z.auth.enabled }}
+- name: lockex-zk-password
+  secret:
+    secretName: {{ $z.existingSecret }}
+    items:
+      - key: {{ $z.auth.passwordKey }}
+        path: zk-password
+    defaultMode: {{ include "lockex.secretMode" . }}
+{{- end }}
+{{- if $z.tls.enabled }}
+- name: lockex-zk-tls
+  secret:
+    secretName: {{ $z.tls.secretName }}
+    items:
+      - key: {{ $z.tls.caKey }}
+        path: ca.crt
+      {{- if $z.tls.clientCertificate }}
+      - key: {{ $z.tls.certKey }}
+        path: tls.crt
+      - key: {{ $z.tls.keyKey }}
+        path: tls.key
+      {{- end }}
+    defaultMode: {{ include "lockex.secretMode" . }}
+{{- end }}
+{{- end }}
+
+{{/*
+lockex.activeFlags: the workload's readiness check behind /active
+(activeCheck), and with routeToActive the label lockex puts on its pod
+while it is active.
+*/}}
+{{- define "lockex.activeFlags" -}}
+{{- $c := .Values.activeCheck }}
+{{- if and $c.httpGet $c.tcpSocket }}
+{{- fail "activeCheck: give httpGet or tcpSocket, not both" }}
+{{- end }}
+{{- if $c.httpGet }}
+{{- $scheme := $c.httpGet.scheme | default "HTTP" | lower }}
+{{- if not (has $scheme (list "http" "https")) }}
+{{- fail (printf "activeCheck.httpGet.scheme %q: want HTTP or HTTPS" $c.httpGet.scheme) }}
+{{- end }}
+{{- $path := $c.httpGet.path | default "/" }}
+{{- if not (hasPrefix "/" $path) }}
+{{- fail (printf "activeCheck.httpGet.path %q: want an absolute path, like /ready" $path) }}
+{{- end }}
+- {{ printf "--active-http=%s://%s/%s" $scheme (include "lockex.checkAddr" (dict "check" $c.httpGet "what" "activeCheck.httpGet" "ports" .Values.ports)) (trimPrefix "/" $path) | quote }}
+{{- else if $c.tcpSocket }}
+- {{ printf "--active-tcp=%s" (include "lockex.checkAddr" (dict "check" $c.tcpSocket "what" "activeCheck.tcpSocket" "ports" .Values.ports)) | quote }}
+{{- end }}
+{{- if or $c.httpGet $c.tcpSocket }}
+- {{ printf "--active-period=%ds" (int $c.periodSeconds) | quote }}
+- {{ printf "--active-timeout=%ds" (int $c.timeoutSeconds) | quote }}
+- {{ printf "--active-failure-threshold=%d" (int $c.failureThreshold) | quote }}
+{{- end }}
+{{- if .Values.routeToActive }}
+- {{ printf "--active-label=%s" (include "lockex.activeLabel" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* host:port of an activeCheck, its port a number or a name in ports. */}}
+{{- define "lockex.checkAddr" -}}
+{{- $port := .check.port }}
+{{- if not $port }}
+{{- fail (printf "%s.port is required" .what) }}
+{{- end }}
+{{- if kindIs "string" $port }}
+{{- $found := 0 }}
+{{- range .ports }}
+{{- if eq .name $port }}{{ $found = .containerPort }}{{ end }}
+{{- end }}
+{{- if not $found }}
+{{- fail (printf "%s.port %q: no port of that name in ports" .what $port) }}
+{{- end }}
+{{- $port = $found }}
+{{- end }}
+{{- $host := .check.host | default "127.0.0.1" }}
+{{- if contains ":" $host }}{{ $host = printf "[%s]" $host }}{{ end }}
+{{- printf "%s:%d" $host (int $port) }}
+{{- end }}
+
+{{/* The label of the pods that are active, which the Service selects. */}}
+{{- define "lockex.activeLabel" -}}lockex.io/active=true{{- end }}
+
+{{- define "lockex.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- .Values.serviceAccount.name | default (include "lockex.fullname" .) }}
+{{- else }}
+{{- .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The pod's and the workload container's securityContext: the values as
+given, over the restricted profile when hardened.
+*/}}
+{{- define "lockex.podSecurityContext" -}}
+{{- $sc := deepCopy .Values.podSecurityContext }}
+{{- if .Values.hardened }}
+{{- $sc = include "lockex.given" (list $sc (dict "runAsNonRoot" true "seccompProfile" (dict "type" "RuntimeDefault"))) | fromYaml }}
+{{- end }}
+{{- with $sc }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{- define "lockex.securityContext" -}}
+{{- $sc := deepCopy .Values.securityContext }}
+{{- if .Values.hardened }}
+{{- $sc = include "lockex.given" (list $sc (include "lockex.restricted" . | fromYaml)) | fromYaml }}
+{{- end }}
+{{- with $sc }}{{ toYaml . }}{{ end }}
+{{- end }}
+
+{{/*
+lockex.given: the first dict with each key of the second it lacks added.
+Not sprig's merge, which also overwrites keys given as false or 0.
+*/}}
+{{- define "lockex.given" -}}
+{{- $given := index . 0 }}
+{{- range $k, $v := index . 1 }}
+{{- if not (hasKey $given $k) }}{{ $_ := set $given $k $v }}{{ end }}
+{{- end }}
+{{- toYaml $given }}
+{{- end }}
+
+{{/* lockex's own image runs restricted, whatever the workload does. */}}
+{{- define "lockex.restricted" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* hardened mounts an emptyDir at /tmp, unless a volumeMount is there already. */}}
+{{- define "lockex.tmpVolume" -}}
+{{- if .Values.hardened }}
+{{- $taken := false }}
+{{- range .Values.volumeMounts }}{{ if eq (clean .mountPath) "/tmp" }}{{ $taken = true }}{{ end }}{{ end }}
+{{- if not $taken }}true{{ end }}
+{{- end }}
 {{- end }}

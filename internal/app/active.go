@@ -1,0 +1,86 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/lockex/lockex/internal/activecheck"
+	"github.com/lockex/lockex/internal/config"
+	"github.com/lockex/lockex/internal/podlabel"
+	"github.com/lockex/lockex/internal/status"
+	"github.com/lockex/lockex/internal/supervisor"
+)
+
+// labelClearMax bounds the wait, as lockex exits, for its pod's
+// --active-label to be removed: without lockex the pod is not Ready, and a
+// Service skips it whatever its labels say.
+const labelClearMax = 2 * time.Second
+
+// activeFollowers are what moves with /active besides the endpoint: the
+// workload's readiness check (--active-http, --active-tcp), which decides
+// it, and the pod label (--active-label), which mirrors it. Either may be
+// absent.
+type activeFollowers struct {
+	cfg     *config.Config
+	checker *activecheck.Checker
+	labeler *podlabel.Labeler
+	stops   []func()
+}
+
+func newActiveFollowers(cfg *config.Config, log *slog.Logger) *activeFollowers {
+	f := &activeFollowers{cfg: cfg}
+	if cfg.ActiveCheck != nil {
+		f.checker = activecheck.New(activecheck.Config{
+			Probe:            cfg.ActiveCheck,
+			Period:           cfg.ActivePeriod.D(),
+			Timeout:          cfg.ActiveTimeout.D(),
+			FailureThreshold: cfg.ActiveFailures,
+		})
+	}
+	if cfg.PodLabel != nil {
+		f.labeler = podlabel.New(*cfg.PodLabel, log)
+	}
+	return f
+}
+
+// observe wraps the recorder's observer: every change also tells the
+// checker which workload runs and the labeler whether the pod is active.
+// Neither blocks.
+func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func(status.Event, status.Snapshot) {
+	return func(ev status.Event, s status.Snapshot) {
+		next(ev, s)
+		if f.checker != nil {
+			pid := 0
+			if s.State == supervisor.Running {
+				pid = s.Pid
+			}
+			f.checker.Running(pid)
+		}
+		if f.labeler != nil {
+			f.labeler.Set(s.Active())
+		}
+	}
+}
+
+// start runs the checker and the labeler in the background.
+func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
+	if f.checker != nil {
+		rec.CheckWith(f.cfg.ActiveCheck.String())
+		ctx, cancel := context.WithCancel(ctx)
+		go f.checker.Run(ctx, func(r activecheck.Result) { rec.WorkloadChecked(r.Pid, r.Ready, r.Err) })
+		f.stops = append(f.stops, cancel)
+	}
+	if f.labeler != nil {
+		ctx, cancel := context.WithCancel(ctx)
+		go f.labeler.Run(ctx)
+		f.stops = append(f.stops, func() { cancel(); f.labeler.Clear(labelClearMax) })
+	}
+}
+
+// stop ends them; the pod label is removed on the way out.
+func (f *activeFollowers) stop() {
+	for _, stop := range f.stops {
+		stop()
+	}
+}

@@ -1,0 +1,179 @@
+package podlabel
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// apiServer stands in for the one call lockex makes to Kubernetes: a merge
+// patch of one pod's labels. Anything else fails the test. The pod's labels
+// are kept as the API server would keep them, and the server can be told
+// to refuse.
+type apiServer struct {
+	t      *testing.T
+	srv    *httptest.Server
+	mu     sync.Mutex
+	labels map[string]string
+	refuse int // answer the next n patches with 503
+	calls  int
+}
+
+func startAPIServer(t *testing.T) *apiServer {
+	a := &apiServer{t: t, labels: map[string]string{"app": "x", "lockex.io/active": "true"}}
+	a.srv = httptest.NewTLSServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls++
+	if r.Method != http.MethodPatch || r.URL.Path != "/api/v1/namespaces/team-a/pods/web-0" ||
+		r.Header.Get("Content-Type") != "application/merge-patch+json" || r.Header.Get("Authorization") != "Bearer tok-1" {
+		a.t.Errorf("unexpected call %s %s %v", r.Method, r.URL.Path, r.Header)
+		http.Error(w, "unexpected", http.StatusBadRequest)
+		return
+	}
+	if a.refuse > 0 {
+		a.refuse--
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"kind":"Status","message":"etcd is down"}`))
+		return
+	}
+	var patch struct {
+		Metadata struct {
+			Labels map[string]*string `json:"labels"`
+		} `json:"metadata"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	if err := json.Unmarshal(body, &patch); err != nil || len(patch.Metadata.Labels) != 1 {
+		a.t.Errorf("patch %s: want one label", body)
+	}
+	for k, v := range patch.Metadata.Labels {
+		if v == nil {
+			delete(a.labels, k)
+		} else {
+			a.labels[k] = *v
+		}
+	}
+	_, _ = w.Write([]byte(`{"kind":"Pod"}`))
+}
+
+func (a *apiServer) label() (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	v, ok := a.labels["lockex.io/active"]
+	return v, ok
+}
+
+// serviceAccount writes the directory Kubernetes mounts into a pod, for
+// the server a.
+func (a *apiServer) serviceAccount(t *testing.T) (dir string, getenv func(string) string) {
+	dir = t.TempDir()
+	cert := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw})
+	for name, data := range map[string]string{"ca.crt": string(cert), "token": "tok-1\n", "namespace": "team-a"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, port, _ := net.SplitHostPort(strings.TrimPrefix(a.srv.URL, "https://"))
+	env := map[string]string{"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+	return dir, func(k string) string { return env[k] }
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 10s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestInCluster(t *testing.T) {
+	a := startAPIServer(t)
+	dir, getenv := a.serviceAccount(t)
+	cfg, err := InCluster(getenv, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Namespace != "team-a" || cfg.Server != a.srv.URL || cfg.TokenFile != filepath.Join(dir, "token") {
+		t.Errorf("%+v", cfg)
+	}
+	if _, err := InCluster(func(string) string { return "" }, dir); err == nil || !strings.Contains(err.Error(), "KUBERNETES_SERVICE_HOST") {
+		t.Errorf("outside a pod: %v", err)
+	}
+	if _, err := InCluster(getenv, t.TempDir()); err == nil || !strings.Contains(err.Error(), "namespace") {
+		t.Errorf("no service account: %v", err)
+	}
+}
+
+// TestLabeler: a stale label is removed at start; the label follows Set,
+// through refusals (retried) and wishes that change faster than the patches.
+func TestLabeler(t *testing.T) {
+	a := startAPIServer(t)
+	dir, getenv := a.serviceAccount(t)
+	cfg, err := InCluster(getenv, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Key, cfg.Value, cfg.Pod = "lockex.io/active", "true", "web-0"
+	var logs strings.Builder
+	var logMu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	l := New(cfg, log)
+	ctx, cancel := context.WithCancel(context.Background())
+	go l.Run(ctx)
+
+	eventually(t, "the stale label is removed at start", func() bool { _, ok := a.label(); return !ok })
+	l.Set(true)
+	eventually(t, "the label is set", func() bool { v, _ := a.label(); return v == "true" })
+
+	a.mu.Lock()
+	a.refuse = 2
+	a.mu.Unlock()
+	l.Set(false)
+	eventually(t, "the label is removed after two refusals", func() bool { _, ok := a.label(); return !ok })
+	logMu.Lock()
+	if n := strings.Count(logs.String(), "cannot set the pod label"); n != 1 || !strings.Contains(logs.String(), "etcd is down") {
+		t.Errorf("want one error line naming the API server's message for the streak of refusals, got:\n%s", logs.String())
+	}
+	logMu.Unlock()
+
+	for range 50 {
+		l.Set(true)
+		l.Set(false)
+	}
+	l.Set(true)
+	eventually(t, "the last wish wins", func() bool { v, _ := a.label(); return v == "true" })
+
+	// As lockex exits: the label goes.
+	cancel()
+	l.Clear(2 * time.Second)
+	if _, ok := a.label(); ok {
+		t.Error("label still there after Clear")
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
