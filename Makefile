@@ -40,9 +40,10 @@ test: deps-test
 soak: deps-test
 	LOCKEX_SOAK=$(SOAK) LOCKEX_SOAK_SEED=$(SEED) $(GO) test -count=1 -timeout 0 -run '^TestSoak$$/$(KIND)' -v ./e2e/
 
-# The Dockerfile, Helm chart, kustomize and alert rules, checked by the Go
-# tests of the separate module in deploy/ (helm and kustomize are installed
-# with go install at pinned versions when missing).
+# The Dockerfile, Helm chart, kustomize, alert rules and release workflow,
+# checked by the Go tests of the separate module in deploy/ (helm, kustomize,
+# promtool and actionlint are installed with go install at pinned versions
+# when missing, shellcheck from Debian).
 deploy-check:
 	@scripts/install-deploy-tools.sh >/dev/null
 	cd deploy && test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

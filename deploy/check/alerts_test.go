@@ -1,17 +1,16 @@
 package check
 
 import (
-	"context"
+	"bufio"
+	"bytes"
 	"io"
-	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,105 +20,264 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/model/labels"
-	"github.com/prometheus/prometheus/model/rulefmt"
-	"github.com/prometheus/prometheus/promql/parser"
-	"github.com/prometheus/prometheus/promql/promqltest"
-	"github.com/prometheus/prometheus/rules"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
-// alertsFile is the rule file; the chart's PrometheusRule embeds it and the
-// kustomize monitoring component copies it.
-var alertsFile = filepath.Join("..", "helm", "lockex", "files", "lockex-alerts.yaml")
+var (
+	// alertsFile is the rule file; the chart's PrometheusRule embeds it and
+	// the kustomize monitoring component copies it.
+	alertsFile = filepath.Join("..", "helm", "lockex", "files", "lockex-alerts.yaml")
+	// alertTests are the rules' unit tests, in promtool's format.
+	alertTests = filepath.Join("testdata", "lockex-alerts.test.yaml")
+)
 
-var promParser = parser.NewParser(parser.Options{})
+// runbookBase is where every alert's runbook_url points, followed by the
+// alert's anchor in docs/runbooks.md.
+const runbookBase = "https://github.com/lockex/lockex/blob/main/docs/runbooks.md"
 
-// parseRules parses a rule file as Prometheus and promtool check rules do:
-// unknown fields, a bad PromQL expression or annotation template are errors.
-func parseRules(t *testing.T, content []byte) *rulefmt.RuleGroups {
+// crashLoopInit is the init container by which LockexCrashLooping tells
+// lockex's pods from others.
+const crashLoopInit = "lockex-install"
+
+// promtool runs the pinned promtool (installed by TestMain's script) and
+// fails the test with its whole output when it fails; promtool reports test
+// failures on stdout, errors on stderr.
+func promtool(t *testing.T, args ...string) string {
 	t.Helper()
-	groups, errs := rulefmt.Parse(content, false, model.UTF8Validation, promParser, slog.New(slog.DiscardHandler))
-	if len(errs) > 0 {
-		t.Fatalf("rules: %v", errs)
+	if _, err := exec.LookPath("promtool"); err != nil {
+		t.Fatalf("promtool is not installed (scripts/install-deploy-tools.sh installs it): %v", err)
 	}
-	return groups
+	out, err := exec.Command("promtool", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
 }
 
-// ruleFileOf turns a PrometheusRule's spec into a rule file.
-func ruleFileOf(t *testing.T, pr *monitoringv1.PrometheusRule) []byte {
+// readRuleSpec decodes a rule file strictly into the PrometheusRule spec
+// type, so an unknown field is an error here as it is for promtool.
+func readRuleSpec(t *testing.T, path string) monitoringv1.PrometheusRuleSpec {
 	t.Helper()
-	b, err := yaml.Marshal(pr.Spec)
+	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	js, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	var spec monitoringv1.PrometheusRuleSpec
+	if strict, err := kjson.UnmarshalStrict(js, &spec); err != nil || len(strict) > 0 {
+		t.Fatalf("%s: %v %v", path, err, strict)
+	}
+	return spec
 }
 
-// TestAlertRulesParse: the rule file, the chart's PrometheusRule and the
-// kustomize one parse with Prometheus's own parser and say the same; every
-// alert has a severity and runbook text; and every series and label the
-// expressions use is one the real lockex exports.
-func TestAlertRulesParse(t *testing.T) {
-	file, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := parseRules(t, file)
+// TestAlertRules: promtool accepts the rule file and the rules as the chart
+// and the kustomize component render them, and the three say the same.
+// Every alert has a severity, a summary, a description and a runbook_url to
+// its own section of docs/runbooks.md.
+func TestAlertRules(t *testing.T) {
+	promtool(t, "check", "rules", alertsFile)
+	want := readRuleSpec(t, alertsFile)
 
-	chart := only[*monitoringv1.PrometheusRule](t, helmTemplate(t, "rel", "ns", "--values", filepath.Join(chartDir, "ci", "semaphore-values.yaml")))
-	kust := only[*monitoringv1.PrometheusRule](t, kustomizeBuild(t, "overlays/example"))
-	for name, pr := range map[string]*monitoringv1.PrometheusRule{"chart": chart, "kustomize": kust} {
-		if diff := cmp.Diff(want, parseRules(t, ruleFileOf(t, pr))); diff != "" {
+	rendered := map[string]*monitoringv1.PrometheusRule{
+		"chart":     only[*monitoringv1.PrometheusRule](t, helmTemplate(t, "rel", "ns", "--values", filepath.Join(chartDir, "ci", "semaphore-values.yaml"))),
+		"kustomize": only[*monitoringv1.PrometheusRule](t, kustomizeBuild(t, "overlays/example")),
+	}
+	for name, pr := range rendered {
+		if diff := cmp.Diff(want, pr.Spec); diff != "" {
 			t.Errorf("%s PrometheusRule differs from %s (-file +%s):\n%s", name, alertsFile, name, diff)
 		}
+		b, err := yaml.Marshal(pr.Spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), name+"-rules.yaml")
+		if err := os.WriteFile(f, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		promtool(t, "check", "rules", f)
 	}
 
-	exported := scrapeLockex(t)
+	runbooks, err := os.ReadFile(filepath.Join(repoRoot, "docs", "runbooks.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sections := map[string]bool{} // anchors of the alerts' sections
+	for line := range strings.Lines(string(runbooks)) {
+		if h, ok := strings.CutPrefix(strings.TrimSpace(line), "## Lockex"); ok {
+			sections["lockex"+strings.ToLower(h)] = true
+		}
+	}
 	var names []string
 	for _, g := range want.Groups {
 		for _, r := range g.Rules {
-			names = append(names, r.Alert)
 			if r.Alert == "" {
 				t.Errorf("recording rule %q: only alerts expected", r.Record)
+				continue
 			}
-			if r.Labels["severity"] == "" || r.Annotations["summary"] == "" || r.Annotations["runbook"] == "" {
-				t.Errorf("%s: want a severity label and summary and runbook annotations", r.Alert)
+			names = append(names, r.Alert)
+			if r.Labels["severity"] == "" {
+				t.Errorf("%s: no severity label", r.Alert)
 			}
-			expr, err := promParser.ParseExpr(r.Expr)
-			if err != nil {
-				t.Fatalf("%s: %v", r.Alert, err)
-			}
-			parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
-				switch n := n.(type) {
-				case *parser.VectorSelector:
-					if _, ok := exported[n.Name]; !ok {
-						t.Errorf("%s: lockex exports no %s", r.Alert, n.Name)
-					}
-				case *parser.AggregateExpr:
-					for _, l := range n.Grouping {
-						if !exportedLabel(exported, l) {
-							t.Errorf("%s: lockex exports no label %q", r.Alert, l)
-						}
-					}
+			for _, a := range []string{"summary", "description"} {
+				if r.Annotations[a] == "" {
+					t.Errorf("%s: no %s annotation", r.Alert, a)
 				}
-				return nil
-			})
+			}
+			anchor := strings.ToLower(r.Alert)
+			if got, want := r.Annotations["runbook_url"], runbookBase+"#"+anchor; got != want {
+				t.Errorf("%s: runbook_url %q, want %q", r.Alert, got, want)
+			}
+			if !sections[anchor] {
+				t.Errorf("%s: docs/runbooks.md has no section \"## %s\"", r.Alert, r.Alert)
+			}
+			delete(sections, anchor)
 		}
 	}
-	wantNames := []string{"LockexLockLost", "LockexNoHolder", "LockexTooManyHolders", "LockexZooKeeperDisconnected"}
+	for anchor := range sections {
+		t.Errorf("docs/runbooks.md: section #%s is for no alert", anchor)
+	}
+	wantNames := []string{"LockexCrashLooping", "LockexLockLost", "LockexNoHolder", "LockexTooManyHolders", "LockexZooKeeperDisconnected"}
 	if !slices.Equal(slices.Sorted(slices.Values(names)), wantNames) {
 		t.Errorf("alerts %v, want %v", names, wantNames)
 	}
 }
 
-func exportedLabel(exported map[string]map[string]bool, l string) bool {
-	for _, ls := range exported {
-		if ls[l] {
-			return true
+// unitTests is the part of promtool's test file that the checks below read.
+type unitTests struct {
+	RuleFiles []string `json:"rule_files"`
+	Tests     []struct {
+		Name        string `json:"name"`
+		InputSeries []struct {
+			Series string `json:"series"`
+		} `json:"input_series"`
+		AlertRuleTests []struct {
+			Alertname string `json:"alertname"`
+			ExpAlerts []any  `json:"exp_alerts"`
+		} `json:"alert_rule_test"`
+	} `json:"tests"`
+}
+
+// TestAlertUnitTests runs the rules' unit tests with promtool test rules,
+// after checking that they test what is shipped: the rule file itself,
+// every alert firing at least once, and lockex's series as the real lockex
+// exports them (names and labels).
+func TestAlertUnitTests(t *testing.T) {
+	b, err := os.ReadFile(alertTests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ut unitTests
+	if err := yaml.Unmarshal(b, &ut); err != nil {
+		t.Fatalf("%s: %v", alertTests, err)
+	}
+	if len(ut.RuleFiles) != 1 || filepath.Join(filepath.Dir(alertTests), ut.RuleFiles[0]) != filepath.Clean(alertsFile) {
+		t.Fatalf("%s: rule_files %v, want the one rule file %s", alertTests, ut.RuleFiles, alertsFile)
+	}
+
+	fired := map[string]bool{}
+	for _, tg := range ut.Tests {
+		for _, at := range tg.AlertRuleTests {
+			if len(at.ExpAlerts) > 0 {
+				fired[at.Alertname] = true
+			}
 		}
 	}
-	return false
+	for _, g := range readRuleSpec(t, alertsFile).Groups {
+		for _, r := range g.Rules {
+			if !fired[r.Alert] {
+				t.Errorf("%s: no unit test in %s expects it to fire", r.Alert, alertTests)
+			}
+		}
+	}
+
+	exported := scrapeLockex(t)
+	// Labels that Prometheus adds to every target's series.
+	target := map[string]bool{"namespace": true, "pod": true, "instance": true, "job": true}
+	for _, tg := range ut.Tests {
+		for _, in := range tg.InputSeries {
+			name, labels := parseSeries(t, in.Series)
+			if !strings.HasPrefix(name, "lockex_") {
+				continue
+			}
+			have, ok := exported[name]
+			if !ok {
+				t.Errorf("test %q: lockex exports no %s", tg.Name, name)
+				continue
+			}
+			for l := range labels {
+				if !target[l] && !have[l] {
+					t.Errorf("test %q: lockex exports %s without a label %q", tg.Name, name, l)
+				}
+			}
+		}
+	}
+	for _, g := range readRuleSpec(t, alertsFile).Groups {
+		for _, r := range g.Rules {
+			for _, name := range regexp.MustCompile(`\blockex_[a-z_]+`).FindAllString(r.Expr.String(), -1) {
+				if _, ok := exported[name]; !ok {
+					t.Errorf("%s: lockex exports no %s", r.Alert, name)
+				}
+			}
+		}
+	}
+
+	out := promtool(t, "test", "rules", alertTests)
+	t.Logf("promtool test rules %s:\n%s", alertTests, out)
+}
+
+// TestCrashLoopSelectsLockexPods: LockexCrashLooping knows lockex's pods by
+// their init container, so the chart (in every mode that runs lockex) and the
+// kustomize base must render one of that name.
+func TestCrashLoopSelectsLockexPods(t *testing.T) {
+	var expr string
+	for _, g := range readRuleSpec(t, alertsFile).Groups {
+		for _, r := range g.Rules {
+			if r.Alert == "LockexCrashLooping" {
+				expr = r.Expr.String()
+			}
+		}
+	}
+	if !strings.Contains(expr, `kube_pod_init_container_info{container="`+crashLoopInit+`"}`) {
+		t.Fatalf("LockexCrashLooping does not select pods by their %s init container:\n%s", crashLoopInit, expr)
+	}
+	pods := map[string]*appsv1.Deployment{
+		"kustomize base": only[*appsv1.Deployment](t, kustomizeBuild(t, "base")),
+	}
+	for _, mode := range []string{"singleton", "semaphore", "route-to-active"} {
+		values := filepath.Join(chartDir, "ci", mode+"-values.yaml")
+		pods["chart "+mode] = only[*appsv1.Deployment](t, helmTemplate(t, "rel", "ns", "--values", values))
+	}
+	for name, dep := range pods {
+		found := slices.ContainsFunc(dep.Spec.Template.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == crashLoopInit })
+		if !found {
+			t.Errorf("%s: no init container %q, so LockexCrashLooping would not see its pods crash-loop", name, crashLoopInit)
+		}
+	}
+}
+
+// parseSeries reads a series as promtool's input_series names it,
+// name{label="value",...}, with the text exposition format's own parser.
+func parseSeries(t *testing.T, s string) (string, map[string]string) {
+	t.Helper()
+	tp := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := tp.TextToMetricFamilies(strings.NewReader(s + " 0\n"))
+	if err != nil || len(families) != 1 {
+		t.Fatalf("series %q: %v", s, err)
+	}
+	for name, mf := range families {
+		labels := map[string]string{}
+		for _, l := range mf.GetMetric()[0].GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		return name, labels
+	}
+	panic("unreachable")
 }
 
 // scrapeLockex starts the real lockex with --http-addr against a ZooKeeper
@@ -150,24 +308,24 @@ func scrapeLockex(t *testing.T) map[string]map[string]bool {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	var body io.ReadCloser
+	var body []byte
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		resp, err := http.Get("http://" + addr + "/metrics")
-		if err == nil && resp.StatusCode == http.StatusOK {
-			body = resp.Body
-			break
-		}
 		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
 			resp.Body.Close()
+			if rerr == nil && resp.StatusCode == http.StatusOK {
+				body = b
+				break
+			}
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("lockex /metrics at %s: %v", addr, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	defer body.Close()
 	tp := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := tp.TextToMetricFamilies(body)
+	families, err := tp.TextToMetricFamilies(bufio.NewReader(bytes.NewReader(body)))
 	if err != nil {
 		t.Fatalf("parse /metrics: %v", err)
 	}
@@ -188,271 +346,4 @@ func scrapeLockex(t *testing.T) map[string]map[string]bool {
 		t.Fatal("lockex exported no lockex_ series")
 	}
 	return exported
-}
-
-// alertCase is a promtool-style unit test: series in the promqltest load
-// notation (one sample every 30s, as the ServiceMonitor scrapes), and the
-// alerts firing at given times after the first sample.
-type alertCase struct {
-	name   string
-	series string
-	want   map[time.Duration][]string // time → the firing alerts' labels, as {a="b", ...}
-}
-
-// evalInterval is how often the rules are evaluated, the Prometheus
-// operator's default.
-const evalInterval = 30 * time.Second
-
-// TestAlerts evaluates the rules against synthetic series as promtool test
-// rules does, with Prometheus's own rule manager and PromQL engine: from
-// the first sample on, every evalInterval, checking which alerts fire.
-func TestAlerts(t *testing.T) {
-	tests := map[string][]alertCase{
-		"LockexLockLost": {
-			{
-				name: "a loss fires at once, then resolves",
-				series: `lockex_lock_lost_total{lock="/lockex/a",reason="session_expired",instance="p1"} 0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1
-					lockex_lock_lost_total{lock="/lockex/a",reason="node_deleted",instance="p1"} 0x23`,
-				want: map[time.Duration][]string{
-					60 * time.Second:  nil,
-					90 * time.Second:  {`{alertname="LockexLockLost", instance="p1", lock="/lockex/a", reason="session_expired", severity="warning"}`},
-					300 * time.Second: {`{alertname="LockexLockLost", instance="p1", lock="/lockex/a", reason="session_expired", severity="warning"}`},
-					420 * time.Second: nil,
-				},
-			},
-			{
-				// lockex exits 76 after a loss; the restarted container
-				// starts again from 0, which is a counter reset, not a loss.
-				name:   "a loss seen once before the restart",
-				series: `lockex_lock_lost_total{lock="/lockex/a",reason="suspend_deadline",instance="p1"} 0 0 1 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0`,
-				want: map[time.Duration][]string{
-					60 * time.Second:  {`{alertname="LockexLockLost", instance="p1", lock="/lockex/a", reason="suspend_deadline", severity="warning"}`},
-					120 * time.Second: {`{alertname="LockexLockLost", instance="p1", lock="/lockex/a", reason="suspend_deadline", severity="warning"}`},
-					480 * time.Second: nil,
-				},
-			},
-			{
-				name: "new instances start at 0: silent",
-				series: `lockex_lock_lost_total{lock="/lockex/a",reason="session_expired",instance="p1"} 0x20
-					lockex_lock_lost_total{lock="/lockex/a",reason="session_expired",instance="p2"} _x5 0x15`,
-				want: map[time.Duration][]string{0: nil, 150 * time.Second: nil, 300 * time.Second: nil, 600 * time.Second: nil},
-			},
-		},
-		"LockexNoHolder": {
-			{
-				name: "all waiting for 5 minutes fires",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 0x20
-					lockex_lock_held{lock="/lockex/a",instance="p2"} 0x20`,
-				want: map[time.Duration][]string{
-					270 * time.Second: nil,
-					300 * time.Second: {`{alertname="LockexNoHolder", lock="/lockex/a", severity="critical"}`},
-				},
-			},
-			{
-				name: "a holder: silent",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 1x20
-					lockex_lock_held{lock="/lockex/a",instance="p2"} 0x20`,
-				want: map[time.Duration][]string{300 * time.Second: nil, 600 * time.Second: nil},
-			},
-			{
-				name: "a handover of two minutes: silent",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 1x5 0x15
-					lockex_lock_held{lock="/lockex/a",instance="p2"} 0x9 1x11`,
-				want: map[time.Duration][]string{150 * time.Second: nil, 300 * time.Second: nil, 450 * time.Second: nil, 600 * time.Second: nil},
-			},
-			{
-				name: "one lock without a holder, another with one",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 0x20
-					lockex_lock_held{lock="/lockex/b",instance="p2"} 1x20`,
-				want: map[time.Duration][]string{
-					360 * time.Second: {`{alertname="LockexNoHolder", lock="/lockex/a", severity="critical"}`},
-				},
-			},
-		},
-		"LockexTooManyHolders": {
-			{
-				name: "two holders of a lock fire after a minute",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 1x10
-					lockex_lock_held{lock="/lockex/a",instance="p2"} 0 0 1x8
-					lockex_lock_max_holders{lock="/lockex/a",instance="p1"} 1x10
-					lockex_lock_max_holders{lock="/lockex/a",instance="p2"} 1x10`,
-				want: map[time.Duration][]string{
-					90 * time.Second:  nil,
-					120 * time.Second: {`{alertname="LockexTooManyHolders", lock="/lockex/a", severity="critical"}`},
-				},
-			},
-			{
-				// The old holder's last sample still says 1 for one scrape
-				// after the new one took over.
-				name: "a handover seen for one scrape: silent",
-				series: `lockex_lock_held{lock="/lockex/a",instance="p1"} 1 1 1 1 0 0 0 0 0 0
-					lockex_lock_held{lock="/lockex/a",instance="p2"} 0 0 0 1 1 1 1 1 1 1
-					lockex_lock_max_holders{lock="/lockex/a",instance="p1"} 1x10
-					lockex_lock_max_holders{lock="/lockex/a",instance="p2"} 1x10`,
-				want: map[time.Duration][]string{90 * time.Second: nil, 120 * time.Second: nil, 150 * time.Second: nil, 270 * time.Second: nil},
-			},
-			{
-				name: "a semaphore of 2 with 2 holders: silent",
-				series: `lockex_lock_held{lock="/lockex/s",instance="p1"} 1x10
-					lockex_lock_held{lock="/lockex/s",instance="p2"} 1x10
-					lockex_lock_held{lock="/lockex/s",instance="p3"} 0x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p1"} 2x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p2"} 2x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p3"} 2x10`,
-				want: map[time.Duration][]string{120 * time.Second: nil, 270 * time.Second: nil},
-			},
-			{
-				name: "a semaphore of 2 with 3 holders fires",
-				series: `lockex_lock_held{lock="/lockex/s",instance="p1"} 1x10
-					lockex_lock_held{lock="/lockex/s",instance="p2"} 1x10
-					lockex_lock_held{lock="/lockex/s",instance="p3"} 1x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p1"} 2x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p2"} 2x10
-					lockex_lock_max_holders{lock="/lockex/s",instance="p3"} 2x10`,
-				want: map[time.Duration][]string{
-					30 * time.Second: nil,
-					60 * time.Second: {`{alertname="LockexTooManyHolders", lock="/lockex/s", severity="critical"}`},
-				},
-			},
-		},
-		"LockexZooKeeperDisconnected": {
-			{
-				name:   "disconnected for over a minute fires",
-				series: `lockex_zk_connected{lock="/lockex/a",instance="p1"} 1 1 0 0 0 0 0 0 1 1`,
-				want: map[time.Duration][]string{
-					90 * time.Second:  nil,
-					120 * time.Second: {`{alertname="LockexZooKeeperDisconnected", instance="p1", lock="/lockex/a", severity="warning"}`},
-					240 * time.Second: nil,
-				},
-			},
-			{
-				name: "a short disconnect: silent",
-				series: `lockex_zk_connected{lock="/lockex/a",instance="p1"} 1 1 0 0 1 1 0 1 1 1
-					lockex_zk_connected{lock="/lockex/a",instance="p2"} 1x10`,
-				want: map[time.Duration][]string{60 * time.Second: nil, 120 * time.Second: nil, 210 * time.Second: nil, 270 * time.Second: nil},
-			},
-		},
-	}
-
-	file, err := os.ReadFile(alertsFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	groups := parseRules(t, file)
-	for _, g := range groups.Groups {
-		for _, r := range g.Rules {
-			if len(tests[r.Alert]) == 0 {
-				t.Errorf("alert %s has no unit test", r.Alert)
-			}
-		}
-	}
-	for alert, cases := range tests {
-		for _, tc := range cases {
-			t.Run(alert+"/"+tc.name, func(t *testing.T) {
-				got := evalAlerts(t, alertsFile, alert, tc.series, slices.Collect(maps.Keys(tc.want)))
-				for at, want := range tc.want {
-					if diff := cmp.Diff(want, got[at]); diff != "" {
-						t.Errorf("at %v (-want +got):\n%s", at, diff)
-					}
-				}
-			})
-		}
-	}
-}
-
-// evalAlerts loads series, evaluates the rule file's groups every
-// evalInterval from 0 to the last time asked for, and returns the alert's
-// firing instances at each time asked for, as label strings. It fails the
-// test if an evaluation errs or an annotation does not expand.
-func evalAlerts(t *testing.T, ruleFile, alert, series string, at []time.Duration) map[time.Duration][]string {
-	t.Helper()
-	for _, a := range at {
-		if a%evalInterval != 0 {
-			t.Fatalf("%v is not a multiple of the evaluation interval %v", a, evalInterval)
-		}
-	}
-	var lines []string
-	for l := range strings.Lines(series) {
-		lines = append(lines, "  "+strings.TrimSpace(l))
-	}
-	suite, err := promqltest.NewLazyLoader("load 30s\n"+strings.Join(lines, "\n"), promqltest.LazyLoaderOpts{
-		EnableAtModifier: true, EnableNegativeOffset: true,
-	})
-	if err != nil {
-		t.Fatalf("load series: %v", err)
-	}
-	defer suite.Close()
-
-	mgr := rules.NewManager(&rules.ManagerOptions{
-		QueryFunc:    rules.EngineQueryFunc(suite.QueryEngine(), suite.Storage()),
-		AppendableV2: suite.Storage(),
-		Context:      context.Background(),
-		NotifyFunc:   func(context.Context, string, ...*rules.Alert) {},
-		Logger:       slog.New(slog.DiscardHandler),
-		Parser:       promParser,
-	})
-	loaded, errs := mgr.LoadGroups(evalInterval, labels.EmptyLabels(), "", nil, false, ruleFile)
-	if len(errs) > 0 {
-		t.Fatalf("load rules: %v", errs)
-	}
-	var found bool
-	for _, g := range loaded {
-		for _, r := range g.Rules() {
-			if ar, ok := r.(*rules.AlertingRule); ok {
-				ar.SetRestored(true)
-				found = found || ar.Name() == alert
-			}
-		}
-	}
-	if !found {
-		t.Fatalf("no alert %s in %s", alert, ruleFile)
-	}
-
-	slices.Sort(at)
-	got := map[time.Duration][]string{}
-	start := time.Unix(0, 0).UTC()
-	for ts := time.Duration(0); ts <= at[len(at)-1]; ts += evalInterval {
-		suite.WithSamplesTill(start.Add(ts), func(err error) {
-			if err != nil {
-				t.Fatalf("samples till %v: %v", ts, err)
-			}
-			for _, g := range loaded {
-				g.Eval(suite.Context(), start.Add(ts))
-				for _, r := range g.Rules() {
-					if err := r.LastError(); err != nil {
-						t.Fatalf("rule %s at %v: %v", r.Name(), ts, err)
-					}
-				}
-			}
-		})
-		if !slices.Contains(at, ts) {
-			continue
-		}
-		var firing []string
-		for _, g := range loaded {
-			for _, r := range g.Rules() {
-				ar, ok := r.(*rules.AlertingRule)
-				if !ok || ar.Name() != alert {
-					continue
-				}
-				for _, a := range ar.ActiveAlerts() {
-					if a.State != rules.StateFiring {
-						continue
-					}
-					a.Annotations.Range(func(l labels.Label) {
-						if strings.Contains(l.Value, "error expanding") || strings.Contains(l.Value, "<no value>") {
-							t.Errorf("%s annotation %s: %s", alert, l.Name, l.Value)
-						}
-					})
-					if s := a.Annotations.Get("summary"); !strings.Contains(s, a.Labels.Get("lock")) {
-						t.Errorf("%s summary %q does not name the lock", alert, s)
-					}
-					firing = append(firing, a.Labels.String())
-				}
-			}
-		}
-		sort.Strings(firing)
-		got[ts] = firing
-	}
-	return got
 }
