@@ -12,7 +12,7 @@ SOAK ?= 10m
 SEED ?=
 KIND ?=
 
-.PHONY: build demo test soak bench deps-demo deps-test image deploy-check k8s-test
+.PHONY: build demo test soak bench deps-demo deps-test deps-k8s image deploy-check k8s-test
 
 # make image IMAGE=registry/lockex:tag: with docker (its daemon must answer),
 # else with ko (KO_DOCKER_REPO names where it pushes).
@@ -27,10 +27,15 @@ deps-demo:
 deps-test:
 	@scripts/install-deps.sh test
 
+# podman, etcd and kube-apiserver: e2e's pod-label tests and the Kubernetes
+# kit need them, so make test installs them before any test starts its clock.
+deps-k8s:
+	@scripts/install-k8s-tools.sh >/dev/null
+
 demo: deps-demo build
 	@scripts/demo.sh bin/lockex
 
-test: deps-test
+test: deps-test deps-k8s
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
@@ -55,9 +60,8 @@ deploy-check:
 # Dockerfile, and every chart rendering is installed on a real kube-apiserver
 # and etcd. podman, etcd and kube-apiserver are installed at pinned versions
 # when missing (kube-apiserver is built from source once, in about 8 minutes).
-k8s-test:
+k8s-test: deps-k8s
 	@scripts/install-deploy-tools.sh >/dev/null
-	@scripts/install-k8s-tools.sh >/dev/null
 	cd deploy && $(GO) test -count=1 -timeout 10m ./kube/
 
 image:

@@ -76,16 +76,12 @@ func withDigestAuth(v map[string]any) {
 }
 
 // withTLS: ZooKeeper's TLS port, with the CA and the client certificate
-// and key from the Secret zk-tls, under cert-manager's key names. The
-// chart has no TLS values yet: the flags and the mount are the user's own.
+// and key from the Secret zk-tls under cert-manager's key names, through
+// the chart's own zookeeper.tls values.
 func withTLS(v map[string]any, hosts string) {
-	const dir = "/var/run/secrets/zk-tls"
-	v["zookeeper"].(map[string]any)["hosts"] = hosts
-	v["extraLockexArgs"] = []string{
-		"--zk-tls-ca=" + dir + "/ca.crt", "--zk-tls-cert=" + dir + "/tls.crt", "--zk-tls-key=" + dir + "/tls.key",
-	}
-	v["volumes"] = []map[string]any{{"name": "zk-tls", "secret": map[string]any{"secretName": "zk-tls"}}}
-	v["volumeMounts"] = []map[string]any{{"name": "zk-tls", "mountPath": dir, "readOnly": true}}
+	zk := v["zookeeper"].(map[string]any)
+	zk["hosts"] = hosts
+	zk["tls"] = map[string]any{"enabled": true, "secretName": "zk-tls"}
 }
 
 // connect opens a plain ZooKeeper session for checks, closed when the test
