@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,17 +43,19 @@ type release struct {
 	dir      string
 	values   map[string]any
 	secrets  map[string]map[string]string // Secrets in the release's namespace, by name
-	pods     []*pod
-	podmanSe []string // podman secrets made for the pods' env
+	pods     []*pod                       // the Deployment's replicas
+	hooks    []*pod                       // the test Pods helm test ran
+	rendered int                          // helm template runs, which name their values files
+	podmanSe []string                     // podman secrets made for the pods' env
 }
 
 const namespace = "kit"
 
-// pod is one replica.
+// pod is one replica, or one run of the test Pod.
 type pod struct {
 	name     string
-	port     int
-	rendered *corev1.Pod // one replica of the Deployment's template, as rendered
+	port     int         // lockex's; none for the test Pod
+	rendered *corev1.Pod // one replica of the Deployment's template, or the test Pod, as rendered
 }
 
 // appContainer is podman's name for the pod's workload container.
@@ -64,9 +67,17 @@ func newRelease(t *testing.T, name string, values map[string]any) *release {
 	return r
 }
 
-// render runs helm template with the release's values and the overlay,
-// and returns the Deployment.
-func (r *release) render(overlay map[string]any) *appsv1.Deployment {
+// manifest is one document helm template rendered.
+type manifest struct {
+	Kind     string
+	Metadata struct{ Annotations map[string]string }
+	doc      []byte
+}
+
+// manifests runs helm template with the release's values and the overlay,
+// and returns what it renders, test hooks included, as helm install would
+// install them.
+func (r *release) manifests(overlay map[string]any) []manifest {
 	t := r.t
 	t.Helper()
 	args := []string{"template", r.name, chartDir, "--namespace", namespace}
@@ -75,14 +86,15 @@ func (r *release) render(overlay map[string]any) *appsv1.Deployment {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f := filepath.Join(r.dir, fmt.Sprintf("values-%d-%d.yaml", len(r.pods), i))
+		f := filepath.Join(r.dir, fmt.Sprintf("values-%d-%d.yaml", r.rendered, i))
 		if err := os.WriteFile(f, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		args = append(args, "--values", f)
 	}
+	r.rendered++
 	out := run(t, "helm", args...)
-	var dep *appsv1.Deployment
+	var ms []manifest
 	rd := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(out)))
 	for {
 		doc, err := rd.Read()
@@ -92,21 +104,59 @@ func (r *release) render(overlay map[string]any) *appsv1.Deployment {
 		if err != nil {
 			t.Fatalf("helm template output: %v", err)
 		}
-		var meta struct{ Kind string }
-		if err := yaml.Unmarshal(doc, &meta); err != nil {
+		m := manifest{doc: doc}
+		if err := yaml.Unmarshal(doc, &m); err != nil {
 			t.Fatalf("helm template output: %v\n%s", err, doc)
 		}
-		if meta.Kind == "Deployment" {
+		if m.Kind != "" {
+			ms = append(ms, m)
+		}
+	}
+	return ms
+}
+
+// render returns the Deployment rendered with the release's values and the
+// overlay.
+func (r *release) render(overlay map[string]any) *appsv1.Deployment {
+	t := r.t
+	t.Helper()
+	var dep *appsv1.Deployment
+	for _, m := range r.manifests(overlay) {
+		if m.Kind == "Deployment" {
 			dep = &appsv1.Deployment{}
-			if err := yaml.Unmarshal(doc, dep); err != nil {
+			if err := yaml.Unmarshal(m.doc, dep); err != nil {
 				t.Fatalf("Deployment: %v", err)
 			}
 		}
 	}
 	if dep == nil {
-		t.Fatalf("helm template rendered no Deployment:\n%s", out)
+		t.Fatal("helm template rendered no Deployment")
 	}
 	return dep
+}
+
+// testHook returns the Pod that helm test runs, rendered with the
+// release's values.
+func (r *release) testHook() *corev1.Pod {
+	t := r.t
+	t.Helper()
+	var hook *corev1.Pod
+	for _, m := range r.manifests(nil) {
+		if m.Kind != "Pod" || m.Metadata.Annotations["helm.sh/hook"] != "test" {
+			continue
+		}
+		if hook != nil {
+			t.Fatalf("helm template rendered more than one test Pod: %s and another", hook.Name)
+		}
+		hook = &corev1.Pod{}
+		if err := yaml.Unmarshal(m.doc, hook); err != nil {
+			t.Fatalf("test Pod: %v", err)
+		}
+	}
+	if hook == nil {
+		t.Fatal("helm template rendered no Pod with annotation helm.sh/hook: test")
+	}
+	return hook
 }
 
 // start renders replica i and plays it. The pod's name is also its
@@ -126,7 +176,14 @@ func (r *release) start(i int) *pod {
 	}
 	p.rendered.Name = p.name
 	r.pods = append(r.pods, p)
+	r.play(p)
+	return p
+}
 
+// play adapts the pod's rendered Pod and plays it.
+func (r *release) play(p *pod) {
+	t := r.t
+	t.Helper()
 	spec := p.rendered.DeepCopy()
 	r.adapt(p, spec)
 	b, err := yaml.Marshal(spec)
@@ -138,7 +195,38 @@ func (r *release) start(i int) *pod {
 		t.Fatal(err)
 	}
 	run(t, "podman", "kube", "play", "--network", "host", file)
-	return p
+}
+
+// runTestHook runs the release's test Pod as helm test does after an
+// install, to its end, and returns its exit code and what it printed.
+// Each run is a pod of its own, named for the run: helm would delete the
+// earlier one first (before-hook-creation), the kit leaves it to cleanup.
+func (r *release) runTestHook() (int, string) {
+	t := r.t
+	t.Helper()
+	hook := r.testHook()
+	p := &pod{name: fmt.Sprintf("%s-%d", hook.Name, len(r.hooks)), rendered: hook}
+	p.rendered.Name = p.name
+	r.hooks = append(r.hooks, p)
+	r.play(p)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		st := p.state(t)
+		if st.RestartCount > 0 {
+			t.Fatalf("test pod %s: container %s restarted %d times: restartPolicy Never not kept", p.name, p.appContainer(), st.RestartCount)
+		}
+		if st.Status == "exited" {
+			out, err := exec.Command("podman", "logs", p.appContainer()).CombinedOutput()
+			if err != nil {
+				t.Fatalf("podman logs %s: %v\n%s", p.appContainer(), err, out)
+			}
+			return st.ExitCode, string(out)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("test pod %s: container %s is %s, not exited within %v", p.name, p.appContainer(), st.Status, startTimeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // adapt turns the rendered pod into what podman 4.3 runs as the kubelet
@@ -420,7 +508,7 @@ func (r *release) runInit(p *pod, c corev1.Container, sc *corev1.PodSecurityCont
 // cleanup removes the release's pods and podman secrets, after logging
 // what the pods printed if the test failed.
 func (r *release) cleanup() {
-	for _, p := range r.pods {
+	for _, p := range slices.Concat(r.pods, r.hooks) {
 		if r.t.Failed() {
 			out, _ := exec.Command("podman", "logs", "--tail", "40", p.appContainer()).CombinedOutput()
 			r.t.Logf("--- podman logs %s (last 40 lines) ---\n%s", p.appContainer(), out)

@@ -20,9 +20,7 @@ import (
 // The workload runs, and the lock's nodes belong to that user alone.
 func TestDigestAuth(t *testing.T) {
 	s := newScenario(t, "auth", scene{workload: nonroot, lockex: dockerfileImage})
-	b := make([]byte, 12)
-	rand.Read(b)
-	password := hex.EncodeToString(b)
+	password := randomPassword()
 	s.rel.secrets["zk-auth"] = map[string]string{"zk-user": "kit", "zk-password": password}
 	withDigestAuth(s.rel.values)
 	s.start(1)
@@ -66,6 +64,13 @@ func TestTLS(t *testing.T) {
 	p := s.start(1)[0]
 	s.waitRunning(1, "the workload")
 	s.expectProbe(p, p.port, "/active", 200, "holder")
+}
+
+// randomPassword is a ZooKeeper password no earlier run used.
+func randomPassword() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // withDigestAuth: the user and password from the Secret zk-auth.
