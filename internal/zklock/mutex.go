@@ -97,7 +97,7 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 		}
 		r.round()
 		var wait <-chan zk.Event
-		lease, wait, err = m.round(&node, giveUp, start)
+		lease, wait, err = m.round(&node, giveUp, start, ctx.Done())
 		if err != nil {
 			if errors.Is(err, ErrBusy) || errors.Is(err, ErrSizeMismatch) {
 				return nil, err
@@ -124,7 +124,7 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 
 // round makes one pass of the recipe. It returns a lease when the lock is
 // held, a channel to wait on when it is not, or neither to go again at once.
-func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease, <-chan zk.Event, error) {
+func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time, done <-chan struct{}) (*Lease, <-chan zk.Event, error) {
 	// Once the own node is known, whether it is still this session's is
 	// asked together with the listing: the two answers come in one round
 	// trip, both after whatever woke this round. Should a reconnect fall
@@ -200,7 +200,7 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time) (*Lease,
 	if stop {
 		return nil, nil, fmt.Errorf("%w: %s has %d contenders ahead", ErrBusy, m.path, ahead)
 	}
-	ok, _, watch, err := m.s.conn.ExistsW(m.s.abs(join(m.path, pred)))
+	ok, _, watch, err := m.s.existsUntilGone(m.s.abs(join(m.path, pred)), done)
 	if err != nil || !ok {
 		return nil, nil, err // gone already: look again at once
 	}

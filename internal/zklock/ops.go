@@ -168,3 +168,39 @@ func hasPrefixIn(names []string, prefix string) []string {
 	}
 	return out
 }
+
+// existsUntilGone is ExistsW of server path sp whose channel ignores the
+// node's data changes: it fires with the first other event (the deletion,
+// or the watch's end with a lost connection), or with a data change whose
+// watch could not be set again. A holder rewrites its node every
+// granted/heartbeats (Lease.beat); a waiter woken by each beat would list
+// the lock again, and log again that it waits, twenty times a session
+// timeout, though only a deletion changes what it waits for. Once stop is
+// closed, the watch is no longer set again.
+func (s *Session) existsUntilGone(sp string, stop <-chan struct{}) (bool, *zk.Stat, <-chan zk.Event, error) {
+	ok, stat, watch, err := s.conn.ExistsW(sp)
+	if err != nil || !ok {
+		return ok, stat, nil, err
+	}
+	gone := make(chan zk.Event, 1)
+	go func() {
+		for {
+			var ev zk.Event
+			select {
+			case ev = <-watch:
+			case <-stop:
+				return
+			}
+			if ev.Type == zk.EventNodeDataChanged {
+				ok, _, next, err := s.conn.ExistsW(sp)
+				if err == nil && ok {
+					watch = next
+					continue
+				}
+			}
+			gone <- ev
+			return
+		}
+	}()
+	return true, stat, gone, nil
+}

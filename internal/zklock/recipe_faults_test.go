@@ -205,7 +205,7 @@ func TestSemaphoreLeaseNeedsTheTurn(t *testing.T) {
 	if err := op.conn.Delete(op.abs(turn.Node()), -1); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := m.take(turn, true, time.Now()); !errors.Is(err, errTurnLost) {
+	if _, _, err := m.take(turn, true, time.Now(), nil); !errors.Is(err, errTurnLost) {
 		t.Fatalf("take after the turn's node was deleted: %v, want errTurnLost", err)
 	}
 	if kids, _ := s.children("/sem-turn"); len(kids) != 0 {

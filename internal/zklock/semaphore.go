@@ -104,7 +104,7 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 	r := retrier{s: m.s}
 	for {
 		r.round()
-		lease, wait, err := m.take(turn, blocking, start)
+		lease, wait, err := m.take(turn, blocking, start, ctx.Done())
 		if err != nil {
 			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
 				return nil, err
@@ -128,7 +128,7 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 
 // take makes one pass under the mutex: it finds or creates the own lease
 // while fewer than size exist, or returns a watch on the leases.
-func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <-chan zk.Event, error) {
+func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time, stop <-chan struct{}) (*Lease, <-chan zk.Event, error) {
 	leases, _, watch, err := m.s.conn.ChildrenW(m.s.abs(m.path))
 	if err != nil {
 		return nil, nil, err
@@ -141,7 +141,7 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 			}
 			m.s.obs.Contenders(len(leases))
 			m.s.obs.Waiting(0)
-			lost, err := m.watchTurn(turn)
+			lost, err := m.watchTurn(turn, stop)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -171,8 +171,8 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time) (*Lease, <
 // deletion or with its session, or errTurnLost if it has gone already. A
 // turn is not lost while the session is merely suspended: the check in
 // create keeps a stale turn from taking a lease all the same.
-func (m *Semaphore) watchTurn(turn *Lease) (<-chan zk.Event, error) {
-	ok, stat, gone, err := m.s.conn.ExistsW(m.s.abs(turn.Node()))
+func (m *Semaphore) watchTurn(turn *Lease, stop <-chan struct{}) (<-chan zk.Event, error) {
+	ok, stat, gone, err := m.s.existsUntilGone(m.s.abs(turn.Node()), stop)
 	switch {
 	case err != nil:
 		return nil, err
