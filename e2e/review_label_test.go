@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"encoding/json"
+	"encoding/pem"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lostAnswerAPI stands in for a kube-apiserver whose answers can be lost:
+// it applies every patch of the pod's labels at once, as etcd commits it,
+// and can be told to answer the next patches that set the label only once
+// the client has given up (a response lost in the network, a proxy that
+// stalls, an API server that committed and then hung). Removals are always
+// answered. It keeps the label as the pod would carry it.
+type lostAnswerAPI struct {
+	t        *testing.T
+	srv      *httptest.Server
+	mu       sync.Mutex
+	label    *string // lockex.io/active on pod web-0, nil if absent
+	loseSets int     // lose the answer to this many patches that set it
+	lost     chan struct{}
+}
+
+func startLostAnswerAPI(t *testing.T) *lostAnswerAPI {
+	a := &lostAnswerAPI{t: t, lost: make(chan struct{}, 16)}
+	a.srv = httptest.NewTLSServer(http.HandlerFunc(a.serve))
+	t.Cleanup(a.srv.Close)
+	return a
+}
+
+func (a *lostAnswerAPI) serve(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPatch || r.URL.Path != "/api/v1/namespaces/team-a/pods/web-0" {
+		a.t.Errorf("unexpected call %s %s", r.Method, r.URL.Path)
+		http.Error(w, "unexpected", http.StatusBadRequest)
+		return
+	}
+	var patch struct {
+		Metadata struct {
+			Labels map[string]*string `json:"labels"`
+		} `json:"metadata"`
+	}
+	body, _ := io.ReadAll(r.Body)
+	if err := json.Unmarshal(body, &patch); err != nil {
+		a.t.Errorf("patch %s: %v", body, err)
+	}
+	v, ok := patch.Metadata.Labels[activeLabel]
+	if !ok {
+		a.t.Errorf("patch %s: not of %s", body, activeLabel)
+	}
+	a.mu.Lock()
+	a.label = v
+	lose := v != nil && a.loseSets > 0
+	if lose {
+		a.loseSets--
+	}
+	a.mu.Unlock()
+	if lose {
+		a.lost <- struct{}{}
+		// Committed; the answer never comes. Bounded: lockex gives up
+		// after 5s.
+		select {
+		case <-r.Context().Done():
+		case <-time.After(time.Minute):
+		}
+		return
+	}
+	_, _ = w.Write([]byte(`{"kind":"Pod"}`))
+}
+
+// value is the label as the pod carries it, "" if absent.
+func (a *lostAnswerAPI) value() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.label == nil {
+		return ""
+	}
+	return *a.label
+}
+
+func (a *lostAnswerAPI) loseNextSet() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.loseSets = 1
+}
+
+// env is what lockex in pod web-0 of namespace team-a sees.
+func (a *lostAnswerAPI) env(t *testing.T) []string {
+	dir := t.TempDir()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: a.srv.Certificate().Raw})
+	for name, content := range map[string][]byte{"token": []byte("tok-1"), "ca.crt": ca, "namespace": []byte("team-a")} {
+		if err := os.WriteFile(filepath.Join(dir, name), content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host, port, _ := net.SplitHostPort(a.srv.Listener.Addr().String())
+	return []string{"KUBERNETES_SERVICE_HOST=" + host, "KUBERNETES_SERVICE_PORT=" + port,
+		"LOCKEX_SERVICEACCOUNT_DIR=" + dir, "LOCKEX_POD_NAME=web-0"}
+}
+
+// TestReviewLabelLeftOnAfterLostAnswer: the API server applies lockex's
+// patch that sets the label, and its answer is lost (lockex's request
+// times out). lockex then takes the outcome for "not applied", so when the
+// pod stops being active (its workload fails its check) it sees nothing
+// to remove: the pod stays Ready (/readyz) and labelled, and the Service
+// sends traffic to a workload that /active says is not ready, for as long
+// as that lasts. design.md §8: the label is on "while it is active ...
+// and takes it off when it is not"; a failed patch is retried "until it
+// succeeds or the wish changes" - here the wish changed back to what lockex
+// wrongly believes the pod carries.
+func TestReviewLabelLeftOnAfterLostAnswer(t *testing.T) {
+	zk := startZK(t)
+	api := startLostAnswerAPI(t)
+	w := newReadyServer(t)
+	args := []string{"-z", zk.Hosts(), "-i", "review-label", "--active-http", "http://" + w.addr + "/ready",
+		"--active-period", "100ms", "--active-failure-threshold", "1", "--active-label", activeLabel + "=true", "--"}
+	o := startObserved(t, api.env(t), append(args, w.argv()...)...)
+	eventually(t, 15*time.Second, "the workload starts", func() bool { return w.noted("start") })
+
+	api.loseNextSet()
+	w.touch("serve")
+	select {
+	case <-api.lost:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("lockex never set the label; log:\n%s", o.stderr)
+	}
+	// The pod carries the label now; the answer is on its way to nowhere.
+	// The workload stops being ready before lockex gives up on it.
+	w.touch("sick")
+	if code := o.activeAfter(t, "503 Service Unavailable"); code != 503 {
+		t.Fatalf("workload not ready: /active %d, want 503", code)
+	}
+	// lockex gives up on the lost answer after 5s; then it has all it needs
+	// to know the pod may carry the label while not active.
+	deadline := time.Now().Add(20 * time.Second)
+	for api.value() != "" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, body := o.get(t, "/active")
+	if v := api.value(); v != "" && code != 200 {
+		t.Errorf("20s after the lost answer the pod still carries %s=%s while /active answers %d (%s): "+
+			"a Service routes to a workload that is not ready; log:\n%s", activeLabel, v, code, body, o.stderr)
+	}
+}
+
+// TestReviewLabelLeftOnAfterExit: the same lost answer, and the workload
+// ends before lockex gets one. lockex exits, and "as lockex exits it
+// removes the label" (design.md §8) does not happen: it believes the pod
+// never got it.
+func TestReviewLabelLeftOnAfterExit(t *testing.T) {
+	zk := startZK(t)
+	api := startLostAnswerAPI(t)
+	dir := t.TempDir()
+	s := startLockex(t, append(api.env(t), "D="+dir), "--http-addr", "127.0.0.1:0", "-z", zk.Hosts(), "-i", "review-label-exit",
+		"--active-label", activeLabel+"=true", "--",
+		"sh", "-c", `echo ready > "$D/ready"; while [ ! -e "$D/go" ]; do sleep 0.01; done`)
+	// Without a check the label is set as the workload starts; lose the
+	// answer to that set. The removal at start comes first, and is answered.
+	api.loseNextSet()
+	waitFile(t, filepath.Join(dir, "ready"))
+	select {
+	case <-api.lost:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("lockex never set the label; log:\n%s", s.stderr)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := s.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d; log:\n%s", code, s.stderr)
+	}
+	if v := api.value(); v != "" {
+		t.Errorf("lockex exited and left its pod labelled %s=%s; log:\n%s", activeLabel, v, s.stderr)
+	}
+}
