@@ -9,9 +9,12 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 // lostAnswerAPI stands in for a kube-apiserver whose answers can be lost:
@@ -178,5 +181,82 @@ func TestReviewLabelLeftOnAfterExit(t *testing.T) {
 	}
 	if v := api.value(); v != "" {
 		t.Errorf("lockex exited and left its pod labelled %s=%s; log:\n%s", activeLabel, v, s.stderr)
+	}
+}
+
+// hungAPI is an API server that accepts connections and never says a word:
+// not even the TLS handshake is answered. It holds what it accepted until
+// the test ends.
+func hungAPI(t *testing.T) (host, port string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	host, port, _ = net.SplitHostPort(ln.Addr().String())
+	return host, port
+}
+
+// TestReviewHungAPIServerDuringPartition: with --active-label and an API
+// server that hangs, a holder cut off from ZooKeeper whose workload
+// ignores SIGTERM still fences itself in time (SIGKILL by KillBy), exits
+// 76, and the next holder's workload never runs beside it: the label is
+// never on the path of the stop or the release (design.md §8). It passes;
+// it guards against a label change made synchronous with the stop.
+func TestReviewHungAPIServerDuringPartition(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
+	host, port := hungAPI(t)
+	sa := t.TempDir()
+	for name, content := range map[string]string{"token": "tok-1", "namespace": "team-a",
+		"ca.crt": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: startLostAnswerAPI(t).srv.Certificate().Raw}))} {
+		if err := os.WriteFile(filepath.Join(sa, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := func(pod string) []string {
+		return []string{"KUBERNETES_SERVICE_HOST=" + host, "KUBERNETES_SERVICE_PORT=" + port,
+			"LOCKEX_SERVICEACCOUNT_DIR=" + sa, "LOCKEX_POD_NAME=" + pod}
+	}
+	label := []string{"--active-label", activeLabel + "=true"}
+	logPath := filepath.Join(t.TempDir(), "log")
+	a := startLockex(t, env("web-a"), append(label, lossArgs(proxy.Addr(), "hung-api", ticker(logPath, "a", 0, true))...)...)
+	waitRecord(t, logPath, "a")
+	b := startLockex(t, env("web-b"), append(label, lossArgs(zk.Hosts(), "hung-api", ticker(logPath, "b", 200*time.Millisecond, false))...)...)
+	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/hung-api")) == 2 })
+
+	proxy.Stall()
+	stalled := time.Now()
+	if code := a.wait(t, 15*time.Second); code != 76 {
+		t.Fatalf("holder exit %d, want 76; log:\n%s", code, a.stderr)
+	}
+	t.Logf("holder exited 76 %s after the stall", time.Since(stalled).Round(time.Millisecond))
+	if code := b.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("contender exit %d; log:\n%s", code, b.stderr)
+	}
+	mustBeOneAtATime(t, logPath)
+	if log := a.stderr.String(); !strings.Contains(log, "SIGKILL") || !strings.Contains(log, "pod label not removed at exit") {
+		t.Errorf("want the SIGKILL at KillBy and the label's failure in the log:\n%s", log)
 	}
 }
