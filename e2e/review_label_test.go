@@ -21,14 +21,15 @@ import (
 // it applies every patch of the pod's labels at once, as etcd commits it,
 // and can be told to answer the next patches that set the label only once
 // the client has given up (a response lost in the network, a proxy that
-// stalls, an API server that committed and then hung). Removals are always
-// answered. It keeps the label as the pod would carry it.
+// stalls, an API server that committed and then hung), or the next
+// removals. It keeps the label as the pod would carry it.
 type lostAnswerAPI struct {
 	t        *testing.T
 	srv      *httptest.Server
 	mu       sync.Mutex
 	label    *string // lockex.io/active on pod web-0, nil if absent
 	loseSets int     // lose the answer to this many patches that set it
+	loseRems int     // and to this many that remove it
 	lost     chan struct{}
 }
 
@@ -60,9 +61,14 @@ func (a *lostAnswerAPI) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	a.mu.Lock()
 	a.label = v
-	lose := v != nil && a.loseSets > 0
-	if lose {
+	lose := false
+	switch {
+	case v != nil && a.loseSets > 0:
 		a.loseSets--
+		lose = true
+	case v == nil && a.loseRems > 0:
+		a.loseRems--
+		lose = true
 	}
 	a.mu.Unlock()
 	if lose {
@@ -92,6 +98,12 @@ func (a *lostAnswerAPI) loseNextSet() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.loseSets = 1
+}
+
+func (a *lostAnswerAPI) loseNextRemoval() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.loseRems = 1
 }
 
 // env is what lockex in pod web-0 of namespace team-a sees.
@@ -150,6 +162,42 @@ func TestReviewLabelLeftOnAfterLostAnswer(t *testing.T) {
 	if v := api.value(); v != "" && code != 200 {
 		t.Errorf("20s after the lost answer the pod still carries %s=%s while /active answers %d (%s): "+
 			"a Service routes to a workload that is not ready; log:\n%s", activeLabel, v, code, body, o.stderr)
+	}
+}
+
+// TestReviewLabelLeftOffAfterLostAnswer: the mirror image. The removal is
+// applied and its answer lost; the workload is ready again before lockex
+// gives up on it. lockex believes the pod still carries the label, so it
+// never sets it again: the holder is active (/active 200) and no Service
+// reaches it - the singleton serves nobody until its readiness flaps again.
+func TestReviewLabelLeftOffAfterLostAnswer(t *testing.T) {
+	zk := startZK(t)
+	api := startLostAnswerAPI(t)
+	w := newReadyServer(t)
+	args := []string{"-z", zk.Hosts(), "-i", "review-label-off", "--active-http", "http://" + w.addr + "/ready",
+		"--active-period", "100ms", "--active-failure-threshold", "1", "--active-label", activeLabel + "=true", "--"}
+	o := startObserved(t, api.env(t), append(args, w.argv()...)...)
+	eventually(t, 15*time.Second, "the workload starts", func() bool { return w.noted("start") })
+	w.touch("serve")
+	eventually(t, 15*time.Second, "the label is set", func() bool { return api.value() == "true" })
+
+	api.loseNextRemoval()
+	w.touch("sick")
+	select {
+	case <-api.lost:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("lockex never removed the label; log:\n%s", o.stderr)
+	}
+	w.remove("sick")
+	eventually(t, 15*time.Second, "active again", func() bool { code, _ := o.get(t, "/active"); return code == 200 })
+	deadline := time.Now().Add(20 * time.Second)
+	for api.value() != "true" && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	code, body := o.get(t, "/active")
+	if v := api.value(); v != "true" && code == 200 {
+		t.Errorf("20s after the lost answer the pod carries %s=%q while /active answers 200 (%s): "+
+			"no Service reaches the holder; log:\n%s", activeLabel, v, body, o.stderr)
 	}
 }
 
