@@ -30,6 +30,8 @@ type lostAnswerAPI struct {
 	label    *string // lockex.io/active on pod web-0, nil if absent
 	loseSets int     // lose the answer to this many patches that set it
 	loseRems int     // and to this many that remove it
+	refusing bool    // answer every patch 503, applying none
+	calls    int     // patches received
 	lost     chan struct{}
 }
 
@@ -60,6 +62,13 @@ func (a *lostAnswerAPI) serve(w http.ResponseWriter, r *http.Request) {
 		a.t.Errorf("patch %s: not of %s", body, activeLabel)
 	}
 	a.mu.Lock()
+	a.calls++
+	if a.refusing {
+		a.mu.Unlock()
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"kind":"Status","message":"etcd is overloaded"}`))
+		return
+	}
 	a.label = v
 	lose := false
 	switch {
@@ -306,5 +315,41 @@ func TestReviewHungAPIServerDuringPartition(t *testing.T) {
 	mustBeOneAtATime(t, logPath)
 	if log := a.stderr.String(); !strings.Contains(log, "SIGKILL") || !strings.Contains(log, "pod label not removed at exit") {
 		t.Errorf("want the SIGKILL at KillBy and the label's failure in the log:\n%s", log)
+	}
+}
+
+// TestReviewLabelRetriesAtCheckRate: while the API server refuses, a failed
+// patch is to be retried "0.5s, doubling to 10s" (design.md §8): at most
+// about 5 tries in 10s. But every change of the status record calls Set,
+// a readiness check's result included, and Run stops the backoff timer on
+// each Set and patches at once: lockex retries at the rate of
+// --active-period (here 100ms; 1s by the chart's default), for as long as
+// the API server is down. Every pod of the fleet does, against an API server
+// that may be refusing because it is overloaded.
+func TestReviewLabelRetriesAtCheckRate(t *testing.T) {
+	zk := startZK(t)
+	api := startLostAnswerAPI(t)
+	api.mu.Lock()
+	api.refusing = true
+	api.mu.Unlock()
+	w := newReadyServer(t)
+	args := []string{"-z", zk.Hosts(), "-i", "review-label-retry", "--active-http", "http://" + w.addr + "/ready",
+		"--active-period", "100ms", "--active-label", activeLabel + "=true", "--"}
+	o := startObserved(t, api.env(t), append(args, w.argv()...)...)
+	eventually(t, 15*time.Second, "the workload starts", func() bool { return w.noted("start") })
+	w.touch("serve")
+	eventually(t, 15*time.Second, "active", func() bool { code, _ := o.get(t, "/active"); return code == 200 })
+	api.mu.Lock()
+	before := api.calls
+	api.mu.Unlock()
+	window := 10 * time.Second
+	time.Sleep(window)
+	api.mu.Lock()
+	n := api.calls - before
+	api.mu.Unlock()
+	// The schedule allows tries at 0, 0.5, 1.5, 3.5 and 7.5s of a streak:
+	// 5; twice that leaves room for a streak that began just before.
+	if n > 10 {
+		t.Errorf("%d patches in %s against an API server that refuses them all, want at most 10 (0.5s doubling to 10s)", n, window)
 	}
 }
