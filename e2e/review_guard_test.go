@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,6 +84,73 @@ func TestReviewGuardianWhileWaiting(t *testing.T) {
 			if log := s.stderr.String(); strings.Contains(log, "guardian") || strings.Contains(log, "killed what it started") {
 				t.Errorf("the guardian of a lockex that ran nothing had something to say:\n%s", log)
 			}
+		})
+	}
+}
+
+// sessionMembers lists the living processes of session sid.
+func sessionMembers(sid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		// state ppid pgrp session ...
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 3 && fields[3] == strconv.Itoa(sid) && fields[0] != "Z" {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestReviewSignalRacesPrepare: SIGTERM or SIGKILL reaches lockex from its
+// first millisecond on, while the guardian that Prepare starts in the
+// background may be anywhere between not yet forked and running. No
+// guardian outlives lockex by more than a moment, whatever the timing: lockex
+// runs in a session of its own, which must be empty soon after it exits.
+func TestReviewSignalRacesPrepare(t *testing.T) {
+	zk := startZK(t)
+	dir := t.TempDir()
+	holder := startLockex(t, []string{"D=" + dir}, "-z", zk.Hosts(), "-i", "guard-race", "--",
+		"sh", "-c", `echo ready > "$D/ready"; while [ ! -e "$D/go" ]; do sleep 0.01; done`)
+	waitFile(t, filepath.Join(dir, "ready"))
+	t.Cleanup(func() {
+		_ = os.WriteFile(filepath.Join(dir, "go"), nil, 0o644)
+		holder.wait(t, 10*time.Second)
+	})
+	// The premise: a waiting lockex's guardian is in lockex's session.
+	cmd := exec.Command(lockexBin, "-z", zk.Hosts(), "-i", "guard-race", "--", "true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	s := startCmd(t, cmd)
+	eventually(t, 10*time.Second, "the guardian of a waiting lockex is in its session", func() bool {
+		guards, _ := lockexChildren(s.cmd.Process.Pid)
+		return len(guards) == 1 && len(sessionMembers(s.cmd.Process.Pid)) == 2
+	})
+	_ = s.cmd.Process.Kill()
+	s.wait(t, 10*time.Second)
+	for i := 0; i < 24; i++ {
+		sig := syscall.SIGTERM
+		if i%2 == 1 {
+			sig = syscall.SIGKILL
+		}
+		after := time.Duration(i/2) * 2 * time.Millisecond
+		cmd := exec.Command(lockexBin, "-z", zk.Hosts(), "-i", "guard-race", "--", "true")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		s := startCmd(t, cmd)
+		time.Sleep(after)
+		_ = s.cmd.Process.Signal(sig)
+		code := s.wait(t, 15*time.Second)
+		sid := s.cmd.Process.Pid
+		eventually(t, 5*time.Second, fmt.Sprintf("lockex's session %d is empty after %s %s (exit %d)", sid, sig, after, code), func() bool {
+			return len(sessionMembers(sid)) == 0
 		})
 	}
 }
