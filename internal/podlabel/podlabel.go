@@ -78,9 +78,14 @@ type Labeler struct {
 	client *http.Client
 	want   chan bool // the latest wish; older ones are dropped
 	done   chan struct{}
-	// applied is what the pod carries as far as Run knows; Run alone
-	// touches it until done closes.
-	applied *bool
+	// known is what the pod carries as far as Run knows: nil before the
+	// first answer and after any patch that failed or was cancelled,
+	// since the API server may have applied one whose answer was lost.
+	// Run alone touches it until done closes.
+	known *bool
+	// recheckAfter is how long after a streak of failures ends Run sends
+	// its wish once more.
+	recheckAfter time.Duration
 }
 
 // requestTimeout bounds one call to the API server.
@@ -97,6 +102,8 @@ func New(cfg Config, log *slog.Logger) *Labeler {
 		client: &http.Client{Transport: transport, Timeout: requestTimeout},
 		want:   make(chan bool, 1),
 		done:   make(chan struct{}),
+
+		recheckAfter: lateApplyWindow,
 	}
 }
 
@@ -122,38 +129,67 @@ const (
 	retryMax = 10 * time.Second
 )
 
+// lateApplyWindow is how long a patch lockex gave up on may still be
+// applied by the API server: its default --request-timeout is one minute,
+// and a request stuck in admission or in a proxy can outlast lockex's own
+// 5s. Such a patch, applied late, undoes the success that ended the
+// streak; nothing else would notice, since the wish has not changed.
+const lateApplyWindow = time.Minute
+
 // Run applies the wishes until ctx ends. It first removes the label, which
-// a previous run in the same pod may have left, then follows Set; a failed
-// patch is retried, with a growing delay, until it succeeds or a newer wish
-// makes it moot.
+// a previous run in the same pod may have left, then follows Set.
+//
+// A failed patch leaves the label unknown: the API server may have applied
+// it and lost the answer. So the next wish is always sent, whatever was
+// believed before, and retried, from retryMin doubling to retryMax, until
+// one succeeds. The backoff bounds every patch after a failure, not only
+// the retry of the same wish: Set comes with every readiness check, and a
+// flapping check against a failing API server would otherwise patch at the
+// check's rate. A changed wish goes at once only while no failure is being
+// backed off: then the last patch was answered, and each failure still
+// buys its full delay before the next patch. Within a streak, a new wish
+// waits at most retryMax, a lag design.md §8 admits for an unreachable
+// API server.
+//
+// Once a streak ends, the wish is sent once more lateApplyWindow later, in
+// case a patch given up on during the streak is applied after the one that
+// succeeded. One patch per streak: a periodic re-assertion would also
+// undo a label changed by hand, and costs a patch per pod per period
+// whether anything went wrong or not.
 func (l *Labeler) Run(ctx context.Context) {
 	defer close(l.done)
 	want, pending := false, true
+	backingOff, failing := false, false
 	delay := retryMin
-	failing := false
-	retry := time.NewTimer(0)
-	<-retry.C
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
 	defer retry.Stop()
+	recheck := time.NewTimer(time.Hour)
+	recheck.Stop()
+	defer recheck.Stop()
 	for {
-		if pending {
+		if pending && !backingOff {
 			err := l.patch(ctx, want)
 			switch {
 			case err == nil:
 				pending, delay = false, retryMin
-				applied := want
-				l.applied = &applied
+				carried := want
+				l.known = &carried
 				if failing {
 					l.log.Info("pod label set", "pod", l.cfg.Pod, "label", l.cfg.Key, "active", want)
+					recheck.Reset(l.recheckAfter)
 				}
 				failing = false
 			case ctx.Err() != nil:
+				l.known = nil
 				return
 			default:
+				l.known = nil
 				if !failing {
 					// Once per streak of failures: the retries follow.
 					l.log.Error("cannot set the pod label; retrying", "pod", l.cfg.Pod, "label", l.cfg.Key, "active", want, "err", err)
 				}
-				failing = true
+				failing, backingOff = true, true
 				retry.Reset(delay)
 				delay = min(2*delay, retryMax)
 			}
@@ -162,24 +198,21 @@ func (l *Labeler) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case want = <-l.want:
-			was := pending
-			pending = l.applied == nil || *l.applied != want
-			if was && !retry.Stop() {
-				select {
-				case <-retry.C:
-				default:
-				}
-			}
+			pending = l.known == nil || *l.known != want
 		case <-retry.C:
+			backingOff = false
+		case <-recheck.C:
+			pending = true
 		}
 	}
 }
 
-// Clear removes the label if Run may have set it, waiting at most d, once
-// Run has ended (its ctx is done): the last word as lockex exits.
+// Clear removes the label unless Run knows the pod does not carry it,
+// waiting at most d, once Run has ended (its ctx is done): the last word
+// as lockex exits.
 func (l *Labeler) Clear(d time.Duration) {
 	<-l.done
-	if l.applied != nil && !*l.applied {
+	if l.known != nil && !*l.known {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -27,7 +27,10 @@ type apiServer struct {
 	mu     sync.Mutex
 	labels map[string]string
 	refuse int // answer the next n patches with 503
-	calls  int
+	// lose applies the next n patches and answers 504, as a proxy does
+	// when the API server behind it committed and then was too slow.
+	lose  int
+	calls int
 }
 
 func startAPIServer(t *testing.T) *apiServer {
@@ -68,6 +71,11 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
 		} else {
 			a.labels[k] = *v
 		}
+	}
+	if a.lose > 0 {
+		a.lose--
+		w.WriteHeader(http.StatusGatewayTimeout)
+		return
 	}
 	_, _ = w.Write([]byte(`{"kind":"Pod"}`))
 }
@@ -127,12 +135,7 @@ func TestInCluster(t *testing.T) {
 // through refusals (retried) and wishes that change faster than the patches.
 func TestLabeler(t *testing.T) {
 	a := startAPIServer(t)
-	dir, getenv := a.serviceAccount(t)
-	cfg, err := InCluster(getenv, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Key, cfg.Value, cfg.Pod = "lockex.io/active", "true", "web-0"
+	cfg := a.config(t)
 	var logs strings.Builder
 	var logMu sync.Mutex
 	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
@@ -172,6 +175,117 @@ func TestLabeler(t *testing.T) {
 	if _, ok := a.label(); ok {
 		t.Error("label still there after Clear")
 	}
+}
+
+func (a *apiServer) config(t *testing.T) Config {
+	t.Helper()
+	dir, getenv := a.serviceAccount(t)
+	cfg, err := InCluster(getenv, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Key, cfg.Value, cfg.Pod = "lockex.io/active", "true", "web-0"
+	return cfg
+}
+
+func (a *apiServer) patches() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.calls
+}
+
+// startLabeler runs a Labeler against a until the test ends, and has
+// removed the stale label.
+func startLabeler(t *testing.T, a *apiServer, recheckAfter time.Duration) (*Labeler, context.CancelFunc) {
+	t.Helper()
+	l := New(a.config(t), slog.New(slog.DiscardHandler))
+	l.recheckAfter = recheckAfter
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-l.done })
+	go l.Run(ctx)
+	eventually(t, "the stale label is removed at start", func() bool { _, ok := a.label(); return !ok })
+	return l, cancel
+}
+
+// TestLabelerLostAnswer: a patch applied whose answer is lost leaves the
+// label unknown, so the next wish is sent even if it equals what lockex
+// believed before, both ways, and Clear removes a label whose set went
+// unanswered.
+func TestLabelerLostAnswer(t *testing.T) {
+	a := startAPIServer(t)
+	l, cancel := startLabeler(t, a, time.Hour)
+
+	a.mu.Lock()
+	a.lose = 1
+	a.mu.Unlock()
+	l.Set(true)
+	eventually(t, "the set is applied", func() bool { v, _ := a.label(); return v == "true" })
+	l.Set(false)
+	eventually(t, "the label is removed after a lost answer to its set", func() bool { _, ok := a.label(); return !ok })
+
+	l.Set(true)
+	eventually(t, "the label is set", func() bool { v, _ := a.label(); return v == "true" })
+	a.mu.Lock()
+	a.lose = 1
+	a.mu.Unlock()
+	l.Set(false)
+	eventually(t, "the removal is applied", func() bool { _, ok := a.label(); return !ok })
+	l.Set(true)
+	eventually(t, "the label is set again after a lost answer to its removal", func() bool { v, _ := a.label(); return v == "true" })
+
+	l.Set(false)
+	eventually(t, "the label is removed", func() bool { _, ok := a.label(); return !ok })
+	a.mu.Lock()
+	a.lose = 1
+	a.mu.Unlock()
+	l.Set(true)
+	eventually(t, "the set is applied", func() bool { v, _ := a.label(); return v == "true" })
+	cancel()
+	l.Clear(2 * time.Second)
+	if _, ok := a.label(); ok {
+		t.Error("Clear left a label whose set went unanswered")
+	}
+}
+
+// TestLabelerBackoff: against an API server that refuses everything,
+// neither the same wish again and again (a readiness check's every
+// result) nor a flapping wish makes the patches come faster than the
+// backoff: tries at 0, 0.5, 1.5s of a 2s window.
+func TestLabelerBackoff(t *testing.T) {
+	for _, flap := range []bool{false, true} {
+		t.Run(map[bool]string{false: "same wish", true: "flapping"}[flap], func(t *testing.T) {
+			a := startAPIServer(t)
+			l, _ := startLabeler(t, a, time.Hour)
+			a.mu.Lock()
+			a.refuse = 1 << 30
+			a.mu.Unlock()
+			before := a.patches()
+			for i := range 200 {
+				l.Set(!flap || i%2 == 0)
+				time.Sleep(10 * time.Millisecond)
+			}
+			if n := a.patches() - before; n > 4 {
+				t.Errorf("%d patches in about 2s against an API server that refuses them all, want at most 4 (0.5s doubling)", n)
+			}
+		})
+	}
+}
+
+// TestLabelerRecheck: after a streak of failures ends, the wish is sent
+// once more, which undoes a patch of the streak applied late.
+func TestLabelerRecheck(t *testing.T) {
+	a := startAPIServer(t)
+	l, _ := startLabeler(t, a, 300*time.Millisecond)
+	a.mu.Lock()
+	a.refuse = 1
+	a.mu.Unlock()
+	l.Set(true)
+	eventually(t, "the label is set after a refusal", func() bool { v, _ := a.label(); return v == "true" })
+	// A removal given up on long ago lands now.
+	a.mu.Lock()
+	delete(a.labels, "lockex.io/active")
+	a.mu.Unlock()
+	eventually(t, "the label is set again by the recheck", func() bool { v, _ := a.label(); return v == "true" })
 }
 
 type writerFunc func([]byte) (int, error)

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"sync/atomic"
@@ -13,9 +14,11 @@ import (
 // cgroup where lockex can make one (cgroup.go), which takes daemons that
 // left the group too.
 type confinement struct {
-	decided bool
-	guard   *guard // nil as PID 1, or if the guardian could not start
-	err     error  // why there is no guardian
+	// prepared is set once Prepare has tried; decided once Start has,
+	// after which the guardian is what it is (restarts aside).
+	prepared, decided bool
+	guard             *guard // nil as PID 1, or if the guardian could not start
+	err               error  // why there is no guardian
 
 	cgroupParent string // where workloads' cgroups are made; "" if nowhere
 	cgroupErr    error  // why workloads get no cgroup
@@ -36,20 +39,48 @@ type confinement struct {
 func (r *Reaper) Prepare() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.confine.closing.Load() {
+	c := &r.confine
+	if c.closing.Load() || c.prepared || c.decided {
 		return
 	}
-	r.decideLocked()
+	c.prepared = true
+	r.tryGuardLocked()
 }
 
-// decideLocked starts the guardian and finds the cgroup parent, once.
-// r.mu is held.
+// decideLocked makes sure a guardian was tried before the first workload.
+// Prepare's try may be hours old and may have failed for a passing
+// reason (descriptors, pids.max or RLIMIT_NPROC exhausted as a pod's
+// containers start): one more try here costs a fork in the handoff only
+// on that rare path, where the alternative is a workload unguarded for
+// its whole run. r.mu is held.
 func (r *Reaper) decideLocked() {
 	c := &r.confine
 	if c.decided {
 		return
 	}
 	c.decided = true
+	if c.prepared && (c.guard != nil || !r.guardWanted()) {
+		return
+	}
+	prepareErr := c.err
+	r.tryGuardLocked()
+	if prepareErr != nil && c.guard != nil {
+		r.log.Info("the guardian started at the second try", "guardian", c.guard.pid, "first_err", prepareErr)
+	}
+}
+
+// guardWanted says whether a guardian that is not there could be: not
+// as PID 1, which needs none, nor in a binary that cannot be one.
+// r.mu is held.
+func (r *Reaper) guardWanted() bool {
+	c := &r.confine
+	return os.Getpid() != 1 && !errors.Is(c.err, errCannotGuard) && !c.closing.Load()
+}
+
+// tryGuardLocked starts the guardian and finds the cgroup parent. r.mu is
+// held.
+func (r *Reaper) tryGuardLocked() {
+	c := &r.confine
 	if os.Getpid() == 1 {
 		return
 	}
