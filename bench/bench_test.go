@@ -23,7 +23,8 @@ const (
 	startRuns        = 100 // lockex -- true
 	trueRuns         = 200
 	handoffRuns      = 100
-	ensembleRuns     = 50 // the handoff on a 3-member ensemble
+	exitRuns         = 100 // the handoff's workload exiting, without lockex
+	ensembleRuns     = 50  // the handoff on a 3-member ensemble
 	takeoverRuns     = 20
 	semaphoreRuns    = 8
 	footprintHolders = 5

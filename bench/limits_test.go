@@ -1,11 +1,16 @@
 package bench
 
 import (
+	"bufio"
+	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"golang.org/x/sys/unix"
 )
 
 // measureLimits times what nothing built on ZooKeeper can beat: one round
@@ -48,6 +53,7 @@ func (b *bench) measureLimits() {
 	})
 	bare := b.bareHandoffs(dir)
 	forkExec := b.forkExecs()
+	exits := b.workloadExits()
 
 	b.r.exists = b.add(figure{name: "round trip: exists", unit: seconds, values: secs(exists),
 		how: "`Exists` on an open go-zookeeper session (the client lockex uses), back to back, timed in the bench."}).summary()
@@ -64,6 +70,60 @@ func (b *bench) measureLimits() {
 		how:   "Two sessions of the bench: one deletes its ephemeral node, the other has an exists watch on it. From the `Delete` call to the watch event's arrival, after 20ms idle: the least any ZooKeeper lock's handoff takes here, before the next holder even looks at the children."}).summary()
 	b.r.forkExec = b.add(figure{name: "fork + exec of `true`", unit: seconds, values: secs(forkExec),
 		how: "`syscall.ForkExec` of `true` by the bench, in a process group of its own as lockex starts its workload, after 20ms idle: from the call to its return, which waits until the `execve` succeeded (the point at which lockex logs `workload started`). The child is reaped outside the timing."}).summary()
+	b.r.workloadExit = b.add(figure{name: "the handoff's workload exiting: its clock → its exit seen", unit: seconds, values: secs(exits),
+		how: "The handoff's workload (this test binary as a helper), started by the bench without lockex: the bench closes its stdin, the helper prints its clock and exits; from that clock to its pidfd turning readable in the bench (the process is a zombie, its status can be collected). Part of every handoff below, before lockex can learn anything, and not in the floor."}).summary()
+}
+
+// workloadExits times the handoff's workload (the hold helper) from the
+// clock it prints to its pidfd turning readable in its parent: the kernel's
+// part of the exit, which a handoff cannot skip.
+func (b *bench) workloadExits() []time.Duration {
+	self, err := os.Executable()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	out := make([]time.Duration, 0, exitRuns)
+	for i := -warmups; i < exitRuns; i++ {
+		cmd := exec.Command(self)
+		cmd.Env = append(os.Environ(), helperEnv+"=hold")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.t.Fatal(err)
+		}
+		pidfd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+		if err != nil {
+			b.t.Fatal(err)
+		}
+		time.Sleep(coldIdle)
+		stdin.Close()
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				break
+			}
+		}
+		seen := time.Now()
+		unix.Close(pidfd)
+		if err := cmd.Wait(); err != nil {
+			b.t.Fatalf("the hold helper: %v", err)
+		}
+		ns, err := strconv.ParseInt(strings.TrimPrefix(strings.TrimSpace(line), "exit "), 10, 64)
+		if err != nil {
+			b.t.Fatalf("the hold helper printed %q", line)
+		}
+		if i >= 0 {
+			out = append(out, seen.Sub(time.Unix(0, ns)))
+		}
+	}
+	return out
 }
 
 // forkExecs times the bench's own fork and exec of true.

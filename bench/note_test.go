@@ -26,6 +26,8 @@ func (b *bench) closingNote() string {
 		formatDuration(r.handoff.median), r.handoffRT.median, handoffLimitRT, verdict(r.handoffRT.median <= handoffLimitRT),
 		formatDuration(r.bare.median), formatDuration(r.forkExec.median), formatDuration(r.floor),
 		r.handoff.median/r.floor, handoffFloorGoal, verdict(r.handoff.median/r.floor <= handoffFloorGoal))
+	fmt.Fprintf(&s, "  Of the handoff, %s is the workload's own exit (its clock → its exit seen by its parent, without lockex), which the floor leaves out: the handoff less it is %.2f× the floor.\n",
+		formatDuration(r.workloadExit.median), (r.handoff.median-r.workloadExit.median)/r.floor)
 	if r.ensembleFloor > 0 {
 		fmt.Fprintf(&s, "- Graceful handoff on a 3-member ensemble, the waiter on another member than the holder: %s against a floor of %s: %.2f× (goal %.0f×): %s.\n",
 			formatDuration(r.ensembleHandoff.median), formatDuration(r.ensembleFloor), r.ensembleHandoff.median/r.ensembleFloor,

@@ -14,6 +14,7 @@ type results struct {
 	binSize                         int64
 	exists, rtt, coldRTT            summary
 	createDelete, bare, forkExec    summary
+	workloadExit                    summary // the hold helper's own exit, without lockex
 	startWall, startAfter, trueWall summary
 	handoff, handoffRT              summary
 	handoffFloor                    summary    // handoff / floor
