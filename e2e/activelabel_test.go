@@ -23,16 +23,16 @@ func TestActiveLabel(t *testing.T) {
 	api := startKubeAPI(t)
 	zk := startZK(t)
 	const ns = "team-a"
-	api.create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
-	api.create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
+	api.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
+	api.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
 	// The chart's Role (templates/rbac.yaml), bound later: first lockex
 	// meets a refusal.
-	api.create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
+	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
 		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"patch"}}},
 	})
 	pod := func(name string, labels map[string]string) string {
-		p := api.create(t, "/api/v1/namespaces/"+ns+"/pods", map[string]any{
+		p := api.Create(t, "/api/v1/namespaces/"+ns+"/pods", map[string]any{
 			"apiVersion": "v1", "kind": "Pod",
 			"metadata": map[string]any{"name": name, "labels": labels},
 			"spec": map[string]any{"serviceAccountName": "web", "containers": []any{
@@ -47,7 +47,7 @@ func TestActiveLabel(t *testing.T) {
 
 	start := func(name, uid string, w *readyServer) *observed {
 		env := []string{
-			"KUBERNETES_SERVICE_HOST=" + api.host, "KUBERNETES_SERVICE_PORT=" + api.port,
+			"KUBERNETES_SERVICE_HOST=" + api.Host(), "KUBERNETES_SERVICE_PORT=" + api.Port(),
 			"LOCKEX_SERVICEACCOUNT_DIR=" + api.serviceAccountDir(t, ns, "web", name, uid),
 			"LOCKEX_POD_NAME=" + name,
 		}
@@ -67,7 +67,7 @@ func TestActiveLabel(t *testing.T) {
 	if log := a.stderr.String(); !strings.Contains(log, "forbidden") || !strings.Contains(log, "system:serviceaccount:"+ns+":web") {
 		t.Errorf("the refusal does not say who was forbidden what:\n%s", log)
 	}
-	api.create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
+	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},
 		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web"},
 		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "web", "namespace": ns}},
