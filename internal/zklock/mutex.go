@@ -96,8 +96,7 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 			return nil, err
 		}
 		r.round()
-		var wait <-chan zk.Event
-		lease, wait, err = m.round(&node, giveUp, start, ctx.Done())
+		lease, err = m.roundThenWait(ctx, &node, giveUp, start)
 		if err != nil {
 			if errors.Is(err, ErrBusy) || errors.Is(err, ErrSizeMismatch) {
 				return nil, err
@@ -111,15 +110,25 @@ func (m *Mutex) acquire(ctx context.Context, giveUp giveUpFunc) (lease *Lease, e
 		if lease != nil {
 			return lease, nil
 		}
-		if wait == nil {
-			continue
-		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
 	}
+}
+
+// roundThenWait makes one round and, when it ends waiting, waits for what
+// it watches or for ctx (which the caller then sees). The round's watches
+// are set again after a beat only until the wait is over, whichever
+// channel ended it: a goroutine per round kept on would pile up.
+func (m *Mutex) roundThenWait(ctx context.Context, node *string, giveUp giveUpFunc, start time.Time) (*Lease, error) {
+	ended := make(chan struct{})
+	defer close(ended)
+	lease, wait, err := m.round(node, giveUp, start, ended)
+	if err != nil || lease != nil || wait == nil {
+		return lease, err
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+	}
+	return nil, nil
 }
 
 // round makes one pass of the recipe. It returns a lease when the lock is

@@ -103,8 +103,11 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 	}()
 	r := retrier{s: m.s}
 	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		r.round()
-		lease, wait, err := m.take(turn, blocking, start, ctx.Done())
+		lease, err := m.takeThenWait(ctx, turn, blocking, start)
 		if err != nil {
 			if errors.Is(err, ErrBusy) || errors.Is(err, errTurnLost) {
 				return nil, err
@@ -118,12 +121,25 @@ func (m *Semaphore) underTurn(ctx context.Context, turn *Lease, blocking bool, s
 		if lease != nil {
 			return lease, nil
 		}
-		select {
-		case <-wait:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
 	}
+}
+
+// takeThenWait makes one pass under the turn and, without a lease, waits
+// for the leases or the turn to change, or for ctx (which the caller then
+// sees). As in Mutex.roundThenWait, the turn's watch is set again after
+// its beats only until this wait is over.
+func (m *Semaphore) takeThenWait(ctx context.Context, turn *Lease, blocking bool, start time.Time) (*Lease, error) {
+	ended := make(chan struct{})
+	defer close(ended)
+	lease, wait, err := m.take(turn, blocking, start, ended)
+	if err != nil || lease != nil {
+		return lease, err
+	}
+	select {
+	case <-wait:
+	case <-ctx.Done():
+	}
+	return nil, nil
 }
 
 // take makes one pass under the mutex: it finds or creates the own lease
