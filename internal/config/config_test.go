@@ -250,13 +250,13 @@ func TestActiveLabel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	env := []string{"KUBERNETES_SERVICE_HOST=10.0.0.1", "KUBERNETES_SERVICE_PORT=443", "LOCKEX_SERVICEACCOUNT_DIR=" + dir}
+	env := []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=443", "LOCKEX_SERVICEACCOUNT_DIR=" + dir}
 	c, err := Parse([]string{"--active-label", "lockex.io/active=true", "--pod-name", "web-0", "x"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pl := c.PodLabel; pl == nil || pl.Key != "lockex.io/active" || pl.Value != "true" || pl.Pod != "web-0" ||
-		pl.Namespace != "team-a" || pl.Server != "https://10.0.0.1:443" {
+		pl.Namespace != "team-a" || pl.Server != "https://127.0.0.1:443" {
 		t.Errorf("%+v", c.PodLabel)
 	}
 	host, _ := os.Hostname()

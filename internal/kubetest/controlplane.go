@@ -171,9 +171,10 @@ func (c *ControlPlane) startAPIServer(t testing.TB, path string) {
 		"--token-auth-file", file("tokens.csv"), "--authorization-mode", "RBAC",
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", file("sa.pub"), "--service-account-signing-key-file", c.saKeyFile,
-		// Only allocated from, for Services' cluster IPs: no traffic goes
-		// there, since nothing here routes Services.
-		"--service-cluster-ip-range", "10.96.0.0/24",
+		// Only allocated from, for Services' cluster IPs: nothing here
+		// routes Services, and a loopback range keeps even a stray
+		// connection to one on this machine.
+		"--service-cluster-ip-range", "127.0.96.0/24",
 		"--profiling=false", "--v=0"))
 }
 
