@@ -121,7 +121,7 @@ func killCgroup(path string) error {
 // cgroupPopulated reports whether a process, zombies aside, is in the
 // cgroup at path or below it.
 func cgroupPopulated(path string) (bool, error) {
-	b, err := os.ReadFile(filepath.Join(path, "cgroup.events"))
+	b, err := readFile(filepath.Join(path, "cgroup.events"))
 	if err != nil {
 		return false, err
 	}

@@ -300,3 +300,89 @@ exec sleep 1000`)
 		}
 	})
 }
+
+// TestEndedWorkloadLeavesNothingToStop: a workload that exited and left
+// nothing is gone at Gone's first look, before Gone returns. Its empty
+// cgroup is removed later, off the release's path: at the next start, or
+// when lockex closes; and should lockex die in between, the guardian
+// removes it without anything to kill.
+func TestEndedWorkloadLeavesNothingToStop(t *testing.T) {
+	t.Run("next start and close", func(t *testing.T) {
+		r, closeNow := closeLater(t)
+		first := sh(t, r, "exit 0")
+		cg := first.cgroup
+		waitDone(t, first)
+		select {
+		case <-first.Gone():
+		default:
+			t.Fatal("Gone was not closed when it returned, though nothing was left")
+		}
+		second := sh(t, r, "exit 0")
+		if cg != "" {
+			if _, err := os.Stat(cg); !os.IsNotExist(err) {
+				t.Errorf("the ended workload's cgroup %s is still there after the next start (%v)", cg, err)
+			}
+		} else {
+			t.Logf("no cgroup: %v", r.confine.cgroupErr)
+		}
+		cg = second.cgroup
+		waitDone(t, second)
+		<-second.Gone()
+		closeNow()
+		if cg != "" {
+			if _, err := os.Stat(cg); !os.IsNotExist(err) {
+				t.Errorf("the last workload's cgroup %s is still there after Close (%v)", cg, err)
+			}
+		}
+	})
+	t.Run("lockex dies before the removal", func(t *testing.T) {
+		r := newReaper(t)
+		p := sh(t, r, "exit 0")
+		cg := p.cgroup
+		waitDone(t, p)
+		<-p.Gone()
+		g := guardian(t, r)
+		r.mu.Lock()
+		r.confine.guard.w.Close() // lockex's death, as the guardian sees it
+		r.mu.Unlock()
+		if code := waitDone(t, g); code != 0 {
+			t.Errorf("guardian exit code %d, want 0", code)
+		}
+		if cg == "" {
+			t.Logf("no cgroup: %v", r.confine.cgroupErr)
+			return
+		}
+		if _, err := os.Stat(cg); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s not removed by the guardian (%v)", cg, err)
+		}
+	})
+}
+
+// TestGuardedDropsEmptyCgroups: a cgroup with nothing in it is removed and
+// forgotten before the guardian decides whether lockex left anything
+// running, so that it does not warn of a kill that kills nothing.
+func TestGuardedDropsEmptyCgroups(t *testing.T) {
+	r := newReaper(t)
+	r.Prepare()
+	r.mu.Lock()
+	parent, perr := r.confine.cgroupParent, r.confine.cgroupErr
+	r.mu.Unlock()
+	if parent == "" {
+		t.Fatalf("no cgroup parent to make a cgroup in: %v", perr)
+	}
+	cg, err := newCgroup(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cg.forked()
+	var g guarded
+	g.groups, g.cgroups = map[int]bool{}, map[string]bool{}
+	g.apply("guard cgroup " + cg.path)
+	g.forgetGone()
+	if len(g.cgroups) != 0 {
+		t.Errorf("cgroups %v, want the empty one forgotten", g.cgroups)
+	}
+	if _, err := os.Stat(cg.path); !os.IsNotExist(err) {
+		t.Errorf("empty cgroup %s not removed (%v)", cg.path, err)
+	}
+}

@@ -164,11 +164,19 @@ func setOrDelete[K comparable](m map[K]bool, k K, set bool) {
 }
 
 // forgetGone drops the groups that have no member left, zombies included:
-// from now on their id may name someone else's group.
+// from now on their id may name someone else's group. It also removes,
+// quietly, the cgroups found empty: lockex removes a workload's cgroup
+// only after its release (retireLocked), and a lockex killed between the
+// two left nothing running in it.
 func (g *guarded) forgetGone() {
 	for pgid := range g.groups {
 		if syscall.Kill(-pgid, 0) == syscall.ESRCH {
 			delete(g.groups, pgid)
+		}
+	}
+	for cg := range g.cgroups {
+		if populated, err := cgroupPopulated(cg); err == nil && !populated && removeCgroup(cg) == nil {
+			delete(g.cgroups, cg)
 		}
 	}
 }

@@ -30,6 +30,9 @@ type Reaper struct {
 	procs map[int]*Process
 	// started lists every workload, for Close to account for.
 	started []*Process
+	// emptied lists the cgroups of workloads that ended, empty, that are
+	// yet to be removed (retireLocked).
+	emptied []string
 	confine confinement
 	// closed is set by Close: from then on nothing of r's calls wait4,
 	// the pidfd watchers included.
@@ -115,6 +118,7 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	}
 
 	r.mu.Lock()
+	r.retireLocked()
 	guard, cg := r.confineLocked()
 	if cg != nil {
 		// Guarded before the workload exists: it cannot run outside the

@@ -86,14 +86,23 @@ func (p *Process) KillAll() []string {
 
 // Gone closes once nothing started under the lock is left, and the
 // workload's exit status is known. The guardian has then forgotten the
-// workload's process group, whose id may be reused from then on.
+// workload's process group, whose id may be reused from then on. The
+// first look is the caller's: a workload that left nothing behind is
+// found gone before Gone returns, with no poller started.
 func (p *Process) Gone() <-chan struct{} {
 	p.goneOnce.Do(func() {
+		if p.allGone() {
+			close(p.gone)
+			return
+		}
 		go func() {
 			tick := time.NewTicker(stopPoll)
 			defer tick.Stop()
-			for !p.allGone() {
+			for {
 				<-tick.C
+				if p.allGone() {
+					break
+				}
 			}
 			close(p.gone)
 		}()
@@ -333,7 +342,7 @@ func statOf(pid int) (stat, bool) {
 
 // statAt reads a stat file of /proc: a process's, or one of its threads'.
 func statAt(path string) (stat, bool) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return stat{}, false
 	}
@@ -360,12 +369,16 @@ func (p *Process) strayedLocked(targets []int) []int {
 	if p.cgroup == "" {
 		return nil
 	}
+	if populated, err := cgroupPopulated(p.cgroup); err == nil && !populated {
+		// Nothing runs in the subtree: one read instead of a walk.
+		return nil
+	}
 	var pids []int
 	_ = filepath.WalkDir(p.cgroup, func(path string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return nil
 		}
-		b, err := os.ReadFile(filepath.Join(path, "cgroup.procs"))
+		b, err := readFile(filepath.Join(path, "cgroup.procs"))
 		if err != nil {
 			return nil
 		}

@@ -68,7 +68,9 @@ type Process interface {
 	// KillAll is SignalAll(SIGKILL), and kills the workload's cgroup
 	// whole, including what forks meanwhile.
 	KillAll() []string
-	// Gone closes once nothing that ran under the lock is left.
+	// Gone closes once nothing that ran under the lock is left. Its
+	// first look is made before it returns: the channel comes back
+	// closed if nothing was left to begin with.
 	Gone() <-chan struct{}
 	// Continued receives when lockex, stopped by job control with the
 	// workload (Ctrl-Z), was continued; the workload stays stopped until
@@ -412,11 +414,18 @@ func (r *run) onExit() {
 // startStop begins the stop of everything under the lock: the kill signal
 // and SIGCONT (a stopped process must run to act on it), then SIGKILL
 // when the grace is over. The grace ends by the lease's KillBy; with no
-// grace left, SIGKILL goes at once.
+// grace left, SIGKILL goes at once. A workload that exited and left
+// nothing behind, the common end, is gone already: there is nothing to
+// signal, and the release is not delayed by looks for what is not there.
 func (r *run) startStop() []string {
 	r.exited, r.continued = nil, nil
 	stopTimer(&r.contTimer)
 	r.gone = r.proc.Gone()
+	select {
+	case <-r.gone:
+		return nil
+	default:
+	}
 	grace := min(r.c.KillGrace, r.lease.KillBy().Sub(r.c.Clock.Now()))
 	if grace <= 0 {
 		return r.proc.KillAll()

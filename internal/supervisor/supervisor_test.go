@@ -379,6 +379,36 @@ func TestNormalRun(t *testing.T) {
 	}
 }
 
+// TestExitLeavingNothing: a workload that exited and left nothing behind
+// is found gone by the stop's first look. Nothing is signalled, no grace
+// is timed, and the lock goes back at once, after the exit was reported.
+func TestExitLeavingNothing(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	close(h.proc.gone)
+	h.proc.exit(5)
+	h.expect("running→holding", "release", "holding→released")
+	if code := h.exitCode(); code != 5 {
+		t.Errorf("exit code %d, want the workload's 5", code)
+	}
+	if ch := h.obs.changes[len(h.obs.changes)-2]; ch.To != Holding || len(ch.Stopping) != 0 {
+		t.Errorf("exit reported as %+v, want Holding with nothing being stopped", ch)
+	}
+}
+
+// TestLossLeavingNothing: a loss found as everything under the lock is
+// gone already signals nothing, reports the loss, then releases; still 76.
+func TestLossLeavingNothing(t *testing.T) {
+	h := newHarness(t)
+	h.toRunning()
+	close(h.proc.gone)
+	h.lease.lose()
+	h.expect("running→lost", "release", "lost→released")
+	if code := h.exitCode(); code != exitcode.LockLost {
+		t.Errorf("exit code %d, want %d", code, exitcode.LockLost)
+	}
+}
+
 // TestLossWhileRunning: the stop starts before the loss is reported, the
 // release waits for everything to be gone, and the code is 76.
 func TestLossWhileRunning(t *testing.T) {
