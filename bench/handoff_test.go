@@ -3,10 +3,13 @@ package bench
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"syscall"
 	"time"
 
 	"github.com/go-zookeeper/zk"
+	"golang.org/x/sys/unix"
+
 	"github.com/lockex/lockex/internal/zktest"
 )
 
@@ -46,6 +49,10 @@ func (b *bench) queueBehind(args []string) *lockex {
 // its `workload exited`: it overlaps the next leg.
 type handoffs struct {
 	total, reap, deleted, acquire, fork, released []time.Duration
+	// sinceOutput is the handoff from the workload's last output (its
+	// clock, printed just before it exits), and ownExit that output to
+	// its exit: the workload's own part, which no lock can shorten.
+	sinceOutput, ownExit []time.Duration
 }
 
 func (h handoffs) legMedians() [4]float64 {
@@ -97,10 +104,17 @@ func (b *bench) handoffChain(id string, addrs []string, watchers []*zk.Conn, run
 				return
 			}
 		}()
+		exitSeen := b.watchExit(holder)
 		holder.release()
-		exited := holder.needExit(30 * time.Second)
+		printed := holder.needExit(30 * time.Second)
 		started := next.need("workload started", 30*time.Second)
 		holder.end(30 * time.Second)
+		var exited time.Time
+		select {
+		case exited = <-exitSeen:
+		case <-time.After(10 * time.Second):
+			b.t.Fatal("the bench's pidfd did not report the holder workload's exit")
+		}
 		var deletedAt time.Time
 		select {
 		case deletedAt = <-fired:
@@ -110,10 +124,17 @@ func (b *bench) handoffChain(id string, addrs []string, watchers []*zk.Conn, run
 			b.t.Fatalf("the bench's watch on %s did not report its deletion", node)
 		}
 		seen, _ := holder.find("workload exited")
+		if seen.at.Before(exited) {
+			// The bench's thread woke after lockex had seen the exit and
+			// logged it (a loaded machine): the exit came before either.
+			exited = seen.at
+		}
 		released, _ := holder.find("lock released")
 		acquired, _ := next.find("lock acquired")
 		if i >= 0 {
 			h.total = append(h.total, started.at.Sub(exited))
+			h.sinceOutput = append(h.sinceOutput, started.at.Sub(printed))
+			h.ownExit = append(h.ownExit, exited.Sub(printed))
 			h.reap = append(h.reap, seen.at.Sub(exited))
 			h.deleted = append(h.deleted, deletedAt.Sub(seen.at))
 			h.acquire = append(h.acquire, acquired.at.Sub(deletedAt))
@@ -125,6 +146,39 @@ func (b *bench) handoffChain(id string, addrs []string, watchers []*zk.Conn, run
 	holder.release()
 	holder.end(30 * time.Second)
 	return h
+}
+
+// watchExit returns where the time will arrive at which the holder's
+// workload exited: its pidfd, opened by the bench (pidfd_open needs no
+// parent), turns readable once the workload is a zombie, when its exit is
+// done and lockex can learn of it. A thread of its own waits in poll, so
+// that the wake-up is the kernel's alone, as lockex's own is. Should that
+// thread run late, the holder's `workload exited` bounds the time: the
+// chain takes the earlier of the two.
+func (b *bench) watchExit(holder *lockex) <-chan time.Time {
+	ev, ok := holder.find("workload started")
+	pid, _ := ev.attrs["pid"].(float64)
+	if !ok || pid <= 1 {
+		b.t.Fatalf("no workload pid in the holder's log: %v", ev.attrs)
+	}
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		b.t.Fatalf("pidfd_open of the holder's workload %d: %v", int(pid), err)
+	}
+	seen := make(chan time.Time, 1)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		defer unix.Close(fd)
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		for {
+			if _, err := unix.Poll(fds, -1); err != unix.EINTR {
+				break
+			}
+		}
+		seen <- time.Now()
+	}()
+	return seen
 }
 
 // floorHow says how a handoff's floor is made up.
@@ -140,13 +194,19 @@ func (b *bench) measureHandoff() {
 	floor := b.r.bare.median + b.r.forkExec.median
 	b.r.floor = floor
 	b.r.handoff = b.add(figure{name: "handoff", unit: seconds, values: secs(h.total), limit: fmtRT(secs(h.total), rtt),
-		how: "Two lockex on lock `bench-handoff` (default flags), the second waiting (its watch set) behind the first. The bench closes the holder workload's stdin; the workload (this test binary as a helper) prints its clock and exits. From that time to the next lockex's `workload started` log line (after its `execve` succeeded). The chain then goes on with a new waiter."}).summary()
+		how: "Two lockex on lock `bench-handoff` (default flags), the second waiting (its watch set) behind the first. The bench closes the holder workload's stdin; the workload (this test binary as a helper) prints its clock and exits. From its exit, the moment a pidfd the bench holds on it turns readable (the workload is a zombie: lockex can learn of the exit from then on), to the next lockex's `workload started` log line (after its `execve` succeeded). The chain then goes on with a new waiter."}).summary()
 	b.add(figure{name: "floor: bare handoff + fork/exec", unit: seconds, values: []float64{floor}, how: floorHow})
 	b.r.handoffFloor = b.add(figure{name: "handoff / floor", unit: ratio, values: scaled(secs(h.total), floor),
 		limit: fmt.Sprintf("goal ≤ %.0f×", handoffFloorGoal),
 		how:   "Each handoff divided by the floor."}).summary()
 	b.r.handoffRT = b.add(figure{name: "handoff in round trips", unit: ratio, values: scaled(secs(h.total), rtt),
 		how: "Each handoff divided by the median getData round trip."}).summary()
+	b.r.sinceOutput = b.add(figure{name: "handoff from the workload's last output", unit: seconds, values: secs(h.sinceOutput),
+		how: "The same handoffs from the clock the workload printed just before it exited (how earlier reports timed the handoff): the workload's own exit, below, is part of it."}).summary()
+	b.r.sinceOutputFloor = b.add(figure{name: "handoff from the workload's last output / floor", unit: ratio, values: scaled(secs(h.sinceOutput), floor),
+		how: "Each divided by the floor."}).summary()
+	b.r.ownExit = b.add(figure{name: "the workload's own exit: its last output → its exit", unit: seconds, values: secs(h.ownExit),
+		how: "In the same handoffs, from the workload's clock to its pidfd turning readable: the kernel tearing down a Go process, before lockex can learn anything. It depends on the workload, not on lockex."}).summary()
 	b.r.handoffLegs = h.legMedians()
 	b.addLegs(h)
 }
@@ -154,7 +214,7 @@ func (b *bench) measureHandoff() {
 // addLegs adds a chain's breakdown.
 func (b *bench) addLegs(h handoffs) {
 	b.add(figure{name: "  workload exit → holder logs its exit", unit: seconds, values: secs(h.reap),
-		how: "To the holder's `workload exited`: the workload's exit reaches lockex and the process group is checked empty."})
+		how: "From the workload's exit (its pidfd readable in the bench) to the holder's `workload exited`: the exit reaches lockex, which reaps it and finds nothing else left under the lock."})
 	b.add(figure{name: "  → holder's node deleted (a watch of the bench fires)", unit: seconds, values: secs(h.deleted),
 		how: "To the moment a watch the bench set on the holder's node, from a session on the waiter's server, reports its deletion: the holder sends its delete, the server commits it and notifies the watchers, the waiter's among them."})
 	b.add(figure{name: "  → next holds the lock", unit: seconds, values: secs(h.acquire),

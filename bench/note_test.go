@@ -26,8 +26,8 @@ func (b *bench) closingNote() string {
 		formatDuration(r.handoff.median), r.handoffRT.median, handoffLimitRT, verdict(r.handoffRT.median <= handoffLimitRT),
 		formatDuration(r.bare.median), formatDuration(r.forkExec.median), formatDuration(r.floor),
 		r.handoff.median/r.floor, handoffFloorGoal, verdict(r.handoff.median/r.floor <= handoffFloorGoal))
-	fmt.Fprintf(&s, "  Of the handoff, %s is the workload's own exit (its clock → its exit seen by its parent, without lockex), which the floor leaves out: the handoff less it is %.2f× the floor.\n",
-		formatDuration(r.workloadExit.median), (r.handoff.median-r.workloadExit.median)/r.floor)
+	fmt.Fprintf(&s, "  The handoff is timed from the workload's exit (its pidfd readable in the bench). Timed from its last output instead, as reports before 2026-12-03 did, it is %s, %.2f× the floor: the difference is the workload's own exit, %s in these handoffs (%s for the same helper without lockex), which no lock can shorten and the floor leaves out.\n",
+		formatDuration(r.sinceOutput.median), r.sinceOutputFloor.median, formatDuration(r.ownExit.median), formatDuration(r.workloadExit.median))
 	if r.ensembleFloor > 0 {
 		fmt.Fprintf(&s, "- Graceful handoff on a 3-member ensemble, the waiter on another member than the holder: %s against a floor of %s: %.2f× (goal %.0f×): %s.\n",
 			formatDuration(r.ensembleHandoff.median), formatDuration(r.ensembleFloor), r.ensembleHandoff.median/r.ensembleFloor,
@@ -77,16 +77,17 @@ func (b *bench) handoffNote(s *strings.Builder) {
 	fmt.Fprintf(s, "\n**Graceful handoff: %.1f round trips, above %.0f; %.2f× its floor.** The floor, %s, is what ZooKeeper and the kernel take here: the bare handoff (one session's delete until another's watch fires, no lock recipe, no processes), %s, because the delete is a synced write and every step wakes threads that were asleep (a round trip after 20ms idle is %s, %.1f hot ones), plus a fork and exec, %s. Three hot round trips are below it. Leg by leg (medians of the breakdown above):\n\n",
 		r.handoffRT.median, handoffLimitRT, r.handoff.median/r.floor, formatDuration(r.floor), formatDuration(r.bare.median),
 		formatDuration(r.coldRTT.median), r.coldRTT.median/rtt, formatDuration(r.forkExec.median))
-	fmt.Fprintf(s, "1. %s (%.1f round trips): the workload's exit reaches lockex (its pidfd turns readable in Go's netpoller, SIGCHLD as the fallback), which reaps it, sends the kill signal and SIGCONT to whatever is left under the lock (here nothing: each is a look at the process group and the cgroup) and reports the exit. %s of it is the workload's own exit, before lockex can learn anything (timed without lockex above), leaving %s to lockex.\n",
-		formatDuration(p[0]), p[0]/rtt, formatDuration(r.workloadExit.median), formatDuration(p[0]-r.workloadExit.median))
-	fmt.Fprintf(s, "2. %s (%.1f): the holder waits until nothing is left under the lock (one more look; the cgroup removed, the guardian told to forget the group and the cgroup), then deletes its node: one write, which ZooKeeper syncs to its transaction log before it applies it and notifies the watchers; that much is the bare handoff's own work.\n",
+	fmt.Fprintf(s, "1. %s (%.1f round trips): the workload's exit reaches lockex (its pidfd turns readable in Go's netpoller, SIGCHLD as the fallback), which reaps it, looks once for anything left under the lock (the process group, orphans, the cgroup's populated flag; here nothing, so nothing is signalled) and reports the exit.\n",
+		formatDuration(p[0]), p[0]/rtt)
+	fmt.Fprintf(s, "2. %s (%.1f): the holder deletes its node (the guardian was told to forget the group in that look; the empty cgroup is removed after the release): one write, which ZooKeeper syncs to its transaction log before it applies it and notifies the watchers; that much is the bare handoff's own work.\n",
 		formatDuration(p[1]), p[1]/rtt)
 	fmt.Fprintf(s, "3. %s (%.1f): the next contender's exists watch fires; it lists the lock's children and, in the same round trip, asks exists on its own node (still its session's, and the fencing token). Its first write (the beat that confirms evidence of its session) goes out beside the workload's start when the evidence it has is young; after a long wait it comes first.\n",
 		formatDuration(p[2]), p[2]/rtt)
 	fmt.Fprintf(s, "4. %s (%.1f): lockex reports the lock, then starts the workload: it makes the workload's cgroup where lockex can, tells the guardian (started while lockex waited), then forks and execs it. On this machine the previous holder's exit (its session's close, its guardian's exit) competes for the same CPUs.\n\n",
 		formatDuration(p[3]), p[3]/rtt)
 	fmt.Fprintf(s, "What would bring it down further:\n\n")
-	fmt.Fprintf(s, "- Legs 1 and 2: the stop before the release looks three times for what is left (the kill signal and SIGCONT to everything under the lock, then the wait for it to be gone), then removes the cgroup and tells the guardian, before the delete is sent. With the group already empty each look is a wait4 and a few reads, but each is a wake-up on a loaded machine.\n")
+	fmt.Fprintf(s, "- Leg 1: the one look before the release is a wait4, a kill(-pgid, 0) and two reads of the cgroup's events; what is left is goroutine and thread wake-ups (the pidfd's, the supervisor's), each a few tens of microseconds, more on a loaded machine.\n")
+	fmt.Fprintf(s, "- Leg 4: the workload's cgroup could be made while lockex waits, which takes a mkdir off this leg.\n")
 	fmt.Fprintf(s, "- Leg 3: the listing could be skipped when the last one showed the predecessor as the only contender ahead (sequence numbers only grow), but kazoo's string order breaks at the counter's wrap, where the listing is what keeps a third holder out; it stays.\n")
 	fmt.Fprintf(s, "- Leg 2 and the watch in leg 3 are ZooKeeper's own (the bare handoff): faster storage for its transaction log lowers them; `forceSync=no` too, at the price of durability.\n")
 }

@@ -17,6 +17,8 @@ type results struct {
 	workloadExit                    summary // the hold helper's own exit, without lockex
 	startWall, startAfter, trueWall summary
 	handoff, handoffRT              summary
+	sinceOutput, sinceOutputFloor   summary    // the handoff from the workload's last output
+	ownExit                         summary    // the workload's own exit, within the handoffs
 	handoffFloor                    summary    // handoff / floor
 	floor                           float64    // bare handoff + fork/exec, medians
 	handoffLegs                     [4]float64 // medians: reap, delete, acquire, fork
