@@ -92,9 +92,16 @@ func (b *bench) handoffChain(id string, addrs []string, watchers []*zk.Conn, run
 				ev := <-watch
 				now := time.Now()
 				if ev.Type == zk.EventNodeDataChanged {
-					if ok, _, w, err := watcher.ExistsW(node); err == nil && ok {
+					ok, _, w, err := watcher.ExistsW(node)
+					if err == nil && ok {
 						watch = w
 						continue
+					}
+					if err == nil {
+						// Deleted while the watch was set again: it is
+						// gone by the answer, the nearest time there is.
+						fired <- time.Now()
+						return
 					}
 				}
 				if ev.Type != zk.EventNodeDeleted {
