@@ -2,12 +2,14 @@ package proc
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -351,5 +353,98 @@ func TestReview13FirstLookSeesLeftovers(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestReview13ManyEndsThenClose: workloads that leave nothing end all at
+// once, each looked at by two callers of Gone at the same time (the first
+// look is now the caller's, under the Reaper's lock, beside the reaping);
+// then the next Start and Close race no look. Every Gone closes, and every
+// cgroup, removed after its workload's release, is gone once Close returns.
+func TestReview13ManyEndsThenClose(t *testing.T) {
+	r, closeNow := closeLater(t)
+	var cgroups []string
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for range 30 {
+		p, err := r.Start("/bin/sh", []string{"sh", "-c", "exit 0"}, os.Environ())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.mu.Lock()
+		if p.cgroup != "" {
+			cgroups = append(cgroups, p.cgroup)
+		}
+		r.mu.Unlock()
+		for range 2 {
+			wg.Go(func() {
+				select {
+				case <-p.Done():
+				case <-time.After(10 * time.Second):
+					errs <- fmt.Errorf("workload %d did not end", p.Pid())
+					return
+				}
+				select {
+				case <-p.Gone():
+				case <-time.After(10 * time.Second):
+					errs <- fmt.Errorf("workload %d, which left nothing, not gone after 10s", p.Pid())
+				}
+			})
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	closeNow()
+	if len(cgroups) == 0 {
+		t.Fatalf("no workload got a cgroup (%v)", r.confine.cgroupErr)
+	}
+	for _, cg := range cgroups {
+		if _, err := os.Stat(cg); !os.IsNotExist(err) {
+			t.Errorf("cgroup %s still there after Close (%v)", cg, err)
+		}
+	}
+}
+
+// TestReview13RestartedGuardianRemovesTheEndedCgroup: the cgroup of a
+// workload that ended is removed only at the next Start or at Close,
+// until when the guardian keeps it, to remove it should lockex die. A
+// guardian started in place of one that was killed (watchGuard) must be
+// told of it too; else lockex's death leaves the cgroup behind.
+func TestReview13RestartedGuardianRemovesTheEndedCgroup(t *testing.T) {
+	r := newReaper(t)
+	p := sh(t, r, "exit 0")
+	cg := p.cgroup
+	if cg == "" {
+		t.Fatalf("no cgroup of its own for the workload: this test needs root and a writable cgroup v2 hierarchy (%v)", r.confine.cgroupErr)
+	}
+	t.Cleanup(func() { _ = removeCgroup(cg) })
+	waitDone(t, p)
+	<-p.Gone()
+	first := guardian(t, r)
+	if err := syscall.Kill(first.Pid(), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var next *Process
+	if !within(10*time.Second, func() bool {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if g := r.confine.guard; g != nil && g.pid != first.Pid() {
+			next = r.procs[g.pid]
+		}
+		return next != nil
+	}) {
+		t.Fatal("no guardian started in place of the killed one")
+	}
+	r.mu.Lock()
+	r.confine.guard.w.Close() // lockex's death, as the new guardian sees it
+	r.mu.Unlock()
+	if code := waitDone(t, next); code != 0 {
+		t.Errorf("guardian exit code %d, want 0", code)
+	}
+	if _, err := os.Stat(cg); !os.IsNotExist(err) {
+		t.Errorf("the ended workload's cgroup %s outlived lockex and its guardian (%v)", cg, err)
 	}
 }
