@@ -448,3 +448,81 @@ func TestReview13RestartedGuardianRemovesTheEndedCgroup(t *testing.T) {
 		t.Errorf("the ended workload's cgroup %s outlived lockex and its guardian (%v)", cg, err)
 	}
 }
+
+// TestReview13LookWithoutDescriptors: a look for what is left under the
+// lock made while lockex can open no file (EMFILE: its descriptors used
+// up, say by connections to --http-addr) reads neither /proc nor the
+// cgroup's files. It knows nothing then, and must not say all is gone:
+// the lock would go with a daemon the workload left still running.
+func TestReview13LookWithoutDescriptors(t *testing.T) {
+	if err := setChildSubreaper(); err != nil { // the test reaps what the Reaper does not
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name              string
+		subreaper, cgroup bool
+	}{
+		{"cgroup", false, true},
+		{"subreaper", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewReaper(slog.New(slog.NewTextHandler(io.Discard, nil)), tc.subreaper)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(r.Close)
+			if !tc.cgroup {
+				noConfinement(r)
+			}
+			dir := t.TempDir()
+			t.Setenv("D", dir)
+			p := sh(t, r, `setsid sleep 1000 & echo $! > "$D/daemon"; exit 0`)
+			daemon := readPid(t, dir+"/daemon")
+			t.Cleanup(func() { p.KillAll(); <-p.Gone() })
+			if tc.cgroup && p.cgroup == "" {
+				t.Fatalf("no cgroup of its own for the workload: this test needs root and a writable cgroup v2 hierarchy (%v)", r.confine.cgroupErr)
+			}
+			waitDone(t, p)
+			if !within(5*time.Second, func() bool { st, ok := statOf(daemon); return ok && st.pgrp == daemon }) {
+				t.Fatalf("the daemon %d did not leave the workload's group", daemon)
+			}
+
+			var lim syscall.Rlimit
+			if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+				t.Fatal(err)
+			}
+			tight := lim
+			tight.Cur = lowestFreeFd(t)
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &tight); err != nil {
+				t.Fatal(err)
+			}
+			// The few descriptors still free under the limit are taken.
+			var held []int
+			var openErr error
+			for range 100 {
+				fd, err := syscall.Open("/dev/null", syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+				if err != nil {
+					openErr = err
+					break
+				}
+				held = append(held, fd)
+			}
+			gone := false
+			if openErr != nil {
+				gone = p.allGone()
+			}
+			for _, fd := range held {
+				_ = syscall.Close(fd)
+			}
+			if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+				t.Fatal(err)
+			}
+			if openErr != syscall.EMFILE {
+				t.Fatalf("descriptors not used up (%v): the test's premise failed", openErr)
+			}
+			if gone && running(daemon) {
+				t.Errorf("all gone by a look that could open nothing (%v), with the daemon %d running", openErr, daemon)
+			}
+		})
+	}
+}
