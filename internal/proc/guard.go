@@ -109,6 +109,11 @@ func (r *Reaper) watchGuard(p *Process) {
 				g.send("guard group %d", w.pid)
 			}
 		}
+		// Ended, empty, and not yet removed (retireLocked): should
+		// lockex die first, the guardian removes them.
+		for _, cg := range r.emptied {
+			g.send("guard cgroup %s", cg)
+		}
 	}
 	r.mu.Unlock()
 	if g != nil {

@@ -164,16 +164,22 @@ func setOrDelete[K comparable](m map[K]bool, k K, set bool) {
 }
 
 // forgetGone drops the groups that have no member left, zombies included:
-// from now on their id may name someone else's group. It also removes,
-// quietly, the cgroups found empty: lockex removes a workload's cgroup
-// only after its release (retireLocked), and a lockex killed between the
-// two left nothing running in it.
+// from now on their id may name someone else's group.
 func (g *guarded) forgetGone() {
 	for pgid := range g.groups {
 		if syscall.Kill(-pgid, 0) == syscall.ESRCH {
 			delete(g.groups, pgid)
 		}
 	}
+}
+
+// dropEmptyCgroups removes, quietly, the cgroups with nothing in them:
+// lockex removes a workload's cgroup only after its release
+// (retireLocked), and a lockex killed between the two left nothing
+// running in it. Only once lockex is gone: until then an empty cgroup may
+// be the next workload's, guarded before the fork into it (Start), and
+// one that ended is lockex's to remove.
+func (g *guarded) dropEmptyCgroups() {
 	for cg := range g.cgroups {
 		if populated, err := cgroupPopulated(cg); err == nil && !populated && removeCgroup(cg) == nil {
 			delete(g.cgroups, cg)
@@ -186,6 +192,7 @@ func (g *guarded) forgetGone() {
 // that left the workload's group included; its directory is removed.
 func (g *guarded) killAll(log *slog.Logger) int {
 	g.forgetGone()
+	g.dropEmptyCgroups()
 	if len(g.groups) == 0 && len(g.cgroups) == 0 {
 		return 0
 	}

@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -216,13 +217,16 @@ func (p *Process) describeTargets(targets []int) []string {
 }
 
 // cgroupLive reports whether the workload's cgroup, or one under it, still
-// holds a process that runs.
+// holds a process that runs. A cgroup.events it cannot read (lockex out of
+// descriptors, EMFILE) tells nothing, and may hide a daemon: live. One
+// that is no more was empty when it went (rmdir fails on a populated
+// cgroup), and nothing can enter it since.
 func (p *Process) cgroupLive() bool {
 	if p.cgroup == "" {
 		return false
 	}
 	populated, err := cgroupPopulated(p.cgroup)
-	return err == nil && populated
+	return populated || err != nil && !errors.Is(err, fs.ErrNotExist)
 }
 
 // groupAlive reports whether process group pgid has a member that is not a
@@ -304,11 +308,12 @@ func describeTarget(t int) string {
 // A look at /proc is no snapshot: a child that forks and exits after the
 // listing hands lockex a child the listing lacks. It is then a zombie
 // (r.mu held, nobody reaps it), and dying says so: the list may be short.
+// It says so too when /proc cannot be listed at all.
 func (r *Reaper) childrenLocked() (pids []int, dying bool) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		r.log.Warn("cannot list orphans to stop", "err", err)
-		return nil, false
+		return nil, true
 	}
 	self := os.Getpid()
 	for _, e := range entries {
