@@ -92,23 +92,35 @@ func (p *Process) KillAll() []string {
 // found gone before Gone returns, with no poller started.
 func (p *Process) Gone() <-chan struct{} {
 	p.goneOnce.Do(func() {
+		gone := false
+		defer func() {
+			// Also when the first look panics: the Once is spent then,
+			// and a caller cleaning up after the panic waits on Gone.
+			// The poller looks again, and panics in its own goroutine,
+			// which ends lockex and its session, rather than leaving it
+			// holding the lock with a channel that never closes.
+			if gone {
+				close(p.gone)
+			} else {
+				go p.pollGone()
+			}
+		}()
+		gone = p.allGone()
+	})
+	return p.gone
+}
+
+// pollGone closes p.gone once a look finds everything gone.
+func (p *Process) pollGone() {
+	tick := time.NewTicker(stopPoll)
+	defer tick.Stop()
+	for {
+		<-tick.C
 		if p.allGone() {
 			close(p.gone)
 			return
 		}
-		go func() {
-			tick := time.NewTicker(stopPoll)
-			defer tick.Stop()
-			for {
-				<-tick.C
-				if p.allGone() {
-					break
-				}
-			}
-			close(p.gone)
-		}()
-	})
-	return p.gone
+	}
 }
 
 func (p *Process) allGone() bool {
