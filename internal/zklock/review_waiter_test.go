@@ -55,6 +55,9 @@ func TestReviewSemaphoreTurnWatchesPileUpPerRound(t *testing.T) {
 		return NewSemaphore(w, "/sem-pile", "waiter", 1).Acquire(ctx, true)
 	}, got)
 	waitUntil(t, "the waiter holding the turn and waiting", func() bool { return counted.n.Load() == 1 })
+	// The round reports that it waits before its watch on the turn is
+	// set: the count to compare with is the first round's, once armed.
+	waitUntil(t, "the first round's watch on the turn", func() bool { return rearmers() >= 1 })
 	base := rearmers()
 	for i := range rounds {
 		// Each change ends the waiter's children watch; it sees a full
