@@ -128,6 +128,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
+		MaxRuntime:   cfg.MaxRuntime.D(),
 		KillSignal:   cfg.KillSignal.Sys(),
 		KillGrace:    cfg.KillGrace.D(),
 		Observer:     rec,

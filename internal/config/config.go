@@ -43,6 +43,7 @@ type Config struct {
 	KillGrace      Duration `env:"KILL_GRACE" envDefault:"3s"`
 	BusyExitCode   int      `env:"BUSY_EXIT_CODE" envDefault:"75"`
 	MinHold        Duration `env:"MIN_HOLD" envDefault:"0"`
+	MaxRuntime     Duration `env:"MAX_RUNTIME" envDefault:"0"`
 	HTTPAddr       string   `env:"HTTP_ADDR"`
 	ActiveHTTP     string   `env:"ACTIVE_HTTP"`
 	ActiveTCP      string   `env:"ACTIVE_TCP"`

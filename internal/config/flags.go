@@ -29,6 +29,7 @@ func (c *Config) flags() *pflag.FlagSet {
 	fs.Var(&c.KillGrace, "kill-grace", "time between --kill-signal and SIGKILL")
 	fs.IntVar(&c.BusyExitCode, "busy-exit-code", c.BusyExitCode, "exit `code` when the lock was not acquired")
 	fs.Var(&c.MinHold, "min-hold", "hold the lock at least this long, even if the workload ends sooner")
+	fs.Var(&c.MaxRuntime, "max-runtime", "stop the workload (exit 124) once it has run this long; 0 for no limit")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "`address` for /healthz, /readyz, /active and /metrics")
 	fs.StringVar(&c.ActiveHTTP, "active-http", c.ActiveHTTP, "/active only once a GET of this `URL` answers 200-399 (the workload's own readiness)")
 	fs.StringVar(&c.ActiveTCP, "active-tcp", c.ActiveTCP, "/active only once a TCP connection to this `host:port` opens")

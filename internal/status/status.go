@@ -36,6 +36,8 @@ type Snapshot struct {
 	// LockLost is set once the lock was lost, and stays set; Loss says why.
 	LockLost bool
 	Loss     zklock.Loss
+	// StopReason says why lockex stops the workload, in state Stopping.
+	StopReason string
 	// WaitedSinceStart is the time from lockex's start until the lock was
 	// held.
 	WaitedSinceStart time.Duration
@@ -62,7 +64,7 @@ func (s Snapshot) SessionGone() bool {
 
 // Held reports whether this instance holds the lock or a lease.
 func (s Snapshot) Held() bool {
-	return s.State == supervisor.Holding || s.State == supervisor.Running
+	return s.State == supervisor.Holding || s.State == supervisor.Running || s.State == supervisor.Stopping
 }
 
 // Event is what changed, for the metrics that count changes.
@@ -74,6 +76,7 @@ const (
 	EvLost
 	EvDisconnected
 	EvExpired
+	EvMaxRuntime // lockex began to stop a workload that ran for --max-runtime
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
@@ -134,6 +137,10 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		}
 	case supervisor.Lost:
 		ev = EvLost
+	case supervisor.Stopping:
+		if errors.Is(ch.Err, supervisor.ErrMaxRuntime) {
+			ev = EvMaxRuntime
+		}
 	}
 	waited := time.Since(r.started)
 	r.update(ev, func(s *Snapshot) {
@@ -150,6 +157,8 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 			s.Pid = ch.Pid
 		case supervisor.Lost:
 			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
+		case supervisor.Stopping:
+			s.Pid, s.StopReason = 0, ch.Err.Error()
 		}
 		if ch.To != supervisor.Running {
 			s.WorkloadReady, s.CheckErr = false, ""
@@ -176,6 +185,12 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		r.log.Info("workload exited", attrs...)
 	case supervisor.Running:
 		r.log.Info("workload started", "pid", ch.Pid)
+	case supervisor.Stopping:
+		attrs := append([]any{"reason", ch.Err}, stopping...)
+		if ch.MinHold > 0 {
+			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+		}
+		r.log.Warn("stopping the workload", attrs...)
 	case supervisor.Lost:
 		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
 		if ch.Late > 0 {
@@ -319,6 +334,8 @@ func (s Snapshot) Describe() string {
 		default:
 			d += ", not ready (" + s.CheckErr + ")"
 		}
+	case supervisor.Stopping:
+		d = fmt.Sprintf("holding %s as %s (fencing token %d); stopping the workload (%s)", s.Lock, s.Node, s.Token, s.StopReason)
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:

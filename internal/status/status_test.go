@@ -188,3 +188,36 @@ func TestWorkloadChecked(t *testing.T) {
 		t.Errorf("no check: active %v %q", s.Active(), s.Describe())
 	}
 }
+
+// TestMaxRuntimeStop: lockex stopping a workload that ran for
+// --max-runtime holds the lock still, is not active, is one warning that
+// says why, and is counted once.
+func TestMaxRuntimeStop(t *testing.T) {
+	var logs bytes.Buffer
+	var events []Event
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, func(ev Event, _ Snapshot) { events = append(events, ev) })
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42})
+	logs.Reset()
+	events = nil
+	why := fmt.Errorf("%w: the workload ran for --max-runtime 1s", supervisor.ErrMaxRuntime)
+	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Stopping, Err: why, Stopping: []string{"process group 42"}})
+	s := r.Snapshot()
+	if !s.Held() || s.Active() || s.Pid != 0 {
+		t.Errorf("%+v: want held, not active, no pid", s)
+	}
+	if want := "holding /lockex/x as /lockex/x/n (fencing token 7); stopping the workload (max runtime passed: the workload ran for --max-runtime 1s)"; s.Describe() != want {
+		t.Errorf("says %q, want %q", s.Describe(), want)
+	}
+	want := `level=WARN msg="stopping the workload" reason="max runtime passed: the workload ran for --max-runtime 1s" stopping="[process group 42]"`
+	if got := logs.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, want) {
+		t.Errorf("logged %q, want one line with %q", got, want)
+	}
+	r.Changed(supervisor.Change{From: supervisor.Stopping, To: supervisor.Released, Code: 124})
+	if fmt.Sprint(events) != fmt.Sprint([]Event{EvMaxRuntime, EvOther}) {
+		t.Errorf("events %v, want one EvMaxRuntime, then the release", events)
+	}
+	if s := r.Snapshot(); s.Held() || s.Describe() != "released /lockex/x" {
+		t.Errorf("after the release: %+v %q", s, s.Describe())
+	}
+}

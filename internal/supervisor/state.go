@@ -18,9 +18,10 @@ const (
 	Lost             // lock lost, or about to be; what ran under it is being stopped
 	Released         // lock given back; lockex exits
 	GaveUp           // lockex exits without having held the lock
+	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime)
 )
 
-var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up"}
+var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping"}
 
 func (s State) String() string {
 	if s < 0 || int(s) >= len(stateNames) {
@@ -49,9 +50,10 @@ type Change struct {
 	// Running (the workload's group, orphans, strays), in words.
 	Stopping []string
 	// MinHold is how much longer the lock is kept for --min-hold, on
-	// Running → Holding.
+	// Running → Holding and Running → Stopping.
 	MinHold time.Duration
 
+	// → Stopping: Err is why lockex stops the workload (ErrMaxRuntime).
 	// → Lost: Err is why. Late is set when the loss was noticed after
 	// the lease's KillBy had passed: everything was sent SIGKILL at once.
 	// → GaveUp: Err is why (ErrLockTimeout, StoppedBy, a locker error).

@@ -91,6 +91,9 @@ type Config struct {
 	LockTimeout  time.Duration
 	BusyExitCode int
 	MinHold      time.Duration
+	// MaxRuntime, if not 0, is how long the workload may run: then it is
+	// stopped as for a loss, and the run ends with exitcode.MaxRuntime.
+	MaxRuntime time.Duration
 	// KillSignal and KillGrace stop what is still running under the lock
 	// when it has to go: the signal (and SIGCONT), then SIGKILL after the
 	// grace, or sooner if the lease's KillBy comes first.
@@ -105,6 +108,10 @@ type Config struct {
 
 // ErrLockTimeout is why a run gave up when --locktimeout passed.
 var ErrLockTimeout = errors.New("lock timeout")
+
+// ErrMaxRuntime is why lockex stopped a workload that ran for
+// --max-runtime.
+var ErrMaxRuntime = errors.New("max runtime passed")
 
 // Run takes the lock, runs the workload and releases the lock, and returns
 // lockex's exit code: the workload's, or one of package exitcode's.
@@ -145,6 +152,7 @@ type run struct {
 	stopped    bool            // everything that ran under the lock is gone
 	graceTimer Timer
 	holdTimer  Timer // --min-hold, once the workload exited
+	runTimer   Timer // --max-runtime, while the workload runs
 }
 
 type acquired struct {
@@ -193,6 +201,9 @@ func (r *run) loop(parent context.Context) int {
 			r.onLoss()
 		case <-r.exited:
 			r.onExit()
+		case <-timerC(r.runTimer):
+			r.runTimer = nil
+			r.onMaxRuntime()
 		case <-r.continued:
 			r.onContinued()
 		case <-timerC(r.contTimer):
@@ -296,6 +307,9 @@ func (r *run) onAcquired(res acquired) {
 		return
 	}
 	r.proc, r.exited, r.continued = proc, proc.Done(), proc.Continued()
+	if r.c.MaxRuntime > 0 {
+		r.runTimer = r.c.Clock.NewTimer(r.c.MaxRuntime)
+	}
 	r.to(Change{To: Running, Pid: proc.Pid()})
 }
 
@@ -361,7 +375,7 @@ func (r *run) onSignal(sig syscall.Signal) {
 		if err != nil {
 			r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
 		}
-	case Holding:
+	case Holding, Stopping:
 		// Kept for --min-hold: a signal ends that.
 		if stops && r.holdTimer != nil {
 			stopTimer(&r.holdTimer)
@@ -381,10 +395,18 @@ func (r *run) onLoss() {
 		stopping = r.startStop()
 	case r.proc == nil:
 		r.code = exitcode.LockLost // lost before the workload started
-	case late > 0 && !r.stopped:
-		// The workload exited under the lock, but what it left is still
-		// being stopped, and may run no longer.
-		stopping = r.proc.KillAll()
+	case r.stopped:
+		// All of it ended under the lock: its code stands.
+	default:
+		if r.state == Stopping {
+			// Cut short by lockex, not run to its end, and the stop
+			// is not over: the workload may run past the lock.
+			r.code = exitcode.LockLost
+		}
+		if late > 0 {
+			// What is still being stopped may run no longer.
+			stopping = r.proc.KillAll()
+		}
 	}
 	if late < 0 || !running {
 		late = 0 // Late says that something was SIGKILLed without grace
@@ -400,13 +422,36 @@ func (r *run) onExit() {
 	r.exited = nil
 	r.code = r.proc.ExitCode()
 	stopping := r.startStop()
-	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
-	if hold > 0 {
-		r.holdTimer = r.c.Clock.NewTimer(hold)
-	} else {
-		hold = 0
+	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: r.keepForMinHold()})
+}
+
+// onMaxRuntime stops the workload that ran for --max-runtime, as a loss
+// would, then reports it. A workload that exited by itself before lockex
+// acted on the limit (both were ready at once) keeps its own code; once
+// the stop began, the code is exitcode.MaxRuntime, whatever the workload
+// then exits with, as timeout(1) does.
+func (r *run) onMaxRuntime() {
+	select {
+	case <-r.exited:
+		r.onExit()
+		return
+	default:
 	}
-	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: hold})
+	r.code = exitcode.MaxRuntime
+	stopping := r.startStop()
+	r.to(Change{To: Stopping, Err: fmt.Errorf("%w: the workload ran for --max-runtime %s", ErrMaxRuntime, r.c.MaxRuntime),
+		Stopping: stopping, MinHold: r.keepForMinHold()})
+}
+
+// keepForMinHold starts the --min-hold timer for what is left of it once
+// the workload ended or is being stopped, and returns that.
+func (r *run) keepForMinHold() time.Duration {
+	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
+	if hold <= 0 {
+		return 0
+	}
+	r.holdTimer = r.c.Clock.NewTimer(hold)
+	return hold
 }
 
 // startStop begins the stop of everything under the lock: the kill signal
@@ -416,6 +461,7 @@ func (r *run) onExit() {
 func (r *run) startStop() []string {
 	r.exited, r.continued = nil, nil
 	stopTimer(&r.contTimer)
+	stopTimer(&r.runTimer)
 	r.gone = r.proc.Gone()
 	grace := min(r.c.KillGrace, r.lease.KillBy().Sub(r.c.Clock.Now()))
 	if grace <= 0 {
