@@ -38,8 +38,12 @@ type Snapshot struct {
 	Loss     zklock.Loss
 	// StopReason says why lockex stops the workload, in state Stopping.
 	StopReason string
-	// WaitedSinceStart is the time from lockex's start until the lock was
-	// held.
+	// Round is the round under way (--requeue), or, in state Backoff, the
+	// one that begins after Backoff.
+	Round   int
+	Backoff time.Duration
+	// WaitedSinceStart is the time from lockex's start (from the round's,
+	// with --requeue) until the lock was held.
 	WaitedSinceStart time.Duration
 	// Check names the workload's readiness check (--active-http or
 	// --active-tcp), "" without one. WorkloadReady: the running workload
@@ -77,12 +81,14 @@ const (
 	EvDisconnected
 	EvExpired
 	EvMaxRuntime // lockex began to stop a workload that ran for --max-runtime
+	EvRequeued   // --requeue began another round
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
 // session's; each of its methods may be called from any goroutine.
 type Recorder struct {
-	log     *slog.Logger
+	log *slog.Logger
+	// started is when lockex, or with --requeue the round, started.
 	started time.Time
 	// changed is told of every change, with the state after it, in order
 	// (the metrics).
@@ -141,11 +147,28 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		if errors.Is(ch.Err, supervisor.ErrMaxRuntime) {
 			ev = EvMaxRuntime
 		}
+	case supervisor.Connecting:
+		if ch.From == supervisor.Backoff {
+			ev = EvRequeued
+			r.started = time.Now()
+		}
 	}
 	waited := time.Since(r.started)
 	r.update(ev, func(s *Snapshot) {
 		s.State, s.Since = ch.To, ch.At
 		switch ch.To {
+		case supervisor.Connecting:
+			s.Round = ch.Round
+			if ch.From == supervisor.Backoff {
+				// A new round, with a session of its own: what was
+				// sticky for the last round's (§8) is not for this one.
+				s.Queued, s.LockLost, s.Loss, s.SessionLost, s.Node, s.Token = false, false, 0, false, "", 0
+			}
+		case supervisor.Backoff:
+			s.Round, s.Backoff = ch.Round, ch.Backoff
+			if ch.SessionClosed {
+				s.Connected, s.Suspended = false, false
+			}
 		case supervisor.Waiting:
 			s.Queued = false
 		case supervisor.Holding:
@@ -214,9 +237,13 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		default:
 			r.log.Info("lock released", "code", ch.Code)
 		}
+	case supervisor.Backoff:
+		r.log.Info("contending again after the backoff", "backoff", ch.Backoff, "round", ch.Round)
 	case supervisor.GaveUp:
 		var stop supervisor.StoppedBy
 		switch {
+		case errors.As(ch.Err, &stop) && ch.From == supervisor.Backoff:
+			r.log.Warn("stopped between rounds", "signal", stop.Signal.String())
 		case errors.As(ch.Err, &stop):
 			r.log.Warn("stopped while waiting for the lock", "signal", stop.Signal.String())
 		case errors.Is(ch.Err, supervisor.ErrLockTimeout):
@@ -345,6 +372,8 @@ func (s Snapshot) Describe() string {
 		}
 	case supervisor.GaveUp:
 		d = "gave up waiting for " + s.Lock
+	case supervisor.Backoff:
+		d = fmt.Sprintf("released %s; contending again after %s (round %d)", s.Lock, s.Backoff, s.Round)
 	}
 	switch {
 	case s.SessionLost:

@@ -16,12 +16,13 @@ const (
 	Holding          // lock held, workload not running: not yet, or no more
 	Running          // lock held, workload running
 	Lost             // lock lost, or about to be; what ran under it is being stopped
-	Released         // lock given back; lockex exits
-	GaveUp           // lockex exits without having held the lock
+	Released         // lock given back; lockex exits, or with --requeue backs off
+	GaveUp           // the round ends without the lock; lockex exits, or with --requeue backs off
 	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime)
+	Backoff          // --requeue: a round ended, the next begins after a backoff
 )
 
-var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping"}
+var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping", "backoff"}
 
 func (s State) String() string {
 	if s < 0 || int(s) >= len(stateNames) {
@@ -63,8 +64,16 @@ type Change struct {
 	Late       time.Duration
 	ReleaseErr error
 
-	// → Released or → GaveUp: lockex's exit code.
+	// → Released or → GaveUp: the round's exit code, lockex's unless
+	// --requeue begins another round.
 	Code int
+
+	// → Connecting: the round it begins (1 for the first). → Backoff: the
+	// round that begins after Backoff, and whether the ended round's
+	// session was closed (the next round makes a new one in any case).
+	Round         int
+	Backoff       time.Duration
+	SessionClosed bool
 }
 
 // Observer is told of every change, in order, exactly once, after what the

@@ -146,6 +146,8 @@ func (l *fakeLocker) Acquire(ctx context.Context, wait bool) (Lease, error) {
 	}
 }
 
+func (l *fakeLocker) Close() { l.tr.add("close") }
+
 type fakeLease struct {
 	tr         *trace
 	lost       chan struct{}
