@@ -183,3 +183,42 @@ func TestRequeueNoBlocking(t *testing.T) {
 		t.Errorf("nodes left: %v", kids)
 	}
 }
+
+// TestRequeueLeaksNothing: a daemon that is restarted round after round
+// keeps its goroutines and descriptors: each round's session, workload
+// and waits are gone with it.
+func TestRequeueLeaksNothing(t *testing.T) {
+	zk := startZK(t)
+	a := startObserved(t, nil, "-z", zk.Hosts(), "-i", "requeue-leak", "--requeue", "--requeue-backoff", "10ms", "--requeue-backoff-max", "10ms", "--", "true")
+	value := func(families map[string]*dto.MetricFamily, name string) float64 {
+		f := families[name]
+		if f == nil || len(f.Metric) != 1 {
+			t.Fatalf("%s: %v", name, f)
+		}
+		if f.GetType() == dto.MetricType_COUNTER {
+			return f.Metric[0].GetCounter().GetValue()
+		}
+		return f.Metric[0].GetGauge().GetValue()
+	}
+	// Resources after round n, looked at while the round's workload has
+	// not started yet or is over: what a round leaves behind shows.
+	after := func(n float64) (goroutines, fds float64) {
+		var fam map[string]*dto.MetricFamily
+		eventually(t, 60*time.Second, "rounds pass", func() bool {
+			fam = a.metrics(t)
+			return value(fam, "lockex_lock_requeues_total") >= n
+		})
+		return value(fam, "go_goroutines"), value(fam, "process_open_fds")
+	}
+	g1, f1 := after(20)
+	g2, f2 := after(220)
+	t.Logf("after 20 rounds: %v goroutines, %v fds; after 220: %v, %v", g1, f1, g2, f2)
+	// A session costs several goroutines and a socket; a workload a pidfd.
+	if g2 > g1+10 || f2 > f1+5 {
+		t.Errorf("200 rounds later %v goroutines (was %v), %v descriptors (was %v)", g2, g1, f2, f1)
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 143 && code != 0 {
+		t.Fatalf("exit %d, want 143 (between rounds) or 0 (the workload's, TERM while it ran); log:\n%s", code, a.stderr)
+	}
+}
