@@ -222,3 +222,50 @@ func TestRequeueLeaksNothing(t *testing.T) {
 		t.Fatalf("exit %d, want 143 (between rounds) or 0 (the workload's, TERM while it ran); log:\n%s", code, a.stderr)
 	}
 }
+
+// TestRequeueSemaphore: three lockex with --requeue share a semaphore of
+// 2, round after round: never more than two run at once, each gets its
+// turns, and TERM leaves no lease and no turn node behind.
+func TestRequeueSemaphore(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	const id = "requeue-sem"
+	logPath := filepath.Join(t.TempDir(), "holders.log")
+	var all []*started
+	for _, who := range []string{"a", "b", "c"} {
+		rec := func(kind string) string {
+			return `echo "` + kind + ` $(date +%s%N) ` + who + ` $LOCKEX_FENCING_TOKEN" >> ` + logPath
+		}
+		// The end is recorded also when TERM cuts the round short.
+		script := `trap '` + rec("end") + `; exit 0' TERM; ` + rec("start") + `; sleep 0.3 & wait; ` + rec("end")
+		all = append(all, startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "-c", "2", "--requeue",
+			"--requeue-backoff", "0.1", "--requeue-backoff-max", "0.2", "--", "sh", "-c", script))
+	}
+	eventually(t, 60*time.Second, "each ran three rounds", func() bool {
+		b, _ := os.ReadFile(logPath)
+		for _, who := range []string{"a", "b", "c"} {
+			if strings.Count(string(b), " "+who+" ")/2 < 3 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, s := range all {
+		_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for i, s := range all {
+		// 143 between rounds or while waiting, 0 from the trap while it ran.
+		if code := s.wait(t, 10*time.Second); code != 143 && code != 0 {
+			t.Errorf("lockex %d: exit %d, want 143 or 0; log:\n%s", i, code, s.stderr)
+		}
+	}
+	ivs := readIntervals(t, logPath)
+	if n := maxOverlap(ivs); n > 2 {
+		t.Errorf("%d runs at once under a semaphore of 2", n)
+	}
+	for _, p := range []string{"/lockex/" + id, "/lockex/" + id + "-__lock__"} {
+		if kids := children(t, conn, p); len(kids) != 0 {
+			t.Errorf("%s: nodes left: %v", p, kids)
+		}
+	}
+}

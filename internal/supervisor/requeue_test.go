@@ -366,3 +366,54 @@ func TestRequeueStartFails(t *testing.T) {
 		t.Errorf("exit code %d, want 143", code)
 	}
 }
+
+// TestPanicInNewChanges: an observer that panics on a change this file's
+// features added. What runs under the lock is killed and gone before the
+// lock is released; between rounds nothing is held, and nothing more is
+// done. The panic goes on.
+func TestPanicInNewChanges(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		on    State
+		drive func(h *harness)
+		after []string
+	}{
+		{"running→stopping", Stopping, func(h *harness) {
+			h.toRunningLimited()
+			h.clock.advance(maxRuntimeOf)
+			h.expect("signal all terminated", "signal all continued", "timer 3s", "running→stopping")
+		}, []string{"kill all", "release"}},
+		{"released→backoff", Backoff, func(h *harness) {
+			h.cfg.Requeue = Requeue{On: true, Backoff: time.Second, MaxBackoff: time.Second}
+			h.toRunning()
+			h.proc.exit(0)
+			h.expect("signal all terminated", "signal all continued", "timer 3s", "running→holding")
+			h.proc.onKill = nil
+			close(h.proc.gone)
+			h.expect("stop timer 3s", "release", "holding→released", "timer 1s", "released→backoff")
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.obs.then = func(ch Change) {
+				if ch.To == tc.on {
+					panic("observer broke")
+				}
+			}
+			h.proc.onKill = func() { close(h.proc.gone) }
+			tc.drive(h)
+			h.expect(tc.after...)
+			select {
+			case p := <-h.panic:
+				if p != "observer broke" {
+					t.Errorf("panicked with %v", p)
+				}
+			case code := <-h.code:
+				t.Fatalf("Run returned %d; the panic did not go on", code)
+			case <-time.After(5 * time.Second):
+				t.Fatal("the panic did not go on")
+			}
+			h.done()
+		})
+	}
+}
