@@ -9,6 +9,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 // countIn counts the log lines of s that contain msg.
@@ -267,5 +269,42 @@ func TestRequeueSemaphore(t *testing.T) {
 		if kids := children(t, conn, p); len(kids) != 0 {
 			t.Errorf("%s: nodes left: %v", p, kids)
 		}
+	}
+}
+
+// TestRequeueZooKeeperOutage: once lockex has had a session, rounds that
+// cannot reach ZooKeeper back off and try again; when it is back, the
+// workload runs again. Only the first session must come at once (69).
+func TestRequeueZooKeeperOutage(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
+	const id = "requeue-outage"
+	marks := filepath.Join(t.TempDir(), "marks")
+	runs := func() int { b, _ := os.ReadFile(marks); return strings.Count(string(b), "ran") }
+	a := startLockex(t, nil, "-z", proxy.Addr(), "-i", id, "-T", "1", "--requeue", "--requeue-backoff", "0.2", "--requeue-backoff-max", "1",
+		"--", "sh", "-c", "echo ran >> "+marks)
+	eventually(t, 10*time.Second, "a ran", func() bool { return runs() >= 1 })
+	proxy.Cut()
+	cut := countIn(a, "lock not acquired")
+	eventually(t, 30*time.Second, "two rounds could not reach zookeeper", func() bool { return countIn(a, "lock not acquired") >= cut+2 })
+	before := runs()
+	proxy.Pass()
+	eventually(t, 40*time.Second, "a runs again", func() bool { return runs() > before })
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 143 && code != 0 {
+		t.Fatalf("exit %d, want 143 (between rounds) or 0 (the workload's); log:\n%s", code, a.stderr)
+	}
+	if !strings.Contains(a.stderr.String(), "zookeeper unreachable") {
+		t.Errorf("the failed rounds do not say why:\n%s", a.stderr)
+	}
+	// A session the cut kept from closing expires on the server.
+	eventually(t, 20*time.Second, "no node left", func() bool { return len(children(t, conn, "/lockex/"+id)) == 0 })
+
+	// The first session, though, must come at once.
+	proxy.Cut()
+	r := lockex(t, nil, "-z", proxy.Addr(), "-i", id, "-T", "1", "--requeue", "--", "true")
+	if r.code != 69 {
+		t.Fatalf("no first session: exit %d, want 69; log:\n%s", r.code, r.stderr)
 	}
 }
