@@ -161,8 +161,11 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 			s.Round = ch.Round
 			if ch.From == supervisor.Backoff {
 				// A new round, with a session of its own: what was
-				// sticky for the last round's (§8) is not for this one.
+				// sticky for the last round's (§8) is not for this one,
+				// and the last round's, kept through the backoff, is
+				// being closed.
 				s.Queued, s.LockLost, s.Loss, s.SessionLost, s.Node, s.Token = false, false, 0, false, "", 0
+				s.Connected, s.Suspended = false, false
 			}
 		case supervisor.Backoff:
 			s.Round, s.Backoff = ch.Round, ch.Backoff

@@ -252,14 +252,21 @@ func TestRequeueRounds(t *testing.T) {
 		t.Errorf("logged %q, want one line with %q", got, want)
 	}
 	r.Changed(supervisor.Change{From: supervisor.Backoff, To: supervisor.Connecting, Round: 2})
-	if s := r.Snapshot(); s.SessionGone() || s.LockLost || s.Node != "" || s.Round != 2 {
-		t.Errorf("%+v: a new round, want nothing of the last one's loss", s)
+	if s := r.Snapshot(); s.SessionGone() || s.LockLost || s.Node != "" || s.Round != 2 || s.Connected {
+		t.Errorf("%+v: a new round, want nothing of the last one's loss, and not connected yet", s)
 	}
 	if fmt.Sprint(events) != fmt.Sprint([]Event{EvOther, EvRequeued}) {
 		t.Errorf("events %v, want the backoff, then one EvRequeued", events)
 	}
+	r.Connected("zk", 2, time.Second)
+	if s := r.Snapshot(); !s.Connected {
+		t.Errorf("%+v: the new round's session, want connected", s)
+	}
 	logs.Reset()
 	r.Changed(supervisor.Change{From: supervisor.Connecting, To: supervisor.Backoff, Backoff: time.Second, Round: 3})
+	if s := r.Snapshot(); !s.Connected {
+		t.Errorf("%+v: the session kept through the backoff, want connected", s)
+	}
 	r.Changed(supervisor.Change{From: supervisor.Backoff, To: supervisor.GaveUp, Err: supervisor.StoppedBy{Signal: 15}})
 	if got := logs.String(); !strings.Contains(got, `level=WARN msg="stopped between rounds" signal=terminated`) {
 		t.Errorf("logged %q, want the stop between rounds", got)
