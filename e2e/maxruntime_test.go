@@ -120,3 +120,45 @@ func TestMaxRuntimeSemaphore(t *testing.T) {
 		t.Errorf("b: exit %d, want 143", code)
 	}
 }
+
+// TestMaxRuntimeWithMinHold: a limit shorter than --min-hold stops the
+// workload at the limit, and the lock is still kept until --min-hold has
+// passed.
+func TestMaxRuntimeWithMinHold(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	const id = "maxruntime-minhold"
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	started := time.Now()
+	a := startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "--max-runtime", "0.5", "--min-hold", "3",
+		"--", "sh", "-c", "echo $$ > "+pidFile+"; exec sleep 60")
+	eventually(t, 10*time.Second, "the stop began", func() bool { return strings.Contains(a.stderr.String(), "stopping the workload") })
+	if !strings.Contains(a.stderr.String(), "min_hold_remaining") {
+		t.Errorf("the stop does not say how long the lock is kept:\n%s", a.stderr)
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	eventually(t, 10*time.Second, "the workload is gone", func() bool { return syscall.Kill(pid, 0) == syscall.ESRCH })
+	select {
+	case <-a.done:
+		if time.Since(started) < 3*time.Second {
+			t.Fatalf("exited %d before --min-hold passed; log:\n%s", a.code, a.stderr)
+		}
+	default:
+		if kids := children(t, conn, "/lockex/"+id); len(kids) != 1 {
+			t.Errorf("nodes %v while --min-hold lasts, want the holder's", kids)
+		}
+	}
+	if code := a.wait(t, 20*time.Second); code != 124 {
+		t.Fatalf("exit %d, want 124; log:\n%s", code, a.stderr)
+	}
+	if took := time.Since(started); took < 3*time.Second {
+		t.Errorf("released after %s, before --min-hold 3s", took)
+	}
+	if kids := children(t, conn, "/lockex/"+id); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
