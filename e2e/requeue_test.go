@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -306,5 +307,29 @@ func TestRequeueZooKeeperOutage(t *testing.T) {
 	r := lockex(t, nil, "-z", proxy.Addr(), "-i", id, "-T", "1", "--requeue", "--", "true")
 	if r.code != 69 {
 		t.Fatalf("no first session: exit %d, want 69; log:\n%s", r.code, r.stderr)
+	}
+}
+
+// TestRequeueCtrlC: on a terminal Ctrl-C reaches the workload in the
+// foreground, not lockex; a workload it ends ends the loop too, as a
+// shell's loop ends, and the shell gets the terminal back.
+func TestRequeueCtrlC(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	script := fmt.Sprintf(`%s -z %s -i tty-requeue --requeue --requeue-backoff 0.1 -- sh -c 'echo round; exec sleep 1000'
+echo "exit:$?"`, lockexBin, zk.Hosts())
+	term, s := startOnTerminal(t, nil, "sh", "-c", script)
+	term.expect(t, "round")
+	term.waitForeground(t, "sleep")
+	term.typ(t, "\x03")
+	term.expect(t, "exit:130")
+	if code := s.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("shell exit %d; the terminal shows:\n%s", code, term)
+	}
+	if n := strings.Count(term.String(), "round"); n != 1 {
+		t.Errorf("%d rounds, want 1; the terminal shows:\n%s", n, term)
+	}
+	if kids := children(t, conn, "/lockex/tty-requeue"); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
 	}
 }

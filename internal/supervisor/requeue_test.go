@@ -417,3 +417,20 @@ func TestPanicInNewChanges(t *testing.T) {
 		})
 	}
 }
+
+// TestRequeueInterruptedOnTerminal: Ctrl-C (or Ctrl-\) at a terminal
+// reaches the workload in the foreground, not lockex: a workload ended so
+// ends the loop, as a shell's loop ends. A workload ended by a SIGINT
+// from elsewhere is a round like any other.
+func TestRequeueInterruptedOnTerminal(t *testing.T) {
+	h := requeueing(t)
+	h.toRunning()
+	h.exits(130) // killed by a SIGINT not typed at lockex's terminal
+	h.backsOff("released", time.Second, 2)
+	h.runsAgain()
+	h.proc.interrupted = syscall.SIGINT
+	h.exits(130)
+	if code := h.exitCode(); code != 130 {
+		t.Errorf("exit code %d, want the workload's 130", code)
+	}
+}

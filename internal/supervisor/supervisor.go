@@ -78,6 +78,11 @@ type Process interface {
 	// workload (Ctrl-Z), was continued; the workload stays stopped until
 	// it is sent SIGCONT.
 	Continued() <-chan struct{}
+	// Interrupted reports the signal, SIGINT or SIGQUIT, that ended the
+	// workload while it had the terminal's foreground: a user's Ctrl-C
+	// or Ctrl-\, which reached the workload and not lockex. Valid once
+	// Done is closed.
+	Interrupted() (syscall.Signal, bool)
 }
 
 // Config is what Run needs.
@@ -483,6 +488,11 @@ func (r *run) onLoss() {
 func (r *run) onExit() {
 	r.exited = nil
 	r.code = r.proc.ExitCode()
+	if sig, ok := r.proc.Interrupted(); ok {
+		// Meant for lockex too, as a shell's loop ends when the command
+		// in it is interrupted: no round after this one.
+		r.cancel(StoppedBy{sig})
+	}
 	stopping := r.startStop()
 	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: r.keepForMinHold()})
 }
