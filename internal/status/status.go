@@ -88,14 +88,14 @@ const (
 // session's; each of its methods may be called from any goroutine.
 type Recorder struct {
 	log *slog.Logger
-	// started is when lockex, or with --requeue the round, started.
-	started time.Time
 	// changed is told of every change, with the state after it, in order
 	// (the metrics).
 	changed func(Event, Snapshot)
 
 	mu sync.Mutex
 	s  Snapshot
+	// started is when lockex, or with --requeue the round, started.
+	started time.Time
 }
 
 var (
@@ -150,16 +150,16 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 	case supervisor.Connecting:
 		if ch.From == supervisor.Backoff {
 			ev = EvRequeued
-			r.started = time.Now()
 		}
 	}
-	waited := time.Since(r.started)
+	now := time.Now()
 	r.update(ev, func(s *Snapshot) {
 		s.State, s.Since = ch.To, ch.At
 		switch ch.To {
 		case supervisor.Connecting:
 			s.Round = ch.Round
 			if ch.From == supervisor.Backoff {
+				r.started = now
 				// A new round, with a session of its own: what was
 				// sticky for the last round's (§8) is not for this one,
 				// and the last round's, kept through the backoff, is
@@ -177,7 +177,7 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		case supervisor.Holding:
 			s.Pid = 0
 			if ch.From == supervisor.Waiting {
-				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, waited
+				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, now.Sub(r.started)
 			}
 		case supervisor.Running:
 			s.Pid = ch.Pid
