@@ -42,6 +42,7 @@ func TestExitCodes(t *testing.T) {
 		{"no command", hosts, nil, 64, "no command"},
 		{"bad duration", hosts, []string{"-t", "soon", "--", "true"}, 64, `soon`},
 		{"bad duration in env", append(hosts, "LOCKEX_MIN_HOLD=1x"), []string{"--", "true"}, 64, "LOCKEX_MIN_HOLD"},
+		{"negative max-runtime", hosts, []string{"--max-runtime", "-1s", "--", "true"}, 64, `\"-1s\" for \"--max-runtime\"`},
 		{"concurrent 0", hosts, []string{"-c", "0", "--", "true"}, 64, `--concurrent \"0\"`},
 		{"bad kill signal", hosts, []string{"--kill-signal", "NOPE", "--", "true"}, 64, "NOPE"},
 		{"illegal lockpath", hosts, []string{"-p", "a//b", "--", "true"}, 64, "a//b"},

@@ -117,7 +117,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	}
 
 	locker := newLocker(cfg, log, rec)
-	defer locker.close()
+	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
 		Start: func(env []string) (supervisor.Process, error) {
@@ -128,17 +128,20 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
+		MaxRuntime:   cfg.MaxRuntime.D(),
+		Requeue:      supervisor.Requeue{On: cfg.Requeue, Backoff: cfg.RequeueBackoff.D(), MaxBackoff: cfg.RequeueMax.D()},
 		KillSignal:   cfg.KillSignal.Sys(),
 		KillGrace:    cfg.KillGrace.D(),
 		Observer:     rec,
 		Log:          log,
 	})
-	if rec.Snapshot().LockLost && srv != nil {
-		// Any loss, also one during --min-hold, where the exit code is the
-		// workload's. The workload is stopped and the lock given back; the
-		// session goes now, so a node of ours cannot hold up the next
-		// holder meanwhile.
-		locker.close()
+	if s := rec.Snapshot(); s.LockLost && s.State == supervisor.Released && srv != nil {
+		// Any loss in the last round, also one during --min-hold, where
+		// the exit code is the workload's (not one in an earlier round of
+		// --requeue: lockex served /metrics through the backoff since). The
+		// workload is stopped and the lock given back; the session goes
+		// now, so a node of ours cannot hold up the next holder meanwhile.
+		locker.Close()
 		lingerForScrape(srv, signals, log)
 	}
 	return code

@@ -32,8 +32,12 @@ func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver)
 	return &zkLocker{cfg: cfg, log: log, obs: obs}
 }
 
+// Connect makes a session, after closing any earlier one: each round of
+// --requeue has its own, so no node of an earlier round's is left to queue
+// ahead of it.
 func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
+	l.Close()
 	s, err := zklock.Connect(ctx, sessionOptions(c, l.log, l.obs))
 	if err != nil {
 		return classify(err)
@@ -91,8 +95,8 @@ func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObse
 	}
 }
 
-// close ends the session, which deletes any node of ours still there.
-func (l *zkLocker) close() {
+// Close ends the session, which deletes any node of ours still there.
+func (l *zkLocker) Close() {
 	if l.session != nil {
 		l.session.Close()
 		l.session = nil

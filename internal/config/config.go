@@ -43,6 +43,10 @@ type Config struct {
 	KillGrace      Duration `env:"KILL_GRACE" envDefault:"3s"`
 	BusyExitCode   int      `env:"BUSY_EXIT_CODE" envDefault:"75"`
 	MinHold        Duration `env:"MIN_HOLD" envDefault:"0"`
+	MaxRuntime     Duration `env:"MAX_RUNTIME" envDefault:"0"`
+	Requeue        bool     `env:"REQUEUE"`
+	RequeueBackoff Duration `env:"REQUEUE_BACKOFF" envDefault:"1s"`
+	RequeueMax     Duration `env:"REQUEUE_BACKOFF_MAX" envDefault:"1m"`
 	HTTPAddr       string   `env:"HTTP_ADDR"`
 	ActiveHTTP     string   `env:"ACTIVE_HTTP"`
 	ActiveTCP      string   `env:"ACTIVE_TCP"`

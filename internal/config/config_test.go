@@ -20,7 +20,8 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if c.ZKHosts != "localhost:2181" || c.Concurrent != 1 || !c.Blocking || c.LockTimeout != NoLimit ||
 		c.Timeout.D() != 30*time.Second || c.SessionTimeout.D() != 10*time.Second || c.KillGrace.D() != 3*time.Second ||
-		c.BusyExitCode != 75 || c.Retry != 1 || c.LockRetry != 1 || c.KillSignal.String() != "TERM" {
+		c.BusyExitCode != 75 || c.Retry != 1 || c.LockRetry != 1 || c.KillSignal.String() != "TERM" || c.MaxRuntime != 0 ||
+		c.Requeue || c.RequeueBackoff.D() != time.Second || c.RequeueMax.D() != time.Minute {
 		t.Errorf("defaults: %+v", c)
 	}
 	if want := "/lockex/" + DerivedID([]string{"echo", "hi"}); c.Path != want {
@@ -73,6 +74,12 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"x"}, []string{"LOCKEX_CONCURRENT=many"}, `LOCKEX_CONCURRENT="many"`},
 		{[]string{"-t", "soon", "x"}, nil, `"soon"`},
 		{[]string{"-t", "-1", "x"}, nil, `"-1"`},
+		{[]string{"--max-runtime", "-1s", "x"}, nil, `"-1s" for "--max-runtime"`},
+		{[]string{"x"}, []string{"LOCKEX_MAX_RUNTIME=an hour"}, `LOCKEX_MAX_RUNTIME="an hour"`},
+		{[]string{"x"}, []string{"LOCKEX_REQUEUE=often"}, `LOCKEX_REQUEUE="often"`},
+		{[]string{"--requeue", "--requeue-backoff", "0", "x"}, nil, `--requeue-backoff "0s": want more than 0`},
+		{[]string{"--requeue-backoff", "2m", "x"}, nil, `--requeue-backoff-max "1m0s": want at least --requeue-backoff (2m0s)`},
+		{[]string{"x"}, []string{"LOCKEX_REQUEUE_BACKOFF_MAX=500ms"}, `LOCKEX_REQUEUE_BACKOFF_MAX "500ms": want at least --requeue-backoff (1s)`},
 		{[]string{"x"}, []string{"LOCKEX_SESSION_TIMEOUT=10 s"}, `LOCKEX_SESSION_TIMEOUT="10 s"`},
 		{[]string{"--kill-signal", "STOP", "x"}, nil, `"STOP"`},
 		{[]string{"--kill-grace", "5.75s", "x"}, nil, `--kill-grace "5.75s": want less than 5.75s, 57.5% of --session-timeout (10s)`},

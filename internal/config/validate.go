@@ -44,6 +44,8 @@ func (c *Config) validate() error {
 		{c.ActivePeriod <= 0, "active-period", c.ActivePeriod, "more than 0"},
 		{c.ActiveTimeout <= 0, "active-timeout", c.ActiveTimeout, "more than 0"},
 		{c.ActiveFailures < 1, "active-failure-threshold", c.ActiveFailures, "at least 1"},
+		{c.RequeueBackoff <= 0, "requeue-backoff", c.RequeueBackoff, "more than 0: a workload that fails at once must not be restarted in a tight loop"},
+		{c.RequeueMax < c.RequeueBackoff, "requeue-backoff-max", c.RequeueMax, fmt.Sprintf("at least %s (%s)", c.name("requeue-backoff"), c.RequeueBackoff)},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more

@@ -13,6 +13,7 @@ const (
 	Unavailable = 69  // EX_UNAVAILABLE: ZooKeeper unreachable or auth failed before the lock was held
 	Busy        = 75  // EX_TEMPFAIL: lock not acquired; --busy-exit-code overrides it
 	LockLost    = 76  // the lock was lost while the workload ran
+	MaxRuntime  = 124 // --max-runtime passed and lockex stopped the workload, as GNU timeout(1) exits
 	CannotExec  = 126 // the command exists but cannot be executed
 	NotFound    = 127 // the command was not found
 	signalBase  = 128

@@ -40,6 +40,9 @@ func TestProbes(t *testing.T) {
 		{"released after a loss by expiry", status.Snapshot{State: supervisor.Released, LockLost: true, Loss: zklock.SessionExpired}, 503, 503, 503},
 		{"session expired", status.Snapshot{State: supervisor.Waiting, SessionLost: true}, 503, 503, 503},
 		{"gave up", status.Snapshot{State: supervisor.GaveUp, Connected: true}, 200, 200, 503},
+		{"stopping at --max-runtime", status.Snapshot{State: supervisor.Stopping, Connected: true, StopReason: "max runtime passed"}, 200, 200, 503},
+		{"backoff, session kept", status.Snapshot{State: supervisor.Backoff, Connected: true, Round: 2}, 200, 200, 503},
+		{"backoff, session closed", status.Snapshot{State: supervisor.Backoff, Round: 2}, 200, 503, 503},
 		{"running, check not passed", status.Snapshot{State: supervisor.Running, Connected: true, Check: "TCP 127.0.0.1:1"}, 200, 200, 503},
 		{"running, check passed", status.Snapshot{State: supervisor.Running, Connected: true, Check: "TCP 127.0.0.1:1", WorkloadReady: true}, 200, 200, 200},
 	} {

@@ -18,7 +18,7 @@ type Metrics struct {
 	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
 	wait                                                    prometheus.Observer
 	lost                                                    *prometheus.CounterVec
-	disconnects, expirations                                prometheus.Counter
+	disconnects, expirations, maxRuntime, requeues          prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -35,11 +35,13 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		connected:  f.gauge("lockex_zk_connected", "1 while connected to ZooKeeper with a live session."),
 		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
 		ready:      f.gauge("lockex_workload_ready", "1 while /active answers 200: the workload runs and passes --active-http or --active-tcp (runs, without a check)."),
-		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start until the lock was held.",
+		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start (the round's, with --requeue) until the lock was held.",
 			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
 		disconnects: f.counter("lockex_zk_disconnects_total", "Connection losses to ZooKeeper."),
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
+		maxRuntime:  f.counter("lockex_workload_max_runtime_exceeded_total", "Workloads that ran for --max-runtime and were stopped."),
+		requeues:    f.counter("lockex_lock_requeues_total", "Rounds begun again after a backoff (--requeue)."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -77,6 +79,10 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.disconnects.Inc()
 	case status.EvExpired:
 		m.expirations.Inc()
+	case status.EvMaxRuntime:
+		m.maxRuntime.Inc()
+	case status.EvRequeued:
+		m.requeues.Inc()
 	}
 }
 

@@ -28,6 +28,9 @@ type Process struct {
 	// cont receives when lockex, stopped with the workload by job
 	// control, was continued (see Continued).
 	cont chan struct{}
+	// interrupted is the signal of a terminal's key (SIGINT, SIGQUIT)
+	// that ended the workload in the foreground; 0 if none did.
+	interrupted syscall.Signal
 
 	// groupGone is set once the workload's group was seen empty; gone
 	// closes once everything under the lock is (see Gone).
@@ -59,6 +62,12 @@ func (p *Process) Continued() <-chan struct{} { return p.cont }
 // valid once Done is closed.
 func (p *Process) ExitCode() int { return p.code }
 
+// Interrupted reports the signal, SIGINT or SIGQUIT, that ended the
+// workload while it had the terminal's foreground: the key a user typed
+// (Ctrl-C, Ctrl-\) went to the workload's group alone. Valid once Done
+// is closed.
+func (p *Process) Interrupted() (syscall.Signal, bool) { return p.interrupted, p.interrupted != 0 }
+
 // Signal sends sig to the workload's whole process group, and to its main
 // process if that left the group.
 func (p *Process) Signal(sig syscall.Signal) error {
@@ -78,6 +87,9 @@ func (p *Process) Signal(sig syscall.Signal) error {
 func (p *Process) exited(ws syscall.WaitStatus) {
 	if ws.Signaled() {
 		p.code = exitcode.Signal(ws.Signal())
+		if sig := ws.Signal(); p.tty && (sig == syscall.SIGINT || sig == syscall.SIGQUIT) {
+			p.interrupted = sig
+		}
 	} else {
 		p.code = ws.ExitStatus()
 	}

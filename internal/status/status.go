@@ -36,8 +36,14 @@ type Snapshot struct {
 	// LockLost is set once the lock was lost, and stays set; Loss says why.
 	LockLost bool
 	Loss     zklock.Loss
-	// WaitedSinceStart is the time from lockex's start until the lock was
-	// held.
+	// StopReason says why lockex stops the workload, in state Stopping.
+	StopReason string
+	// Round is the round under way (--requeue), or, in state Backoff, the
+	// one that begins after Backoff.
+	Round   int
+	Backoff time.Duration
+	// WaitedSinceStart is the time from lockex's start (from the round's,
+	// with --requeue) until the lock was held.
 	WaitedSinceStart time.Duration
 	// Check names the workload's readiness check (--active-http or
 	// --active-tcp), "" without one. WorkloadReady: the running workload
@@ -62,7 +68,7 @@ func (s Snapshot) SessionGone() bool {
 
 // Held reports whether this instance holds the lock or a lease.
 func (s Snapshot) Held() bool {
-	return s.State == supervisor.Holding || s.State == supervisor.Running
+	return s.State == supervisor.Holding || s.State == supervisor.Running || s.State == supervisor.Stopping
 }
 
 // Event is what changed, for the metrics that count changes.
@@ -74,19 +80,22 @@ const (
 	EvLost
 	EvDisconnected
 	EvExpired
+	EvMaxRuntime // lockex began to stop a workload that ran for --max-runtime
+	EvRequeued   // --requeue began another round
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
 // session's; each of its methods may be called from any goroutine.
 type Recorder struct {
-	log     *slog.Logger
-	started time.Time
+	log *slog.Logger
 	// changed is told of every change, with the state after it, in order
 	// (the metrics).
 	changed func(Event, Snapshot)
 
 	mu sync.Mutex
 	s  Snapshot
+	// started is when lockex, or with --requeue the round, started.
+	started time.Time
 }
 
 var (
@@ -134,22 +143,48 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		}
 	case supervisor.Lost:
 		ev = EvLost
+	case supervisor.Stopping:
+		if errors.Is(ch.Err, supervisor.ErrMaxRuntime) {
+			ev = EvMaxRuntime
+		}
+	case supervisor.Connecting:
+		if ch.From == supervisor.Backoff {
+			ev = EvRequeued
+		}
 	}
-	waited := time.Since(r.started)
+	now := time.Now()
 	r.update(ev, func(s *Snapshot) {
 		s.State, s.Since = ch.To, ch.At
 		switch ch.To {
+		case supervisor.Connecting:
+			s.Round = ch.Round
+			if ch.From == supervisor.Backoff {
+				r.started = now
+				// A new round, with a session of its own: what was
+				// sticky for the last round's (§8) is not for this one,
+				// and the last round's, kept through the backoff, is
+				// being closed.
+				s.Queued, s.LockLost, s.Loss, s.SessionLost, s.Node, s.Token = false, false, 0, false, "", 0
+				s.Connected, s.Suspended = false, false
+			}
+		case supervisor.Backoff:
+			s.Round, s.Backoff = ch.Round, ch.Backoff
+			if ch.SessionClosed {
+				s.Connected, s.Suspended = false, false
+			}
 		case supervisor.Waiting:
 			s.Queued = false
 		case supervisor.Holding:
 			s.Pid = 0
 			if ch.From == supervisor.Waiting {
-				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, waited
+				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, now.Sub(r.started)
 			}
 		case supervisor.Running:
 			s.Pid = ch.Pid
 		case supervisor.Lost:
 			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
+		case supervisor.Stopping:
+			s.Pid, s.StopReason = 0, ch.Err.Error()
 		}
 		if ch.To != supervisor.Running {
 			s.WorkloadReady, s.CheckErr = false, ""
@@ -176,6 +211,12 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		r.log.Info("workload exited", attrs...)
 	case supervisor.Running:
 		r.log.Info("workload started", "pid", ch.Pid)
+	case supervisor.Stopping:
+		attrs := append([]any{"reason", ch.Err}, stopping...)
+		if ch.MinHold > 0 {
+			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+		}
+		r.log.Warn("stopping the workload", attrs...)
 	case supervisor.Lost:
 		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
 		if ch.Late > 0 {
@@ -199,9 +240,13 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		default:
 			r.log.Info("lock released", "code", ch.Code)
 		}
+	case supervisor.Backoff:
+		r.log.Info("contending again after the backoff", "backoff", ch.Backoff, "round", ch.Round)
 	case supervisor.GaveUp:
 		var stop supervisor.StoppedBy
 		switch {
+		case errors.As(ch.Err, &stop) && ch.From == supervisor.Backoff:
+			r.log.Warn("stopped between rounds", "signal", stop.Signal.String())
 		case errors.As(ch.Err, &stop):
 			r.log.Warn("stopped while waiting for the lock", "signal", stop.Signal.String())
 		case errors.Is(ch.Err, supervisor.ErrLockTimeout):
@@ -319,6 +364,8 @@ func (s Snapshot) Describe() string {
 		default:
 			d += ", not ready (" + s.CheckErr + ")"
 		}
+	case supervisor.Stopping:
+		d = fmt.Sprintf("holding %s as %s (fencing token %d); stopping the workload (%s)", s.Lock, s.Node, s.Token, s.StopReason)
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:
@@ -328,6 +375,8 @@ func (s Snapshot) Describe() string {
 		}
 	case supervisor.GaveUp:
 		d = "gave up waiting for " + s.Lock
+	case supervisor.Backoff:
+		d = fmt.Sprintf("released %s; contending again after %s (round %d)", s.Lock, s.Backoff, s.Round)
 	}
 	switch {
 	case s.SessionLost:

@@ -188,3 +188,87 @@ func TestWorkloadChecked(t *testing.T) {
 		t.Errorf("no check: active %v %q", s.Active(), s.Describe())
 	}
 }
+
+// TestMaxRuntimeStop: lockex stopping a workload that ran for
+// --max-runtime holds the lock still, is not active, is one warning that
+// says why, and is counted once.
+func TestMaxRuntimeStop(t *testing.T) {
+	var logs bytes.Buffer
+	var events []Event
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, func(ev Event, _ Snapshot) { events = append(events, ev) })
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42})
+	logs.Reset()
+	events = nil
+	why := fmt.Errorf("%w: the workload ran for --max-runtime 1s", supervisor.ErrMaxRuntime)
+	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Stopping, Err: why, Stopping: []string{"process group 42"}})
+	s := r.Snapshot()
+	if !s.Held() || s.Active() || s.Pid != 0 {
+		t.Errorf("%+v: want held, not active, no pid", s)
+	}
+	if want := "holding /lockex/x as /lockex/x/n (fencing token 7); stopping the workload (max runtime passed: the workload ran for --max-runtime 1s)"; s.Describe() != want {
+		t.Errorf("says %q, want %q", s.Describe(), want)
+	}
+	want := `level=WARN msg="stopping the workload" reason="max runtime passed: the workload ran for --max-runtime 1s" stopping="[process group 42]"`
+	if got := logs.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, want) {
+		t.Errorf("logged %q, want one line with %q", got, want)
+	}
+	r.Changed(supervisor.Change{From: supervisor.Stopping, To: supervisor.Released, Code: 124})
+	if fmt.Sprint(events) != fmt.Sprint([]Event{EvMaxRuntime, EvOther}) {
+		t.Errorf("events %v, want one EvMaxRuntime, then the release", events)
+	}
+	if s := r.Snapshot(); s.Held() || s.Describe() != "released /lockex/x" {
+		t.Errorf("after the release: %+v %q", s, s.Describe())
+	}
+}
+
+// TestRequeueRounds: between rounds of --requeue the lock is not held and
+// the backoff is described; a new round begins afresh: the last round's
+// loss and expired session no longer fail /healthz, and the begin is
+// counted.
+func TestRequeueRounds(t *testing.T) {
+	var logs bytes.Buffer
+	var events []Event
+	r := New(slog.New(slog.NewTextHandler(&logs, nil)), "/lockex/x", 1, func(ev Event, _ Snapshot) { events = append(events, ev) })
+	r.Changed(supervisor.Change{From: supervisor.Starting, To: supervisor.Connecting, Round: 1})
+	r.Connected("zk", 1, time.Second)
+	r.Changed(supervisor.Change{From: supervisor.Connecting, To: supervisor.Waiting})
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42})
+	r.Expired()
+	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Lost, Err: zklock.ErrSessionExpired})
+	r.Changed(supervisor.Change{From: supervisor.Lost, To: supervisor.Released, Code: 76})
+	logs.Reset()
+	events = nil
+	r.Changed(supervisor.Change{From: supervisor.Released, To: supervisor.Backoff, Backoff: 2 * time.Second, Round: 2, SessionClosed: true})
+	s := r.Snapshot()
+	if s.Held() || s.Active() || !s.SessionGone() || s.Connected {
+		t.Errorf("%+v: want not held, not active, not connected, and the expiry still told", s)
+	}
+	if want := "released /lockex/x; contending again after 2s (round 2); zookeeper session expired"; s.Describe() != want {
+		t.Errorf("says %q, want %q", s.Describe(), want)
+	}
+	if got, want := logs.String(), `level=INFO msg="contending again after the backoff" backoff=2s round=2`; strings.Count(got, "\n") != 1 || !strings.Contains(got, want) {
+		t.Errorf("logged %q, want one line with %q", got, want)
+	}
+	r.Changed(supervisor.Change{From: supervisor.Backoff, To: supervisor.Connecting, Round: 2})
+	if s := r.Snapshot(); s.SessionGone() || s.LockLost || s.Node != "" || s.Round != 2 || s.Connected {
+		t.Errorf("%+v: a new round, want nothing of the last one's loss, and not connected yet", s)
+	}
+	if fmt.Sprint(events) != fmt.Sprint([]Event{EvOther, EvRequeued}) {
+		t.Errorf("events %v, want the backoff, then one EvRequeued", events)
+	}
+	r.Connected("zk", 2, time.Second)
+	if s := r.Snapshot(); !s.Connected {
+		t.Errorf("%+v: the new round's session, want connected", s)
+	}
+	logs.Reset()
+	r.Changed(supervisor.Change{From: supervisor.Connecting, To: supervisor.Backoff, Backoff: time.Second, Round: 3})
+	if s := r.Snapshot(); !s.Connected {
+		t.Errorf("%+v: the session kept through the backoff, want connected", s)
+	}
+	r.Changed(supervisor.Change{From: supervisor.Backoff, To: supervisor.GaveUp, Err: supervisor.StoppedBy{Signal: 15}})
+	if got := logs.String(); !strings.Contains(got, `level=WARN msg="stopped between rounds" signal=terminated`) {
+		t.Errorf("logged %q, want the stop between rounds", got)
+	}
+}

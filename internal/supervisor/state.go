@@ -16,11 +16,13 @@ const (
 	Holding          // lock held, workload not running: not yet, or no more
 	Running          // lock held, workload running
 	Lost             // lock lost, or about to be; what ran under it is being stopped
-	Released         // lock given back; lockex exits
-	GaveUp           // lockex exits without having held the lock
+	Released         // lock given back; lockex exits, or with --requeue backs off
+	GaveUp           // the round ends without the lock; lockex exits, or with --requeue backs off
+	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime)
+	Backoff          // --requeue: a round ended, the next begins after a backoff
 )
 
-var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up"}
+var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping", "backoff"}
 
 func (s State) String() string {
 	if s < 0 || int(s) >= len(stateNames) {
@@ -49,9 +51,10 @@ type Change struct {
 	// Running (the workload's group, orphans, strays), in words.
 	Stopping []string
 	// MinHold is how much longer the lock is kept for --min-hold, on
-	// Running → Holding.
+	// Running → Holding and Running → Stopping.
 	MinHold time.Duration
 
+	// → Stopping: Err is why lockex stops the workload (ErrMaxRuntime).
 	// → Lost: Err is why. Late is set when the loss was noticed after
 	// the lease's KillBy had passed: everything was sent SIGKILL at once.
 	// → GaveUp: Err is why (ErrLockTimeout, StoppedBy, a locker error).
@@ -61,8 +64,16 @@ type Change struct {
 	Late       time.Duration
 	ReleaseErr error
 
-	// → Released or → GaveUp: lockex's exit code.
+	// → Released or → GaveUp: the round's exit code, lockex's unless
+	// --requeue begins another round.
 	Code int
+
+	// → Connecting: the round it begins (1 for the first). → Backoff: the
+	// round that begins after Backoff, and whether the ended round's
+	// session was closed (the next round makes a new one in any case).
+	Round         int
+	Backoff       time.Duration
+	SessionClosed bool
 }
 
 // Observer is told of every change, in order, exactly once, after what the

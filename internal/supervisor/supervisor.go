@@ -1,9 +1,10 @@
 // Package supervisor is the lifecycle of one lockex run (docs/design.md
 // §4): take the lock, start the workload under it, pass signals on, stop
-// what ran under it and give the lock back. It owns the state and the stop
-// policy; the lock, the processes, the clock and the reports come in
-// through the small interfaces below, so it imports no ZooKeeper, no
-// Prometheus and no syscalls beyond signal numbers.
+// what ran under it and give the lock back; with --requeue, round after
+// round (requeue.go). It owns the state and the stop policy; the lock, the
+// processes, the clock and the reports come in through the small
+// interfaces below, so it imports no ZooKeeper, no Prometheus and no
+// syscalls beyond signal numbers.
 //
 // Every change of state goes through one function, to: the caller has
 // already done what the change requires (sent the signals, released the
@@ -26,13 +27,16 @@ import (
 )
 
 // Locker takes the lock. Connect returns once the lock service can be
-// asked. Acquire returns when the lock is held; with wait false it looks
-// once and fails with an exitcode.Busy error if the lock is taken. Both
-// return ctx's error when ctx ends first, and in every error case have left
-// nothing in ZooKeeper.
+// asked, with a session of its own: an earlier one is closed first.
+// Acquire returns when the lock is held; with wait false it looks once and
+// fails with an exitcode.Busy error if the lock is taken. Both return
+// ctx's error when ctx ends first, and in every error case have left
+// nothing in ZooKeeper. Close ends the session, and with it every node of
+// its own that is left (one whose release failed, or of a lost lease).
 type Locker interface {
 	Connect(ctx context.Context) error
 	Acquire(ctx context.Context, wait bool) (Lease, error)
+	Close()
 }
 
 // Lease is a held lock.
@@ -76,6 +80,11 @@ type Process interface {
 	// workload (Ctrl-Z), was continued; the workload stays stopped until
 	// it is sent SIGCONT.
 	Continued() <-chan struct{}
+	// Interrupted reports the signal, SIGINT or SIGQUIT, that ended the
+	// workload while it had the terminal's foreground: a user's Ctrl-C
+	// or Ctrl-\, which reached the workload and not lockex. Valid once
+	// Done is closed.
+	Interrupted() (syscall.Signal, bool)
 }
 
 // Config is what Run needs.
@@ -93,6 +102,12 @@ type Config struct {
 	LockTimeout  time.Duration
 	BusyExitCode int
 	MinHold      time.Duration
+	// MaxRuntime, if not 0, is how long the workload may run: then it is
+	// stopped as for a loss, and the run ends with exitcode.MaxRuntime.
+	MaxRuntime time.Duration
+	// Requeue makes a round follow each round, after a backoff (see
+	// requeue.go), until a stopping signal ends it.
+	Requeue Requeue
 	// KillSignal and KillGrace stop what is still running under the lock
 	// when it has to go: the signal (and SIGCONT), then SIGKILL after the
 	// grace, or sooner if the lease's KillBy comes first.
@@ -108,8 +123,13 @@ type Config struct {
 // ErrLockTimeout is why a run gave up when --locktimeout passed.
 var ErrLockTimeout = errors.New("lock timeout")
 
+// ErrMaxRuntime is why lockex stopped a workload that ran for
+// --max-runtime.
+var ErrMaxRuntime = errors.New("max runtime passed")
+
 // Run takes the lock, runs the workload and releases the lock, and returns
-// lockex's exit code: the workload's, or one of package exitcode's.
+// lockex's exit code: the workload's, or one of package exitcode's. With
+// c.Requeue it does so round after round, and returns the last round's.
 func Run(ctx context.Context, c Config) int {
 	if c.Clock == nil {
 		c.Clock = SystemClock{}
@@ -124,13 +144,27 @@ func Run(ctx context.Context, c Config) int {
 type run struct {
 	c     Config
 	state State
-	code  int  // the exit code, once known
 	done  bool // the final change was reported
 
-	ctx    context.Context // the wait for ZooKeeper and the lock
+	// ctx is lockex's life: a stopping signal cancels it, which ends the
+	// wait for ZooKeeper or the lock, and any round after this one.
+	ctx    context.Context
 	cancel context.CancelCauseFunc
 
+	between // what --requeue keeps from round to round (requeue.go)
+	round   // this round's
+}
+
+// round is one round: a session, the wait for the lock, the workload, the
+// release. Without --requeue, the only one.
+type round struct {
+	code int // the exit code, once known
+
 	connected chan error
+	// wait is this round's wait for the lock, within ctx: --locktimeout
+	// ends it.
+	wait      context.Context
+	endWait   context.CancelCauseFunc
 	acquired  chan acquired
 	lockTimer Timer
 
@@ -146,7 +180,9 @@ type run struct {
 	gone       <-chan struct{} // while a stop is under way
 	stopped    bool            // everything that ran under the lock is gone
 	graceTimer Timer
-	holdTimer  Timer // --min-hold, once the workload exited
+	holdTimer  Timer     // --min-hold, once the workload exited
+	runTimer   Timer     // --max-runtime, while the workload runs
+	started    time.Time // when the workload started
 }
 
 type acquired struct {
@@ -157,11 +193,17 @@ type acquired struct {
 func (r *run) loop(parent context.Context) int {
 	r.ctx, r.cancel = context.WithCancelCause(parent)
 	defer r.cancel(nil)
-	r.to(Change{To: Connecting})
-	r.connected = make(chan error, 1)
-	go func() { r.connected <- r.c.Locker.Connect(r.ctx) }()
+	r.connect()
 
-	for !r.done {
+	for {
+		if r.state == Released || r.state == GaveUp {
+			// The round is over: the end, or another round.
+			if !r.again() {
+				r.done = true
+				return r.code
+			}
+			r.backOff()
+		}
 		// A loss goes first: select picks at random among what is
 		// ready, and a loss found with the workload's exit, the end of
 		// what it left, or of --min-hold, all ready after a busy turn,
@@ -188,13 +230,16 @@ func (r *run) loop(parent context.Context) int {
 			r.onAcquired(res)
 		case <-timerC(r.lockTimer):
 			r.lockTimer = nil
-			r.cancel(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
+			r.endWait(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 		case sig := <-r.c.Signals:
 			r.onSignal(sig.(syscall.Signal))
 		case <-r.leaseDone():
 			r.onLoss()
 		case <-r.exited:
 			r.onExit()
+		case <-timerC(r.runTimer):
+			r.runTimer = nil
+			r.onMaxRuntime()
 		case <-r.continued:
 			r.onContinued()
 		case <-timerC(r.contTimer):
@@ -209,9 +254,11 @@ func (r *run) loop(parent context.Context) int {
 		case <-timerC(r.holdTimer):
 			r.holdTimer = nil
 			r.releaseIfDone()
+		case <-timerC(r.backoffTimer):
+			r.backoffTimer = nil
+			r.connect()
 		}
 	}
-	return r.code
 }
 
 // to moves to the state ch names and reports the move; whatever it
@@ -220,12 +267,22 @@ func (r *run) to(ch Change) {
 	ch.From, ch.At = r.state, r.c.Clock.Now()
 	r.state = ch.To
 	if ch.To == Released || ch.To == GaveUp {
-		r.done = true
 		ch.Code = r.code
+		r.ended = ch
 	}
 	if r.c.Observer != nil {
 		r.c.Observer.Changed(ch)
 	}
+}
+
+// connect begins a round: a session, then the wait for the lock.
+func (r *run) connect() {
+	r.newRound()
+	r.connected = make(chan error, 1)
+	r.rounds++
+	r.to(Change{To: Connecting, Round: r.rounds})
+	connected := r.connected
+	go func() { connected <- r.c.Locker.Connect(r.ctx) }()
 }
 
 func (r *run) onConnected(err error) {
@@ -237,15 +294,18 @@ func (r *run) onConnected(err error) {
 		r.giveUp(err)
 		return
 	}
+	r.hadSession = true
 	r.to(Change{To: Waiting})
+	r.wait, r.endWait = context.WithCancelCause(r.ctx)
 	if r.c.LockTimeout > 0 {
 		r.lockTimer = r.c.Clock.NewTimer(r.c.LockTimeout)
 	}
-	r.acquired = make(chan acquired, 1)
-	wait := r.c.LockTimeout != 0
+	acq := make(chan acquired, 1)
+	r.acquired = acq
+	ctx, wait := r.wait, r.c.LockTimeout != 0
 	go func() {
-		lease, err := r.c.Locker.Acquire(r.ctx, wait)
-		r.acquired <- acquired{lease, err}
+		lease, err := r.c.Locker.Acquire(ctx, wait)
+		acq <- acquired{lease, err}
 	}()
 }
 
@@ -262,7 +322,7 @@ func (r *run) onAcquired(res acquired) {
 		r.giveUp(res.err)
 		return
 	}
-	if cause := context.Cause(r.ctx); cause != nil {
+	if cause := context.Cause(r.wait); cause != nil {
 		// Taken just as a signal or the timeout came: the workload was
 		// not started, so give the lock back.
 		r.lease = res.lease
@@ -279,7 +339,8 @@ func (r *run) onAcquired(res acquired) {
 	}
 	if sig, ok := pendingStop(r.c.Signals); ok {
 		// Told to stop just as the lock came: do not start what would
-		// only be stopped again.
+		// only be stopped again, nor another round.
+		r.cancel(StoppedBy{sig})
 		r.code = exitcode.Signal(sig)
 		r.release()
 		r.to(Change{To: Released, Err: StoppedBy{sig}, ReleaseErr: r.releaseErr})
@@ -298,6 +359,10 @@ func (r *run) onAcquired(res acquired) {
 		return
 	}
 	r.proc, r.exited, r.continued = proc, proc.Done(), proc.Continued()
+	r.started = r.c.Clock.Now()
+	if r.c.MaxRuntime > 0 {
+		r.runTimer = r.c.Clock.NewTimer(r.c.MaxRuntime)
+	}
 	r.to(Change{To: Running, Pid: proc.Pid()})
 }
 
@@ -335,7 +400,7 @@ func (r *run) onContinued() {
 
 // giveUp ends a run that never held the lock, with the exit code for why.
 func (r *run) giveUp(err error) {
-	if cause := context.Cause(r.ctx); cause != nil {
+	if cause := r.cause(); cause != nil {
 		err = cause // the run cancelled the wait itself, and knows why
 	}
 	var stop StoppedBy
@@ -350,20 +415,36 @@ func (r *run) giveUp(err error) {
 	r.to(Change{To: GaveUp, Err: err})
 }
 
+// cause is why the run ended its own wait for ZooKeeper or the lock: a
+// stopping signal, or --locktimeout; nil if it did not.
+func (r *run) cause() error {
+	if r.wait != nil {
+		return context.Cause(r.wait) // the life's cause too
+	}
+	return context.Cause(r.ctx)
+}
+
 func (r *run) onSignal(sig syscall.Signal) {
 	stops := Stops(sig)
+	if r.state == Running {
+		stops = endsRequeue(sig) // the others are the workload's business
+	}
+	if stops {
+		r.cancel(StoppedBy{sig}) // no round after this one
+	}
 	switch r.state {
-	case Connecting, Waiting:
-		if stops {
-			r.cancel(StoppedBy{sig})
-		}
 	case Running:
 		err := r.proc.Signal(sig)
 		r.c.Log.Info("forwarded signal to workload", "signal", sig.String(), "pid", r.proc.Pid())
 		if err != nil {
 			r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
 		}
-	case Holding:
+	case Backoff:
+		if stops {
+			stopTimer(&r.backoffTimer)
+			r.giveUp(StoppedBy{sig})
+		}
+	case Holding, Stopping:
 		// Kept for --min-hold: a signal ends that.
 		if stops && r.holdTimer != nil {
 			stopTimer(&r.holdTimer)
@@ -383,10 +464,18 @@ func (r *run) onLoss() {
 		stopping = r.startStop()
 	case r.proc == nil:
 		r.code = exitcode.LockLost // lost before the workload started
-	case late > 0 && !r.stopped:
-		// The workload exited under the lock, but what it left is still
-		// being stopped, and may run no longer.
-		stopping = r.proc.KillAll()
+	case r.stopped:
+		// All of it ended under the lock: its code stands.
+	default:
+		if r.state == Stopping {
+			// Cut short by lockex, not run to its end, and the stop
+			// is not over: the workload may run past the lock.
+			r.code = exitcode.LockLost
+		}
+		if late > 0 {
+			// What is still being stopped may run no longer.
+			stopping = r.proc.KillAll()
+		}
 	}
 	if late < 0 || !running {
 		late = 0 // Late says that something was SIGKILLed without grace
@@ -401,14 +490,42 @@ func (r *run) onLoss() {
 func (r *run) onExit() {
 	r.exited = nil
 	r.code = r.proc.ExitCode()
-	stopping := r.startStop()
-	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
-	if hold > 0 {
-		r.holdTimer = r.c.Clock.NewTimer(hold)
-	} else {
-		hold = 0
+	if sig, ok := r.proc.Interrupted(); ok {
+		// Meant for lockex too, as a shell's loop ends when the command
+		// in it is interrupted: no round after this one.
+		r.cancel(StoppedBy{sig})
 	}
-	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: hold})
+	stopping := r.startStop()
+	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: r.keepForMinHold()})
+}
+
+// onMaxRuntime stops the workload that ran for --max-runtime, as a loss
+// would, then reports it. A workload that exited by itself before lockex
+// acted on the limit (both were ready at once) keeps its own code; once
+// the stop began, the code is exitcode.MaxRuntime, whatever the workload
+// then exits with, as timeout(1) does.
+func (r *run) onMaxRuntime() {
+	select {
+	case <-r.exited:
+		r.onExit()
+		return
+	default:
+	}
+	r.code = exitcode.MaxRuntime
+	stopping := r.startStop()
+	r.to(Change{To: Stopping, Err: fmt.Errorf("%w: the workload ran for --max-runtime %s", ErrMaxRuntime, r.c.MaxRuntime),
+		Stopping: stopping, MinHold: r.keepForMinHold()})
+}
+
+// keepForMinHold starts the --min-hold timer for what is left of it once
+// the workload ended or is being stopped, and returns that.
+func (r *run) keepForMinHold() time.Duration {
+	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
+	if hold <= 0 {
+		return 0
+	}
+	r.holdTimer = r.c.Clock.NewTimer(hold)
+	return hold
 }
 
 // startStop begins the stop of everything under the lock: the kill signal
@@ -420,6 +537,7 @@ func (r *run) onExit() {
 func (r *run) startStop() []string {
 	r.exited, r.continued = nil, nil
 	stopTimer(&r.contTimer)
+	stopTimer(&r.runTimer)
 	r.gone = r.proc.Gone()
 	select {
 	case <-r.gone:

@@ -146,6 +146,8 @@ func (l *fakeLocker) Acquire(ctx context.Context, wait bool) (Lease, error) {
 	}
 }
 
+func (l *fakeLocker) Close() { l.tr.add("close") }
+
 type fakeLease struct {
 	tr         *trace
 	lost       chan struct{}
@@ -191,6 +193,9 @@ type fakeProcess struct {
 	// killedNothing makes KillAll name nothing, as when a cgroup's kill
 	// took everything before the look.
 	killedNothing bool
+	// interrupted is the key's signal that ended the workload on the
+	// terminal, 0 for none.
+	interrupted syscall.Signal
 }
 
 func (*fakeProcess) Pid() int                { return 1234 }
@@ -216,6 +221,9 @@ func (p *fakeProcess) KillAll() []string {
 }
 func (p *fakeProcess) Gone() <-chan struct{}      { return p.gone }
 func (p *fakeProcess) Continued() <-chan struct{} { return p.cont }
+func (p *fakeProcess) Interrupted() (syscall.Signal, bool) {
+	return p.interrupted, p.interrupted != 0
+}
 
 func (p *fakeProcess) exit(code int) { p.code = code; close(p.exited) }
 
@@ -687,7 +695,7 @@ func TestPanicAfterStart(t *testing.T) {
 }
 
 func TestStateNames(t *testing.T) {
-	for s := Starting; s <= GaveUp; s++ {
+	for s := Starting; s < State(len(stateNames)); s++ {
 		if strings.HasPrefix(s.String(), "state(") {
 			t.Errorf("state %d has no name", s)
 		}
