@@ -13,6 +13,7 @@ const (
 	Unavailable = 69  // EX_UNAVAILABLE: ZooKeeper unreachable or auth failed before the lock was held
 	Busy        = 75  // EX_TEMPFAIL: lock not acquired; --busy-exit-code overrides it
 	LockLost    = 76  // the lock was lost while the workload ran
+	Unhealthy   = 77  // the workload failed its health check (--health-url, --health-cmd) and was stopped
 	CannotExec  = 126 // the command exists but cannot be executed
 	NotFound    = 127 // the command was not found
 	signalBase  = 128

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"strconv"
 	"syscall"
 	"time"
@@ -18,9 +19,12 @@ const (
 	Lost             // lock lost, or about to be; what ran under it is being stopped
 	Released         // lock given back; lockex exits
 	GaveUp           // lockex exits without having held the lock
+	// Unhealthy: lock held, the workload failed its health check; what
+	// runs under the lock is being stopped, and the lock then given back.
+	Unhealthy
 )
 
-var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up"}
+var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "unhealthy"}
 
 func (s State) String() string {
 	if s < 0 || int(s) >= len(stateNames) {
@@ -41,7 +45,8 @@ type Change struct {
 	Token  int64
 	Waited time.Duration
 
-	// → Running: the workload's pid. Running → Holding: its exit code.
+	// → Running, → Unhealthy: the workload's pid. Running → Holding: its
+	// exit code.
 	Pid          int
 	WorkloadCode int
 
@@ -49,11 +54,12 @@ type Change struct {
 	// Running (the workload's group, orphans, strays), in words.
 	Stopping []string
 	// MinHold is how much longer the lock is kept for --min-hold, on
-	// Running → Holding.
+	// Running → Holding and Running → Unhealthy.
 	MinHold time.Duration
 
 	// → Lost: Err is why. Late is set when the loss was noticed after
 	// the lease's KillBy had passed: everything was sent SIGKILL at once.
+	// → Unhealthy: Err is the health check's failure (ErrUnhealthy).
 	// → GaveUp: Err is why (ErrLockTimeout, StoppedBy, a locker error).
 	// → Released: Err is why the workload never started (StoppedBy, or
 	// its start failed), ReleaseErr why the lock's node was not deleted.
@@ -76,3 +82,15 @@ type Observer interface {
 type StoppedBy struct{ Signal syscall.Signal }
 
 func (s StoppedBy) Error() string { return "stopped by " + s.Signal.String() }
+
+// HealthFailure is the workload's health check's verdict: workload Pid
+// failed it Failures times in a row, the last time with Err. The checker
+// sends it once per workload, when Failures reaches its threshold.
+type HealthFailure struct {
+	Pid      int
+	Failures int
+	Err      error
+}
+
+// ErrUnhealthy is why a run stopped its workload for its health check.
+var ErrUnhealthy = errors.New("workload failed its health check")

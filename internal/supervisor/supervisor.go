@@ -85,6 +85,10 @@ type Config struct {
 	Env []string
 	// Signals delivers the signals lockex is asked to pass on.
 	Signals <-chan os.Signal
+	// Health delivers the workload's health check's failures (nil without
+	// a check): one for a running workload stops it as a loss would, and
+	// the run ends with exitcode.Unhealthy.
+	Health <-chan HealthFailure
 	// LockTimeout bounds the wait for the lock (not for ZooKeeper, which
 	// the locker bounds): negative waits for ever, 0 looks once (flock
 	// -w 0 is flock -n), more gives up after that long.
@@ -189,6 +193,8 @@ func (r *run) loop(parent context.Context) int {
 			r.cancel(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 		case sig := <-r.c.Signals:
 			r.onSignal(sig.(syscall.Signal))
+		case hf := <-r.c.Health:
+			r.onUnhealthy(hf)
 		case <-r.leaseDone():
 			r.onLoss()
 		case <-r.exited:
@@ -361,7 +367,7 @@ func (r *run) onSignal(sig syscall.Signal) {
 		if err != nil {
 			r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
 		}
-	case Holding:
+	case Holding, Unhealthy:
 		// Kept for --min-hold: a signal ends that.
 		if stops && r.holdTimer != nil {
 			stopTimer(&r.holdTimer)
@@ -381,6 +387,13 @@ func (r *run) onLoss() {
 		stopping = r.startStop()
 	case r.proc == nil:
 		r.code = exitcode.LockLost // lost before the workload started
+	case r.state == Unhealthy && !r.stopped:
+		// Lost while the unhealthy workload was being stopped: it may
+		// have run past the loss.
+		r.code = exitcode.LockLost
+		if late > 0 {
+			stopping = r.proc.KillAll()
+		}
 	case late > 0 && !r.stopped:
 		// The workload exited under the lock, but what it left is still
 		// being stopped, and may run no longer.
@@ -400,13 +413,44 @@ func (r *run) onExit() {
 	r.exited = nil
 	r.code = r.proc.ExitCode()
 	stopping := r.startStop()
-	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
-	if hold > 0 {
-		r.holdTimer = r.c.Clock.NewTimer(hold)
-	} else {
-		hold = 0
-	}
+	hold := r.holdFor()
 	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: hold})
+}
+
+// onUnhealthy stops the running workload that failed its health check as
+// a loss stops it, then reports it; the lock is released once all of it
+// is gone (and --min-hold has passed), and the run ends with
+// exitcode.Unhealthy. A verdict on a workload that no longer runs is
+// dropped; a loss or the workload's own exit, found with it, goes first.
+func (r *run) onUnhealthy(hf HealthFailure) {
+	if r.state != Running || hf.Pid != r.proc.Pid() {
+		return
+	}
+	select {
+	case <-r.leaseDone():
+		r.onLoss()
+		return
+	case <-r.exited:
+		r.onExit()
+		return
+	default:
+	}
+	r.code = exitcode.Unhealthy
+	stopping := r.startStop()
+	hold := r.holdFor()
+	r.to(Change{To: Unhealthy, Pid: hf.Pid, Stopping: stopping, MinHold: hold,
+		Err: fmt.Errorf("%w %d times in a row: %w", ErrUnhealthy, hf.Failures, hf.Err)})
+}
+
+// holdFor starts the timer of --min-hold, if the lock was held for less,
+// and returns how much longer it is kept.
+func (r *run) holdFor() time.Duration {
+	hold := r.heldSince.Add(r.c.MinHold).Sub(r.c.Clock.Now())
+	if hold <= 0 {
+		return 0
+	}
+	r.holdTimer = r.c.Clock.NewTimer(hold)
+	return hold
 }
 
 // startStop begins the stop of everything under the lock: the kill signal

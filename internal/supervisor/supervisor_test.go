@@ -258,6 +258,7 @@ type harness struct {
 	proc     *fakeProcess
 	obs      *observer
 	signals  chan os.Signal
+	health   chan HealthFailure
 	cfg      Config
 	startErr error
 	code     chan int
@@ -279,6 +280,7 @@ func newHarness(t *testing.T) *harness {
 		locker:  &fakeLocker{tr: tr, connect: make(chan error, 1), acquire: make(chan acquired, 1)},
 		obs:     &observer{tr: tr},
 		signals: make(chan os.Signal, 4),
+		health:  make(chan HealthFailure, 4),
 		code:    make(chan int, 1),
 		panic:   make(chan any, 1),
 	}
@@ -296,6 +298,7 @@ func newHarness(t *testing.T) *harness {
 			return h.proc, nil
 		},
 		Signals:      h.signals,
+		Health:       h.health,
 		LockTimeout:  -1,
 		BusyExitCode: busyCode,
 		KillSignal:   syscall.SIGTERM,
@@ -657,7 +660,7 @@ func TestPanicAfterStart(t *testing.T) {
 }
 
 func TestStateNames(t *testing.T) {
-	for s := Starting; s <= GaveUp; s++ {
+	for s := Starting; s <= Unhealthy; s++ {
 		if strings.HasPrefix(s.String(), "state(") {
 			t.Errorf("state %d has no name", s)
 		}
