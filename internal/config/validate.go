@@ -44,6 +44,10 @@ func (c *Config) validate() error {
 		{c.ActivePeriod <= 0, "active-period", c.ActivePeriod, "more than 0"},
 		{c.ActiveTimeout <= 0, "active-timeout", c.ActiveTimeout, "more than 0"},
 		{c.ActiveFailures < 1, "active-failure-threshold", c.ActiveFailures, "at least 1"},
+		{c.HealthURL != "" && c.HealthCmd != "", "health-cmd", c.HealthCmd, "not together with --health-url: one check decides the workload's health"},
+		{c.HealthPeriod <= 0, "health-period", c.HealthPeriod, "more than 0"},
+		{c.HealthTimeout <= 0, "health-timeout", c.HealthTimeout, "more than 0"},
+		{c.HealthFailures < 1, "health-failure-threshold", c.HealthFailures, "at least 1"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -70,6 +74,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if c.ActiveCheck, err = c.activeCheck(); err != nil {
+		return err
+	}
+	if err := c.healthCheck(); err != nil {
 		return err
 	}
 	if c.PodLabel, err = c.podLabel(); err != nil {
@@ -160,6 +167,22 @@ func (c *Config) activeCheck() (activecheck.Probe, error) {
 		}
 	}
 	return p, nil
+}
+
+// healthCheck makes the probe of --health-url, or splits --health-cmd.
+func (c *Config) healthCheck() error {
+	var err error
+	switch {
+	case c.HealthURL != "":
+		if c.HealthCheck, err = activecheck.HTTP(c.HealthURL); err != nil {
+			return fmt.Errorf("%s: %w", c.name("health-url"), err)
+		}
+	case c.HealthCmd != "":
+		if c.HealthCommand, err = activecheck.ParseCommand(c.HealthCmd); err != nil {
+			return fmt.Errorf("%s: %w", c.name("health-cmd"), err)
+		}
+	}
+	return nil
 }
 
 // podLabel checks --active-label and finds the API server, the pod and its
