@@ -101,7 +101,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	active := newActiveFollowers(cfg, log)
+	env := workloadEnv(environ)
+	health := newHealthCheck(cfg, reaper, env)
+	active := newActiveFollowers(cfg, log, health)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()
@@ -123,8 +125,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Start: func(env []string) (supervisor.Process, error) {
 			return reaper.Start(path, cfg.Command, env)
 		},
-		Env:          workloadEnv(environ),
+		Env:          env,
 		Signals:      signals,
+		Health:       health.Verdicts(),
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),

@@ -88,9 +88,11 @@ type Config struct {
 	ActiveCheck activecheck.Probe `env:"-"`
 	// HealthCheck is the workload's health check from --health-url, nil
 	// without one. HealthCommand is --health-cmd's argv, nil without it:
-	// its probe needs the reaper, which the app makes.
-	HealthCheck   activecheck.Probe `env:"-"`
-	HealthCommand []string          `env:"-"`
+	// its probe needs the reaper, which the app makes; HealthCommandPath
+	// is its first word found through PATH.
+	HealthCheck       activecheck.Probe `env:"-"`
+	HealthCommand     []string          `env:"-"`
+	HealthCommandPath string            `env:"-"`
 	// PodLabel is where --active-label goes and how to reach the API
 	// server; nil without --active-label.
 	PodLabel *podlabel.Config `env:"-"`

@@ -110,6 +110,7 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--health-cmd", "curl -f x || exit 1", "x"}, nil, `--health-cmd: "curl -f x || exit 1": '|' is shell syntax`},
 		{[]string{"x"}, []string{"LOCKEX_HEALTH_CMD=check 'it"}, `LOCKEX_HEALTH_CMD: "check 'it": unterminated ' quote`},
 		{[]string{"--health-period", "0", "x"}, nil, `--health-period "0s": want more than 0`},
+		{[]string{"--health-cmd", "no-such-check-command --now", "x"}, nil, `--health-cmd "no-such-check-command --now": command not found`},
 		{[]string{"--health-timeout", "-1", "x"}, nil, `--health-timeout`},
 		{[]string{"x"}, []string{"LOCKEX_HEALTH_FAILURE_THRESHOLD=0"}, `LOCKEX_HEALTH_FAILURE_THRESHOLD "0": want at least 1`},
 		{[]string{"x"}, []string{"LOCKEX_HEALTH_START_PERIOD=soon"}, `LOCKEX_HEALTH_START_PERIOD="soon"`},
@@ -264,7 +265,7 @@ func TestHealthCheck(t *testing.T) {
 	if c, err = Parse([]string{"--health-cmd", `sh -c 'test -f /tmp/ok'`, "--health-timeout", "500ms", "x"}, nil, io.Discard); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Join(c.HealthCommand, "|") != "sh|-c|test -f /tmp/ok" || c.HealthCheck != nil || c.HealthTimeout.D() != 500*time.Millisecond {
+	if strings.Join(c.HealthCommand, "|") != "sh|-c|test -f /tmp/ok" || !strings.HasSuffix(c.HealthCommandPath, "/sh") || c.HealthCheck != nil || c.HealthTimeout.D() != 500*time.Millisecond {
 		t.Errorf("command: %q, %v, timeout %s", c.HealthCommand, c.HealthCheck, c.HealthTimeout)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lockex/lockex/internal/activecheck"
 	"github.com/lockex/lockex/internal/podlabel"
+	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
@@ -180,6 +181,14 @@ func (c *Config) healthCheck() error {
 	case c.HealthCmd != "":
 		if c.HealthCommand, err = activecheck.ParseCommand(c.HealthCmd); err != nil {
 			return fmt.Errorf("%s: %w", c.name("health-cmd"), err)
+		}
+		if c.IsMode() {
+			return nil
+		}
+		// Found now, as the workload is: a typo is a usage error before
+		// ZooKeeper is asked, not a failing check that stops the workload.
+		if c.HealthCommandPath, err = proc.Resolve(c.HealthCommand[0], c.getenv("PATH")); err != nil {
+			return fmt.Errorf("%s %q: %w", c.name("health-cmd"), c.HealthCmd, err)
 		}
 	}
 	return nil

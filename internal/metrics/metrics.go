@@ -15,10 +15,10 @@ import (
 
 // Metrics keeps the metrics; status.Recorder tells it of every change.
 type Metrics struct {
-	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
-	wait                                                    prometheus.Observer
-	lost                                                    *prometheus.CounterVec
-	disconnects, expirations                                prometheus.Counter
+	held, contenders, maxHolders, connected, running, ready, healthy prometheus.Gauge
+	wait                                                             prometheus.Observer
+	lost                                                             *prometheus.CounterVec
+	disconnects, expirations, healthFailures, unhealthy              prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -35,11 +35,16 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		connected:  f.gauge("lockex_zk_connected", "1 while connected to ZooKeeper with a live session."),
 		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
 		ready:      f.gauge("lockex_workload_ready", "1 while /active answers 200: the workload runs and passes --active-http or --active-tcp (runs, without a check)."),
+		healthy:    f.gauge("lockex_workload_healthy", "1 while the workload runs and passed its last --health-url or --health-cmd check (runs, without a check)."),
 		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start until the lock was held.",
 			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
 		disconnects: f.counter("lockex_zk_disconnects_total", "Connection losses to ZooKeeper."),
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
+		healthFailures: f.counter("lockex_health_check_failures_total",
+			"Failed health checks of the workload (--health-url, --health-cmd), counted toward the threshold or not."),
+		unhealthy: f.counter("lockex_workload_unhealthy_total",
+			"Workloads stopped, and the lock given up, because they failed their health check --health-failure-threshold times in a row."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -66,6 +71,7 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	m.held.Set(bool01(s.Held()))
 	m.running.Set(bool01(s.State == supervisor.Running))
 	m.ready.Set(bool01(s.Active()))
+	m.healthy.Set(bool01(s.Healthy()))
 	m.connected.Set(bool01(s.Connected))
 	m.contenders.Set(float64(s.Contenders))
 	switch ev {
@@ -77,6 +83,10 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.disconnects.Inc()
 	case status.EvExpired:
 		m.expirations.Inc()
+	case status.EvHealthFailed:
+		m.healthFailures.Inc()
+	case status.EvUnhealthy:
+		m.unhealthy.Inc()
 	}
 }
 

@@ -46,6 +46,24 @@ type Snapshot struct {
 	Check         string
 	WorkloadReady bool
 	CheckErr      string
+	// HealthCheck names the workload's health check (--health-url or
+	// --health-cmd), "" without one. For the running workload: HealthOK,
+	// its last check passed; HealthFailures, its consecutive failures that
+	// count (of HealthThreshold); HealthErr, its last failure.
+	HealthCheck     string
+	HealthThreshold int
+	HealthOK        bool
+	HealthFailures  int
+	HealthErr       string
+	// Unhealthy is set once the workload was stopped for failing its
+	// health check, and stays set.
+	Unhealthy bool
+}
+
+// Healthy reports whether the workload runs and, with a health check,
+// passed its last check: lockex_workload_healthy.
+func (s Snapshot) Healthy() bool {
+	return s.State == supervisor.Running && (s.HealthCheck == "" || s.HealthOK)
 }
 
 // Active reports what /active answers: the workload runs under the lock
@@ -62,7 +80,7 @@ func (s Snapshot) SessionGone() bool {
 
 // Held reports whether this instance holds the lock or a lease.
 func (s Snapshot) Held() bool {
-	return s.State == supervisor.Holding || s.State == supervisor.Running
+	return s.State == supervisor.Holding || s.State == supervisor.Running || s.State == supervisor.Unhealthy
 }
 
 // Event is what changed, for the metrics that count changes.
@@ -74,6 +92,8 @@ const (
 	EvLost
 	EvDisconnected
 	EvExpired
+	EvHealthFailed // one failed health check
+	EvUnhealthy    // the workload stopped for its health
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
@@ -134,6 +154,8 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		}
 	case supervisor.Lost:
 		ev = EvLost
+	case supervisor.Unhealthy:
+		ev = EvUnhealthy
 	}
 	waited := time.Since(r.started)
 	r.update(ev, func(s *Snapshot) {
@@ -148,6 +170,9 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 			}
 		case supervisor.Running:
 			s.Pid = ch.Pid
+			s.HealthOK, s.HealthFailures, s.HealthErr = false, 0, ""
+		case supervisor.Unhealthy:
+			s.Unhealthy, s.HealthOK, s.HealthErr = true, false, ch.Err.Error()
 		case supervisor.Lost:
 			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
 		}
@@ -176,6 +201,12 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		r.log.Info("workload exited", attrs...)
 	case supervisor.Running:
 		r.log.Info("workload started", "pid", ch.Pid)
+	case supervisor.Unhealthy:
+		attrs := append([]any{"pid", ch.Pid, "err", ch.Err}, stopping...)
+		if ch.MinHold > 0 {
+			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+		}
+		r.log.Error("workload unhealthy; stopping it and releasing the lock", attrs...)
 	case supervisor.Lost:
 		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
 		if ch.Late > 0 {
@@ -242,6 +273,46 @@ func (r *Recorder) WorkloadChecked(pid int, ready bool, err error) {
 		r.log.Info("workload ready; active", "check", s.Check, "pid", pid)
 	default:
 		r.log.Warn("workload not ready; not active", "check", s.Check, "pid", pid, "err", err)
+	}
+}
+
+// HealthCheckWith names the workload's health check and the failures in a
+// row that stop it. Called before the run starts.
+func (r *Recorder) HealthCheckWith(check string, threshold int) {
+	r.update(EvOther, func(s *Snapshot) { s.HealthCheck, s.HealthThreshold = check, threshold })
+}
+
+// HealthChecked records a health check of workload pid: failures is its
+// count of consecutive failures that count, err this check's failure. A
+// result for a workload that no longer runs is dropped. Each failure that
+// counts is logged (a few, before the workload is stopped), one that does
+// not yet (the start period) at debug, and the first pass after failures.
+func (r *Recorder) HealthChecked(pid, failures int, err error) {
+	var applied, wasOK bool
+	ev := EvOther
+	if err != nil {
+		ev = EvHealthFailed
+	}
+	var s Snapshot
+	r.mu.Lock()
+	if r.s.State == supervisor.Running && r.s.Pid == pid {
+		applied, wasOK = true, r.s.HealthOK || r.s.HealthErr == ""
+		r.s.HealthOK, r.s.HealthFailures, r.s.HealthErr = err == nil, failures, ""
+		if err != nil {
+			r.s.HealthErr = err.Error()
+		}
+		r.changed(ev, r.s)
+	}
+	s = r.s
+	r.mu.Unlock()
+	switch {
+	case !applied:
+	case err != nil && failures > 0:
+		r.log.Warn("health check failed", "check", s.HealthCheck, "pid", pid, "failures", failures, "threshold", s.HealthThreshold, "err", err)
+	case err != nil:
+		r.log.Debug("health check failed within the start period; not counted", "check", s.HealthCheck, "pid", pid, "err", err)
+	case !wasOK:
+		r.log.Info("health check passed", "check", s.HealthCheck, "pid", pid)
 	}
 }
 
@@ -319,12 +390,20 @@ func (s Snapshot) Describe() string {
 		default:
 			d += ", not ready (" + s.CheckErr + ")"
 		}
+		if s.HealthCheck != "" && s.HealthFailures > 0 {
+			d += fmt.Sprintf(", health check failed %d of %d (%s)", s.HealthFailures, s.HealthThreshold, s.HealthErr)
+		}
+	case supervisor.Unhealthy:
+		d = fmt.Sprintf("holding %s as %s (fencing token %d); %s; stopping it", s.Lock, s.Node, s.Token, s.HealthErr)
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:
 		d = "released " + s.Lock
-		if s.LockLost {
+		switch {
+		case s.LockLost:
 			d = fmt.Sprintf("lost %s (%s); released", s.Lock, s.Loss)
+		case s.Unhealthy:
+			d = "released " + s.Lock + "; workload unhealthy"
 		}
 	case supervisor.GaveUp:
 		d = "gave up waiting for " + s.Lock
