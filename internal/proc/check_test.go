@@ -68,7 +68,7 @@ func TestRunCheckLeavesNothing(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
-	_, _, err := runCheck(t, r, ctx, "sleep 100 & echo $! > "+pids+"; echo $$ >> "+pids+"; wait")
+	_, _, err := runCheck(t, r, ctx, "sleep 1000 & echo $! > "+pids+"; echo $$ >> "+pids+"; wait")
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("hanging check: %v, want the deadline", err)
 	}
@@ -76,7 +76,11 @@ func TestRunCheckLeavesNothing(t *testing.T) {
 		waitGone(t, pid)
 	}
 
-	code, out, err := runCheck(t, r, context.Background(), "sleep 100 & echo $!")
+	// Bounded: should the leftover not be killed, it would hold the
+	// output open until the deadline, and be found running after it.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	code, out, err := runCheck(t, r, ctx, "sleep 1000 & echo $!")
 	if err != nil || code != 0 {
 		t.Fatalf("check that leaves a child: %d, %v", code, err)
 	}
