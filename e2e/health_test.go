@@ -98,7 +98,9 @@ func TestHealthURLHandsOver(t *testing.T) {
 	zk := startZK(t)
 	const id = "health-url"
 	start := func(s *healthServer) *observed {
-		args := []string{"-z", zk.Hosts(), "-i", id, "--health-url", s.url(), "--health-period", "100ms",
+		// A generous timeout: a loaded machine must not make a healthy
+		// workload look unhealthy.
+		args := []string{"-z", zk.Hosts(), "-i", id, "--health-url", s.url(), "--health-period", "100ms", "--health-timeout", "5s",
 			"--health-failure-threshold", "3", "--health-start-period", "30s", "--"}
 		return startObserved(t, nil, append(args, s.argv()...)...)
 	}
@@ -182,14 +184,14 @@ func TestHealthUnhealthyObserved(t *testing.T) {
 	zk := startZK(t)
 	const id = "health-observed"
 	w := newHealthServer(t)
-	args := []string{"-z", zk.Hosts(), "-i", id, "--health-url", w.url(), "--health-period", "100ms", "--health-timeout", "300ms",
+	args := []string{"-z", zk.Hosts(), "-i", id, "--health-url", w.url(), "--health-period", "100ms", "--health-timeout", "2s",
 		"--health-failure-threshold", "2", "--health-start-period", "30s", "--min-hold", "1h", "--"}
 	a := startObserved(t, nil, append(args, w.argv()...)...)
 	eventually(t, 15*time.Second, "the workload is healthy", func() bool {
 		return value(t, a.metrics(t), "lockex_workload_healthy") == 1
 	})
 	w.touch("hang")
-	says := "workload failed its health check 2 times in a row: no answer within 300ms; stopping it"
+	says := "workload failed its health check 2 times in a row: no answer within 2s; stopping it"
 	if code := a.activeAfter(t, says); code != 503 {
 		t.Errorf("unhealthy: /active %d, want 503", code)
 	}
@@ -237,7 +239,7 @@ func TestHealthCmd(t *testing.T) {
 					t.Fatal(err)
 				}
 				s := m.start(t, nil, "-z", zk.Hosts(), "-i", "health-cmd-"+m.name+"-"+how, "--log-format", "json",
-					"--health-cmd", check+" "+dir+" "+mark, "--health-period", "100ms", "--health-timeout", "500ms",
+					"--health-cmd", check+" "+dir+" "+mark, "--health-period", "100ms", "--health-timeout", "2s",
 					"--health-failure-threshold", "2", "--", "sh", "-c", "echo start >> "+dir+"/log; exec sleep 1000")
 				eventually(t, 15*time.Second, "five checks", func() bool { return countLines(checks, "check") >= 5 })
 				select {
@@ -256,7 +258,7 @@ func TestHealthCmd(t *testing.T) {
 				}
 				wantErr := map[string]string{
 					"sick": "workload failed its health check 2 times in a row: exec " + check + " " + dir + " " + mark + ": exit 1: sick: " + dir + "/sick exists",
-					"hang": "workload failed its health check 2 times in a row: no answer within 500ms",
+					"hang": "workload failed its health check 2 times in a row: no answer within 2s",
 				}[how]
 				if err := lineWith(t, s, "workload unhealthy; stopping it and releasing the lock")["err"]; err != wantErr {
 					t.Errorf("err %q, want %q", err, wantErr)
