@@ -91,7 +91,7 @@ func ParseCommand(s string) ([]string, error) {
 				inWord = false
 			}
 		case strings.ContainsRune("$`|&;<>()", c):
-			return nil, fmt.Errorf("%q: %q is shell syntax, and the command runs without a shell: quote it, or write sh -c '...'", s, c)
+			return nil, fmt.Errorf("%q: %q is shell syntax, and the command runs without a shell: put it in single quotes, or write sh -c '...'", s, c)
 		default:
 			word.WriteRune(c)
 			inWord = true
