@@ -131,8 +131,8 @@ func TestHealthURLHandsOver(t *testing.T) {
 	pidA := wa.pid()
 
 	wa.touch("sick")
-	if code := a.wait(t, 30*time.Second); code != 77 {
-		t.Fatalf("a: exit %d, want 77; its log:\n%s", code, a.stderr)
+	if code, unhealthy := a.scrapeUntilExit(t); code != 77 || unhealthy != 1 {
+		t.Fatalf("a: exit %d, the last scrape's lockex_workload_unhealthy_total %v; want 77 and 1; its log:\n%s", code, unhealthy, a.stderr)
 	}
 	if _, state := statOf(pidA); state != 0 {
 		t.Errorf("a's workload %d still there (state %c) after lockex exited", pidA, state)
@@ -209,9 +209,31 @@ func TestHealthUnhealthyObserved(t *testing.T) {
 		t.Errorf("lockex_health_check_failures_total %v, want at least 2", n)
 	}
 	_ = a.cmd.Process.Signal(syscall.SIGTERM)
-	if code := a.wait(t, 15*time.Second); code != 77 {
-		t.Errorf("exit %d, want 77", code)
+	if code, unhealthy := a.scrapeUntilExit(t); code != 77 || unhealthy != 1 {
+		t.Errorf("exit %d, the last scrape's lockex_workload_unhealthy_total %v; want 77 and 1", code, unhealthy)
 	}
+}
+
+// scrapeUntilExit scrapes /metrics until lockex exits, which it does after
+// a stop for the workload's health only once scraped (design.md §8, last
+// scrape), and returns its exit code and the last
+// lockex_workload_unhealthy_total seen.
+func (o *observed) scrapeUntilExit(t *testing.T) (code int, unhealthy float64) {
+	t.Helper()
+	addr := strings.TrimPrefix(o.base, "http://")
+	unhealthy = -1
+	eventually(t, 30*time.Second, "lockex exits, scraped", func() bool {
+		if v, ok := metricValue(addr, "lockex_workload_unhealthy_total"); ok {
+			unhealthy = v
+		}
+		select {
+		case <-o.done:
+			return true
+		default:
+			return false
+		}
+	})
+	return o.code, unhealthy
 }
 
 // TestHealthCmd: --health-cmd as PID 1 and as a subreaper. The checks'

@@ -136,11 +136,12 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Observer:     rec,
 		Log:          log,
 	})
-	if rec.Snapshot().LockLost && srv != nil {
+	if s := rec.Snapshot(); (s.LockLost || s.Unhealthy) && srv != nil {
 		// Any loss, also one during --min-hold, where the exit code is the
-		// workload's. The workload is stopped and the lock given back; the
-		// session goes now, so a node of ours cannot hold up the next
-		// holder meanwhile.
+		// workload's, and a stop for the workload's health: each counted
+		// by a metric nobody would see rise otherwise. The workload is
+		// stopped and the lock given back; the session goes now, so a node
+		// of ours cannot hold up the next holder meanwhile.
 		locker.close()
 		lingerForScrape(srv, signals, log)
 	}
@@ -151,12 +152,14 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 // Prometheus to scrape it once more.
 const lingerMax = time.Minute
 
-// lingerForScrape keeps /metrics up after a lock loss until it has been
-// scraped once (at most lingerMax, or until a signal): lockex_lock_lost_total
-// goes up as lockex is about to exit, and without this one scrape no
-// Prometheus would ever see it, and the lock-lost alert would never fire.
+// lingerForScrape keeps /metrics up after a lock loss or a stop for the
+// workload's health until it has been scraped once (at most lingerMax, or
+// until a signal): lockex_lock_lost_total or
+// lockex_workload_unhealthy_total goes up as lockex is about to exit, and
+// without this one scrape no Prometheus would ever see it, and the
+// lock-lost alert would never fire.
 func lingerForScrape(srv *httpapi.Server, signals <-chan os.Signal, log *slog.Logger) {
-	log.Info("serving /metrics until the next scrape, so that the loss is seen", "at_most", lingerMax)
+	log.Info("serving /metrics until the next scrape, so that the loss or the unhealthy stop is seen", "at_most", lingerMax)
 	timer := time.NewTimer(lingerMax)
 	defer timer.Stop()
 	for {
