@@ -42,14 +42,21 @@ func (s *healthServer) checks() int { return countLines(filepath.Join(s.dir, "lo
 
 // pid is the workload's pid, 0 until it has started.
 func (s *healthServer) pid() int {
+	pid, _ := s.started()
+	return pid
+}
+
+// started is the workload's pid and the time it started, zero until then.
+func (s *healthServer) started() (int, time.Time) {
 	b, _ := os.ReadFile(filepath.Join(s.dir, "log"))
 	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "start "); ok {
-			pid, _ := strconv.Atoi(p)
-			return pid
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "start" {
+			pid, _ := strconv.Atoi(f[1])
+			ns, _ := strconv.ParseInt(f[2], 10, 64)
+			return pid, time.Unix(0, ns)
 		}
 	}
-	return 0
+	return 0, time.Time{}
 }
 
 func touch(t *testing.T, path string) {
@@ -131,6 +138,7 @@ func TestHealthURLHandsOver(t *testing.T) {
 	pidA := wa.pid()
 
 	wa.touch("sick")
+	sick := time.Now()
 	if code, unhealthy := a.scrapeUntilExit(t); code != 77 || unhealthy != 1 {
 		t.Fatalf("a: exit %d, the last scrape's lockex_workload_unhealthy_total %v; want 77 and 1; its log:\n%s", code, unhealthy, a.stderr)
 	}
@@ -146,6 +154,10 @@ func TestHealthURLHandsOver(t *testing.T) {
 		t.Errorf("unhealthy: err %q", err)
 	}
 	eventually(t, 15*time.Second, "b's workload starts", func() bool { return wb.pid() != 0 })
+	// Not asserted (no timing asserts): 3 checks 100ms apart, the stop,
+	// the release, the standby's watch, its workload's start.
+	_, bStarted := wb.started()
+	t.Logf("from the health check's first failure to the standby's workload running: %s", bStarted.Sub(sick).Round(time.Millisecond))
 	conn := zkClient(t, zk.Hosts())
 	if kids := children(t, conn, "/lockex/"+id); len(kids) != 1 {
 		t.Errorf("nodes %q, want b's alone", kids)

@@ -1,8 +1,8 @@
 """A workload with a health endpoint, as a web app has, for the tests of
 --health-url. It listens on PORT at once and answers GET /health with 503
 while DIR/sick exists and 200 otherwise; while DIR/hang exists it does not
-answer (for at most a minute). It appends "start PID" to DIR/log as it
-starts, and "check" for each request."""
+answer (for at most a minute). It appends "start PID UNIX_NS" to DIR/log
+as it starts, and "check" for each request."""
 import http.server
 import os
 import sys
@@ -31,5 +31,5 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-note("start %d" % os.getpid())
+note("start %d %d" % (os.getpid(), time.time_ns()))
 server.serve_forever()
