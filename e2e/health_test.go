@@ -157,7 +157,7 @@ func TestHealthURLHandsOver(t *testing.T) {
 	// Not asserted (no timing asserts): 3 checks 100ms apart, the stop,
 	// the release, the standby's watch, its workload's start.
 	_, bStarted := wb.started()
-	t.Logf("from the health check's first failure to the standby's workload running: %s", bStarted.Sub(sick).Round(time.Millisecond))
+	t.Logf("from the workload turning sick to the standby's workload running: %s", bStarted.Sub(sick).Round(time.Millisecond))
 	conn := zkClient(t, zk.Hosts())
 	if kids := children(t, conn, "/lockex/"+id); len(kids) != 1 {
 		t.Errorf("nodes %q, want b's alone", kids)
