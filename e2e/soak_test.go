@@ -68,7 +68,17 @@ type contender struct {
 	// fullStderr gives lockex a stderr pipe that is full and never read,
 	// as under a supervisor that stopped reading its logs.
 	fullStderr bool
+	// health gives lockex a --health-cmd that fails at random (soakHealth):
+	// some of its runs end with the workload stopped for its health (77).
+	health bool
 }
+
+// soakHealth is the health check of the health-gated contenders: each
+// check fails with a chance of 1 in 4, and two failures in a row (about
+// every 3s at 5 checks a second) stop the workload, a stop with the grace
+// and SIGKILL of a loss, racing the soak's faults.
+var soakHealth = []string{"--health-cmd", "sh -c 'case $(cat /proc/sys/kernel/random/uuid) in [0-3]*) exit 1;; esac'",
+	"--health-period", "200ms", "--health-failure-threshold", "2"}
 
 type runner int
 
@@ -92,11 +102,11 @@ const (
 
 var soakKinds = []soakKind{
 	{"mutex", 1, []contender{
-		{"c0", onHost, false}, {"c1", onHost, true}, {"c2", asPID1, false}, {"c3", asPID1, false},
+		{"c0", onHost, false, false}, {"c1", onHost, true, false}, {"c2", asPID1, false, false}, {"c3", asPID1, false, true},
 	}},
 	{"semaphore", 2, []contender{
-		{"c0", onHost, false}, {"c1", onHost, true}, {"c2", asPID1, false}, {"c3", asPID1, false},
-		{"k0", kazooPeer, false}, {"k1", kazooPeer, false},
+		{"c0", onHost, false, true}, {"c1", onHost, true, false}, {"c2", asPID1, false, false}, {"c3", asPID1, false, true},
+		{"k0", kazooPeer, false, false}, {"k1", kazooPeer, false, false},
 	}},
 }
 
@@ -271,8 +281,9 @@ func (s *soak) contend(i int, end time.Time) {
 		s.event("%s exits %d", who, code)
 		s.exits[r.program()][code]++
 		s.mu.Unlock()
-		switch code {
-		case 0, 69, 76, 137: // done, unreachable, lost, killed by the soak
+		switch {
+		case code == 0, code == 69, code == 76, code == 137: // done, unreachable, lost, killed by the soak
+		case code == 77 && c.health: // stopped for its health
 		default:
 			s.t.Errorf("%s: exit %d; log:\n%s", who, code, r.lx.stderr)
 		}
@@ -297,6 +308,9 @@ func (s *soak) start(i int, hosts, who string, hold time.Duration, child bool) *
 		workload = tickerWithChild(s.logPath, who, hold)
 	}
 	args := append([]string{"-z", hosts, "-i", "soak", "-c", strconv.Itoa(s.kind.size), "-T", "3s"}, lossFlags...)
+	if c.health {
+		args = append(args, soakHealth...)
+	}
 	args = append(append(args, "--"), workload...)
 	cmd := exec.Command(lockexBin, args...)
 	if c.how == asPID1 {

@@ -432,6 +432,10 @@ func TestHelmRefuses(t *testing.T) {
 		{"check port name unknown", []string{"--set", "command={/app}", "--set", "activeCheck.tcpSocket.port=http"}, `activeCheck.tcpSocket.port "http": no port of that name in ports`},
 		{"check without port", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.path=/ready"}, "activeCheck.httpGet.port is required"},
 		{"check path relative", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.port=80", "--set", "activeCheck.httpGet.path=ready"}, `activeCheck.httpGet.path "ready": want an absolute path`},
+		{"two health checks", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.port=80", "--set", "healthCheck.exec.command={/check}"}, "give httpGet or exec, not both"},
+		{"health check without port", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.path=/healthz"}, "healthCheck.httpGet.port is required"},
+		{"health check path relative", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.port=80", "--set", "healthCheck.httpGet.path=healthz"}, `healthCheck.httpGet.path "healthz": want an absolute path`},
+		{"health check threshold 0", []string{"--set", "command={/app}", "--set", "healthCheck.exec.command={/check}", "--set", "healthCheck.failureThreshold=0"}, "failureThreshold"},
 		{"tls without secret", []string{"--set", "command={/app}", "--set", "zookeeper.tls.enabled=true"}, "zookeeper.tls.enabled needs zookeeper.tls.secretName"},
 		{"bad digest", []string{"--set", "command={/app}", "--set", "image.digest=latest"}, "digest"},
 		{"port out of range", []string{"--set", "command={/app}", "--set", "metrics.port=70000"}, "port"},
@@ -643,6 +647,54 @@ func TestHelmActiveCheck(t *testing.T) {
 			}
 			if len(tc.want) == 0 && len(got) != 0 {
 				t.Errorf("no activeCheck: flags %q", got)
+			}
+			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
+			r.install()
+			if code, out := r.validate(); code != 0 {
+				t.Errorf("lockex rejects %q: exit %d\n%s", got, code, out)
+			}
+		})
+	}
+}
+
+// TestHelmHealthCheck: healthCheck renders as lockex's --health-url or
+// --health-cmd, each word of the command in single quotes (a quote in a
+// word closes them, is escaped, and opens them again), so that lockex
+// splits them back as given, with the probe's timing; lockex accepts each.
+func TestHelmHealthCheck(t *testing.T) {
+	base := []string{"--set", "image.repository=example/app", "--set", "command={/app}", "--set", "zookeeper.hosts=zk:2181",
+		"--set", "ports[0].name=http", "--set", "ports[0].containerPort=8080"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"none", nil, nil},
+		{"http by name", []string{"--set", "healthCheck.httpGet.path=/healthz", "--set", "healthCheck.httpGet.port=http"},
+			[]string{"--health-url=http://127.0.0.1:8080/healthz", "--health-period=10s", "--health-timeout=1s", "--health-failure-threshold=3", "--health-start-period=0s"}},
+		{"exec", []string{"--set-json", `healthCheck.exec.command=["/app/check","--say","it's $ok | fine"]`,
+			"--set", "healthCheck.periodSeconds=5", "--set", "healthCheck.timeoutSeconds=2", "--set", "healthCheck.failureThreshold=1",
+			"--set", "healthCheck.startPeriodSeconds=60"},
+			[]string{`--health-cmd='/app/check' '--say' 'it'\''s $ok | fine'`,
+				"--health-period=5s", "--health-timeout=2s", "--health-failure-threshold=1", "--health-start-period=60s"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), tc.args...)...)
+			dep := only[*appsv1.Deployment](t, objs)
+			a := argv(&dep.Spec.Template.Spec.Containers[0])
+			var got []string
+			for _, f := range a[:slices.Index(a, "--")] {
+				if strings.HasPrefix(f, "--health-") {
+					got = append(got, f)
+				}
+			}
+			for _, w := range tc.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("lockex flags %q lack %q", got, w)
+				}
+			}
+			if len(tc.want) == 0 && len(got) != 0 {
+				t.Errorf("no healthCheck: flags %q", got)
 			}
 			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
 			r.install()

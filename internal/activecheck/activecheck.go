@@ -1,8 +1,11 @@
 // Package activecheck asks the running workload whether it serves, the way
-// the kubelet's httpGet and tcpSocket probes ask a container, so that
-// lockex's /active turns 200 when the workload answers rather than when its
-// process starts (docs/design.md §8). It only observes: a failing check
-// never stops the workload or touches the lock.
+// the kubelet's httpGet, tcpSocket and exec probes ask a container. lockex
+// asks it two questions with it: readiness (--active-http, --active-tcp),
+// so that /active turns 200 when the workload answers rather than when its
+// process starts (docs/design.md §8), and health (--health-url,
+// --health-cmd), whose failures, threshold times in a row, make the
+// supervisor stop the workload and give the lock up. The package only
+// observes and counts; what a failure means is its callers' to decide.
 package activecheck
 
 import (
@@ -132,6 +135,11 @@ type Config struct {
 	// FailureThreshold consecutive failures take a ready workload back to
 	// not ready; one success makes it ready.
 	FailureThreshold int
+	// StartPeriod is the time a new workload gets to come up, as Docker's
+	// HEALTHCHECK --start-period: failures within it after the workload
+	// was seen to start are reported but not counted, until one check
+	// passes; from then on, or once it is over, every failure counts.
+	StartPeriod time.Duration
 }
 
 // Result is the workload's readiness after one check.
@@ -139,6 +147,10 @@ type Result struct {
 	Pid   int   // the workload the check was of
 	Ready bool  // after this check and the ones before it
 	Err   error // this check's failure, nil if it passed
+	// Failures counts this workload's consecutive failed checks up to
+	// this one, those forgiven by StartPeriod not included: 0 after a
+	// pass.
+	Failures int
 }
 
 // Checker checks the workload while it runs. Running tells it which
@@ -174,6 +186,8 @@ func (c *Checker) Run(ctx context.Context, report func(Result)) {
 	defer ticker.Stop()
 	var (
 		checked  int // the pid the state below is of
+		since    time.Time
+		passed   bool // this workload passed a check
 		ready    bool
 		failures int
 	)
@@ -186,7 +200,7 @@ func (c *Checker) Run(ctx context.Context, report func(Result)) {
 		}
 		pid := int(c.pid.Load())
 		if pid != checked {
-			checked, ready, failures = pid, false, 0
+			checked, since, passed, ready, failures = pid, time.Now(), false, false, 0
 		}
 		if pid == 0 {
 			continue
@@ -200,11 +214,16 @@ func (c *Checker) Run(ctx context.Context, report func(Result)) {
 		if errors.Is(err, context.DeadlineExceeded) {
 			err = fmt.Errorf("no answer within %s", c.cfg.Timeout)
 		}
-		if err == nil {
-			ready, failures = true, 0
-		} else if failures++; failures >= c.cfg.FailureThreshold {
-			ready = false
+		switch {
+		case err == nil:
+			passed, ready, failures = true, true, 0
+		case !passed && time.Since(since) < c.cfg.StartPeriod:
+			// Still coming up: not counted.
+		default:
+			if failures++; failures >= c.cfg.FailureThreshold {
+				ready = false
+			}
 		}
-		report(Result{Pid: pid, Ready: ready, Err: err})
+		report(Result{Pid: pid, Ready: ready, Err: err, Failures: failures})
 	}
 }

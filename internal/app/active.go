@@ -17,19 +17,20 @@ import (
 // Service skips it whatever its labels say.
 const labelClearMax = 2 * time.Second
 
-// activeFollowers are what moves with /active besides the endpoint: the
-// workload's readiness check (--active-http, --active-tcp), which decides
-// it, and the pod label (--active-label), which mirrors it. Either may be
-// absent.
+// activeFollowers are what follows the running workload besides the
+// endpoint: the workload's readiness check (--active-http, --active-tcp),
+// which decides /active, the pod label (--active-label), which mirrors it,
+// and the health check (--health-url, --health-cmd). Any may be absent.
 type activeFollowers struct {
 	cfg     *config.Config
 	checker *activecheck.Checker
 	labeler *podlabel.Labeler
+	health  *healthCheck
 	stops   []func()
 }
 
-func newActiveFollowers(cfg *config.Config, log *slog.Logger) *activeFollowers {
-	f := &activeFollowers{cfg: cfg}
+func newActiveFollowers(cfg *config.Config, log *slog.Logger, health *healthCheck) *activeFollowers {
+	f := &activeFollowers{cfg: cfg, health: health}
 	if cfg.ActiveCheck != nil {
 		f.checker = activecheck.New(activecheck.Config{
 			Probe:            cfg.ActiveCheck,
@@ -50,12 +51,15 @@ func newActiveFollowers(cfg *config.Config, log *slog.Logger) *activeFollowers {
 func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func(status.Event, status.Snapshot) {
 	return func(ev status.Event, s status.Snapshot) {
 		next(ev, s)
+		pid := 0
+		if s.State == supervisor.Running {
+			pid = s.Pid
+		}
 		if f.checker != nil {
-			pid := 0
-			if s.State == supervisor.Running {
-				pid = s.Pid
-			}
 			f.checker.Running(pid)
+		}
+		if f.health != nil {
+			f.health.checker.Running(pid)
 		}
 		if f.labeler != nil {
 			f.labeler.Set(s.Active())
@@ -63,8 +67,12 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 	}
 }
 
-// start runs the checker and the labeler in the background.
+// start runs the checkers and the labeler in the background.
 func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
+	if f.health != nil {
+		f.health.start(ctx, rec)
+		f.stops = append(f.stops, f.health.stop)
+	}
 	if f.checker != nil {
 		rec.CheckWith(f.cfg.ActiveCheck.String())
 		ctx, cancel := context.WithCancel(ctx)

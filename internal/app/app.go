@@ -101,7 +101,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	active := newActiveFollowers(cfg, log)
+	env := workloadEnv(environ)
+	health := newHealthCheck(cfg, reaper, env)
+	active := newActiveFollowers(cfg, log, health)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()
@@ -123,8 +125,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Start: func(env []string) (supervisor.Process, error) {
 			return reaper.Start(path, cfg.Command, env)
 		},
-		Env:          workloadEnv(environ),
+		Env:          env,
 		Signals:      signals,
+		Health:       health.Verdicts(),
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
@@ -135,12 +138,14 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Observer:     rec,
 		Log:          log,
 	})
-	if s := rec.Snapshot(); s.LockLost && s.State == supervisor.Released && srv != nil {
+	if s := rec.Snapshot(); (s.LockLost || s.Unhealthy) && s.State == supervisor.Released && srv != nil {
 		// Any loss in the last round, also one during --min-hold, where
-		// the exit code is the workload's (not one in an earlier round of
-		// --requeue: lockex served /metrics through the backoff since). The
-		// workload is stopped and the lock given back; the session goes
-		// now, so a node of ours cannot hold up the next holder meanwhile.
+		// the exit code is the workload's, and a stop for the workload's
+		// health: each counted by a metric nobody would see rise otherwise
+		// (not one in an earlier round of --requeue: lockex served
+		// /metrics through the backoff since). The workload is stopped and
+		// the lock given back; the session goes now, so a node of ours
+		// cannot hold up the next holder meanwhile.
 		locker.Close()
 		lingerForScrape(srv, signals, log)
 	}
@@ -151,12 +156,14 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 // Prometheus to scrape it once more.
 const lingerMax = time.Minute
 
-// lingerForScrape keeps /metrics up after a lock loss until it has been
-// scraped once (at most lingerMax, or until a signal): lockex_lock_lost_total
-// goes up as lockex is about to exit, and without this one scrape no
-// Prometheus would ever see it, and the lock-lost alert would never fire.
+// lingerForScrape keeps /metrics up after a lock loss or a stop for the
+// workload's health until it has been scraped once (at most lingerMax, or
+// until a signal): lockex_lock_lost_total or
+// lockex_workload_unhealthy_total goes up as lockex is about to exit, and
+// without this one scrape no Prometheus would ever see it, and the
+// lock-lost alert would never fire.
 func lingerForScrape(srv *httpapi.Server, signals <-chan os.Signal, log *slog.Logger) {
-	log.Info("serving /metrics until the next scrape, so that the loss is seen", "at_most", lingerMax)
+	log.Info("serving /metrics until the next scrape, so that the loss or the unhealthy stop is seen", "at_most", lingerMax)
 	timer := time.NewTimer(lingerMax)
 	defer timer.Stop()
 	for {

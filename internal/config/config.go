@@ -54,6 +54,12 @@ type Config struct {
 	ActiveTimeout  Duration `env:"ACTIVE_TIMEOUT" envDefault:"1s"`
 	ActiveFailures int      `env:"ACTIVE_FAILURE_THRESHOLD" envDefault:"3"`
 	ActiveLabel    string   `env:"ACTIVE_LABEL"`
+	HealthURL      string   `env:"HEALTH_URL"`
+	HealthCmd      string   `env:"HEALTH_CMD"`
+	HealthPeriod   Duration `env:"HEALTH_PERIOD" envDefault:"10s"`
+	HealthTimeout  Duration `env:"HEALTH_TIMEOUT" envDefault:"1s"`
+	HealthFailures int      `env:"HEALTH_FAILURE_THRESHOLD" envDefault:"3"`
+	HealthStart    Duration `env:"HEALTH_START_PERIOD" envDefault:"0"`
 	PodName        string   `env:"POD_NAME"`
 	ServiceAccount string   `env:"SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
@@ -84,6 +90,13 @@ type Config struct {
 	// ActiveCheck is the workload's readiness check behind /active, from
 	// --active-http or --active-tcp; nil without one.
 	ActiveCheck activecheck.Probe `env:"-"`
+	// HealthCheck is the workload's health check from --health-url, nil
+	// without one. HealthCommand is --health-cmd's argv, nil without it:
+	// its probe needs the reaper, which the app makes; HealthCommandPath
+	// is its first word found through PATH.
+	HealthCheck       activecheck.Probe `env:"-"`
+	HealthCommand     []string          `env:"-"`
+	HealthCommandPath string            `env:"-"`
 	// PodLabel is where --active-label goes and how to reach the API
 	// server; nil without --active-label.
 	PodLabel *podlabel.Config `env:"-"`

@@ -112,6 +112,15 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"x"}, []string{"LOCKEX_ACTIVE_TIMEOUT=0"}, `LOCKEX_ACTIVE_TIMEOUT "0s"`},
 		{[]string{"--active-failure-threshold", "0", "x"}, nil, `--active-failure-threshold "0": want at least 1`},
 		{[]string{"--active-label", "lockex.io/active", "x"}, nil, `--active-label "lockex.io/active": want key=value`},
+		{[]string{"--health-url", "localhost:8080/health", "x"}, nil, `--health-url: "localhost:8080/health": want an http:// or https:// URL`},
+		{[]string{"--health-url", "http://127.0.0.1/", "--health-cmd", "true", "x"}, nil, `--health-cmd "true": want not together with --health-url`},
+		{[]string{"--health-cmd", "curl -f x || exit 1", "x"}, nil, `--health-cmd: "curl -f x || exit 1": '|' is shell syntax`},
+		{[]string{"x"}, []string{"LOCKEX_HEALTH_CMD=check 'it"}, `LOCKEX_HEALTH_CMD: "check 'it": unterminated ' quote`},
+		{[]string{"--health-period", "0", "x"}, nil, `--health-period "0s": want more than 0`},
+		{[]string{"--health-cmd", "no-such-check-command --now", "x"}, nil, `--health-cmd "no-such-check-command --now": command not found`},
+		{[]string{"--health-timeout", "-1", "x"}, nil, `--health-timeout`},
+		{[]string{"x"}, []string{"LOCKEX_HEALTH_FAILURE_THRESHOLD=0"}, `LOCKEX_HEALTH_FAILURE_THRESHOLD "0": want at least 1`},
+		{[]string{"x"}, []string{"LOCKEX_HEALTH_START_PERIOD=soon"}, `LOCKEX_HEALTH_START_PERIOD="soon"`},
 		{[]string{"--active-label", "Lockex.io/active=true", "x"}, nil, `prefix "Lockex.io" is not a DNS subdomain`},
 		{[]string{"--active-label", "active-=true", "x"}, nil, `label name "active-"`},
 		{[]string{"x"}, []string{"LOCKEX_ACTIVE_LABEL=active=yes please"}, `LOCKEX_ACTIVE_LABEL "active=yes please": label value`},
@@ -238,6 +247,33 @@ func TestActiveCheck(t *testing.T) {
 	}
 	if c.ActiveCheck == nil || c.ActiveCheck.String() != "TCP [::1]:5432" || c.ActiveTimeout.D() != 2*time.Second {
 		t.Errorf("tcp: check %v, timeout %s", c.ActiveCheck, c.ActiveTimeout)
+	}
+}
+
+// TestHealthCheck: defaults as a Kubernetes probe's; --health-url and
+// --health-cmd from flags or the environment.
+func TestHealthCheck(t *testing.T) {
+	c, err := Parse([]string{"--", "x"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HealthCheck != nil || c.HealthCommand != nil || c.HealthPeriod.D() != 10*time.Second || c.HealthTimeout.D() != time.Second ||
+		c.HealthFailures != 3 || c.HealthStart != 0 {
+		t.Errorf("defaults: %v %q, period %s, timeout %s, failures %d, start %s", c.HealthCheck, c.HealthCommand, c.HealthPeriod, c.HealthTimeout, c.HealthFailures, c.HealthStart)
+	}
+	env := []string{"LOCKEX_HEALTH_URL=http://127.0.0.1:8080/health", "LOCKEX_HEALTH_PERIOD=2", "LOCKEX_HEALTH_FAILURE_THRESHOLD=1", "LOCKEX_HEALTH_START_PERIOD=1m"}
+	if c, err = Parse([]string{"x"}, env, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.HealthCheck == nil || c.HealthCheck.String() != "GET http://127.0.0.1:8080/health" || c.HealthPeriod.D() != 2*time.Second ||
+		c.HealthFailures != 1 || c.HealthStart.D() != time.Minute {
+		t.Errorf("from the environment: %v, period %s, failures %d, start %s", c.HealthCheck, c.HealthPeriod, c.HealthFailures, c.HealthStart)
+	}
+	if c, err = Parse([]string{"--health-cmd", `sh -c 'test -f /tmp/ok'`, "--health-timeout", "500ms", "x"}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.HealthCommand, "|") != "sh|-c|test -f /tmp/ok" || !strings.HasSuffix(c.HealthCommandPath, "/sh") || c.HealthCheck != nil || c.HealthTimeout.D() != 500*time.Millisecond {
+		t.Errorf("command: %q, %v, timeout %s", c.HealthCommand, c.HealthCheck, c.HealthTimeout)
 	}
 }
 

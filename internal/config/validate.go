@@ -10,6 +10,7 @@ import (
 
 	"github.com/lockex/lockex/internal/activecheck"
 	"github.com/lockex/lockex/internal/podlabel"
+	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
@@ -46,6 +47,10 @@ func (c *Config) validate() error {
 		{c.ActiveFailures < 1, "active-failure-threshold", c.ActiveFailures, "at least 1"},
 		{c.RequeueBackoff <= 0, "requeue-backoff", c.RequeueBackoff, "more than 0: a workload that fails at once must not be restarted in a tight loop"},
 		{c.RequeueMax < c.RequeueBackoff, "requeue-backoff-max", c.RequeueMax, fmt.Sprintf("at least %s (%s)", c.name("requeue-backoff"), c.RequeueBackoff)},
+		{c.HealthURL != "" && c.HealthCmd != "", "health-cmd", c.HealthCmd, "not together with --health-url: one check decides the workload's health"},
+		{c.HealthPeriod <= 0, "health-period", c.HealthPeriod, "more than 0"},
+		{c.HealthTimeout <= 0, "health-timeout", c.HealthTimeout, "more than 0"},
+		{c.HealthFailures < 1, "health-failure-threshold", c.HealthFailures, "at least 1"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -72,6 +77,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if c.ActiveCheck, err = c.activeCheck(); err != nil {
+		return err
+	}
+	if err := c.healthCheck(); err != nil {
 		return err
 	}
 	if c.PodLabel, err = c.podLabel(); err != nil {
@@ -162,6 +170,30 @@ func (c *Config) activeCheck() (activecheck.Probe, error) {
 		}
 	}
 	return p, nil
+}
+
+// healthCheck makes the probe of --health-url, or splits --health-cmd.
+func (c *Config) healthCheck() error {
+	var err error
+	switch {
+	case c.HealthURL != "":
+		if c.HealthCheck, err = activecheck.HTTP(c.HealthURL); err != nil {
+			return fmt.Errorf("%s: %w", c.name("health-url"), err)
+		}
+	case c.HealthCmd != "":
+		if c.HealthCommand, err = activecheck.ParseCommand(c.HealthCmd); err != nil {
+			return fmt.Errorf("%s: %w", c.name("health-cmd"), err)
+		}
+		if c.IsMode() {
+			return nil
+		}
+		// Found now, as the workload is: a typo is a usage error before
+		// ZooKeeper is asked, not a failing check that stops the workload.
+		if c.HealthCommandPath, err = proc.Resolve(c.HealthCommand[0], c.getenv("PATH")); err != nil {
+			return fmt.Errorf("%s %q: %w", c.name("health-cmd"), c.HealthCmd, err)
+		}
+	}
+	return nil
 }
 
 // podLabel checks --active-label and finds the API server, the pod and its

@@ -13,6 +13,7 @@ const (
 	Unavailable = 69  // EX_UNAVAILABLE: ZooKeeper unreachable or auth failed before the lock was held
 	Busy        = 75  // EX_TEMPFAIL: lock not acquired; --busy-exit-code overrides it
 	LockLost    = 76  // the lock was lost while the workload ran
+	Unhealthy   = 77  // the workload failed its health check (--health-url, --health-cmd) and was stopped
 	MaxRuntime  = 124 // --max-runtime passed and lockex stopped the workload, as GNU timeout(1) exits
 	CannotExec  = 126 // the command exists but cannot be executed
 	NotFound    = 127 // the command was not found

@@ -15,10 +15,11 @@ import (
 
 // Metrics keeps the metrics; status.Recorder tells it of every change.
 type Metrics struct {
-	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
-	wait                                                    prometheus.Observer
-	lost                                                    *prometheus.CounterVec
-	disconnects, expirations, maxRuntime, requeues          prometheus.Counter
+	held, contenders, maxHolders, connected, running, ready, healthy prometheus.Gauge
+	wait                                                             prometheus.Observer
+	lost                                                             *prometheus.CounterVec
+	disconnects, expirations, maxRuntime, requeues                   prometheus.Counter
+	healthFailures, unhealthy                                        prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -35,6 +36,7 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		connected:  f.gauge("lockex_zk_connected", "1 while connected to ZooKeeper with a live session."),
 		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
 		ready:      f.gauge("lockex_workload_ready", "1 while /active answers 200: the workload runs and passes --active-http or --active-tcp (runs, without a check)."),
+		healthy:    f.gauge("lockex_workload_healthy", "1 while the workload runs and passed its last --health-url or --health-cmd check (runs, without a check)."),
 		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start (the round's, with --requeue) until the lock was held.",
 			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
@@ -42,6 +44,10 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
 		maxRuntime:  f.counter("lockex_workload_max_runtime_exceeded_total", "Workloads that ran for --max-runtime and were stopped."),
 		requeues:    f.counter("lockex_lock_requeues_total", "Rounds begun again after a backoff (--requeue)."),
+		healthFailures: f.counter("lockex_health_check_failures_total",
+			"Failed health checks of the workload (--health-url, --health-cmd), counted toward the threshold or not."),
+		unhealthy: f.counter("lockex_workload_unhealthy_total",
+			"Workloads stopped, and the lock given up, because they failed their health check --health-failure-threshold times in a row."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -68,6 +74,7 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	m.held.Set(bool01(s.Held()))
 	m.running.Set(bool01(s.State == supervisor.Running))
 	m.ready.Set(bool01(s.Active()))
+	m.healthy.Set(bool01(s.Healthy()))
 	m.connected.Set(bool01(s.Connected))
 	m.contenders.Set(float64(s.Contenders))
 	switch ev {
@@ -83,6 +90,10 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.maxRuntime.Inc()
 	case status.EvRequeued:
 		m.requeues.Inc()
+	case status.EvHealthFailed:
+		m.healthFailures.Inc()
+	case status.EvUnhealthy:
+		m.unhealthy.Inc()
 	}
 }
 

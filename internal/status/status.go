@@ -52,6 +52,24 @@ type Snapshot struct {
 	Check         string
 	WorkloadReady bool
 	CheckErr      string
+	// HealthCheck names the workload's health check (--health-url or
+	// --health-cmd), "" without one. For the running workload: HealthOK,
+	// its last check passed; HealthFailures, its consecutive failures that
+	// count (of HealthThreshold); HealthErr, its last failure.
+	HealthCheck     string
+	HealthThreshold int
+	HealthOK        bool
+	HealthFailures  int
+	HealthErr       string
+	// Unhealthy is set once the workload was stopped for failing its
+	// health check, and stays set.
+	Unhealthy bool
+}
+
+// Healthy reports whether the workload runs and, with a health check,
+// passed its last check: lockex_workload_healthy.
+func (s Snapshot) Healthy() bool {
+	return s.State == supervisor.Running && (s.HealthCheck == "" || s.HealthOK)
 }
 
 // Active reports what /active answers: the workload runs under the lock
@@ -80,8 +98,10 @@ const (
 	EvLost
 	EvDisconnected
 	EvExpired
-	EvMaxRuntime // lockex began to stop a workload that ran for --max-runtime
-	EvRequeued   // --requeue began another round
+	EvMaxRuntime   // lockex began to stop a workload that ran for --max-runtime
+	EvRequeued     // --requeue began another round
+	EvHealthFailed // one failed health check
+	EvUnhealthy    // lockex began to stop a workload that failed its health check
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
@@ -144,8 +164,11 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 	case supervisor.Lost:
 		ev = EvLost
 	case supervisor.Stopping:
-		if errors.Is(ch.Err, supervisor.ErrMaxRuntime) {
+		switch {
+		case errors.Is(ch.Err, supervisor.ErrMaxRuntime):
 			ev = EvMaxRuntime
+		case errors.Is(ch.Err, supervisor.ErrUnhealthy):
+			ev = EvUnhealthy
 		}
 	case supervisor.Connecting:
 		if ch.From == supervisor.Backoff {
@@ -165,6 +188,7 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 				// and the last round's, kept through the backoff, is
 				// being closed.
 				s.Queued, s.LockLost, s.Loss, s.SessionLost, s.Node, s.Token = false, false, 0, false, "", 0
+				s.Unhealthy, s.StopReason = false, ""
 				s.Connected, s.Suspended = false, false
 			}
 		case supervisor.Backoff:
@@ -181,10 +205,14 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 			}
 		case supervisor.Running:
 			s.Pid = ch.Pid
+			s.HealthOK, s.HealthFailures, s.HealthErr = false, 0, ""
 		case supervisor.Lost:
 			s.Pid, s.LockLost, s.Loss = 0, true, zklock.LossOf(ch.Err)
 		case supervisor.Stopping:
 			s.Pid, s.StopReason = 0, ch.Err.Error()
+			if errors.Is(ch.Err, supervisor.ErrUnhealthy) {
+				s.Unhealthy, s.HealthOK, s.HealthErr = true, false, ch.Err.Error()
+			}
 		}
 		if ch.To != supervisor.Running {
 			s.WorkloadReady, s.CheckErr = false, ""
@@ -213,8 +241,15 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		r.log.Info("workload started", "pid", ch.Pid)
 	case supervisor.Stopping:
 		attrs := append([]any{"reason", ch.Err}, stopping...)
+		if ch.Pid != 0 {
+			attrs = append(attrs, "pid", ch.Pid)
+		}
 		if ch.MinHold > 0 {
 			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+		}
+		if errors.Is(ch.Err, supervisor.ErrUnhealthy) {
+			r.log.Error("workload unhealthy; stopping it and releasing the lock", attrs...)
+			return
 		}
 		r.log.Warn("stopping the workload", attrs...)
 	case supervisor.Lost:
@@ -287,6 +322,46 @@ func (r *Recorder) WorkloadChecked(pid int, ready bool, err error) {
 		r.log.Info("workload ready; active", "check", s.Check, "pid", pid)
 	default:
 		r.log.Warn("workload not ready; not active", "check", s.Check, "pid", pid, "err", err)
+	}
+}
+
+// HealthCheckWith names the workload's health check and the failures in a
+// row that stop it. Called before the run starts.
+func (r *Recorder) HealthCheckWith(check string, threshold int) {
+	r.update(EvOther, func(s *Snapshot) { s.HealthCheck, s.HealthThreshold = check, threshold })
+}
+
+// HealthChecked records a health check of workload pid: failures is its
+// count of consecutive failures that count, err this check's failure. A
+// result for a workload that no longer runs is dropped. Each failure that
+// counts is logged (a few, before the workload is stopped), one that does
+// not yet (the start period) at debug, and the first pass after failures.
+func (r *Recorder) HealthChecked(pid, failures int, err error) {
+	var applied, wasOK bool
+	ev := EvOther
+	if err != nil {
+		ev = EvHealthFailed
+	}
+	var s Snapshot
+	r.mu.Lock()
+	if r.s.State == supervisor.Running && r.s.Pid == pid {
+		applied, wasOK = true, r.s.HealthOK || r.s.HealthErr == ""
+		r.s.HealthOK, r.s.HealthFailures, r.s.HealthErr = err == nil, failures, ""
+		if err != nil {
+			r.s.HealthErr = err.Error()
+		}
+		r.changed(ev, r.s)
+	}
+	s = r.s
+	r.mu.Unlock()
+	switch {
+	case !applied:
+	case err != nil && failures > 0:
+		r.log.Warn("health check failed", "check", s.HealthCheck, "pid", pid, "failures", failures, "threshold", s.HealthThreshold, "err", err)
+	case err != nil:
+		r.log.Debug("health check failed within the start period; not counted", "check", s.HealthCheck, "pid", pid, "err", err)
+	case !wasOK:
+		r.log.Info("health check passed", "check", s.HealthCheck, "pid", pid)
 	}
 }
 
@@ -364,14 +439,20 @@ func (s Snapshot) Describe() string {
 		default:
 			d += ", not ready (" + s.CheckErr + ")"
 		}
+		if s.HealthCheck != "" && s.HealthFailures > 0 {
+			d += fmt.Sprintf(", health check failed %d of %d (%s)", s.HealthFailures, s.HealthThreshold, s.HealthErr)
+		}
 	case supervisor.Stopping:
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); stopping the workload (%s)", s.Lock, s.Node, s.Token, s.StopReason)
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:
 		d = "released " + s.Lock
-		if s.LockLost {
+		switch {
+		case s.LockLost:
 			d = fmt.Sprintf("lost %s (%s); released", s.Lock, s.Loss)
+		case s.Unhealthy:
+			d = "released " + s.Lock + "; workload unhealthy"
 		}
 	case supervisor.GaveUp:
 		d = "gave up waiting for " + s.Lock

@@ -272,3 +272,70 @@ func TestRequeueRounds(t *testing.T) {
 		t.Errorf("logged %q, want the stop between rounds", got)
 	}
 }
+
+// TestHealthChecked: the health check's results, then the stop for it:
+// what the snapshot says, the events the metrics count and the lines
+// logged, one per change; results about another workload change nothing.
+func TestHealthChecked(t *testing.T) {
+	var logs bytes.Buffer
+	var events []Event
+	r := New(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), "/lockex/x", 1, func(ev Event, _ Snapshot) { events = append(events, ev) })
+	r.HealthCheckWith("GET http://127.0.0.1:8080/health", 2)
+	r.Changed(supervisor.Change{From: supervisor.Waiting, To: supervisor.Holding, Node: "/lockex/x/n", Token: 7})
+	r.Changed(supervisor.Change{From: supervisor.Holding, To: supervisor.Running, Pid: 42})
+	if s := r.Snapshot(); s.Healthy() {
+		t.Errorf("not checked yet: %+v, want not healthy", s)
+	}
+	refused := errors.New("connection refused")
+	steps := []struct {
+		pid, failures int
+		err           error
+		healthy       bool
+		says          string
+		logs          string // the one line logged, "" for none
+		ev            Event  // passed on, EvOther for none
+	}{
+		{42, 0, refused, false, "workload pid 42 running", "level=DEBUG", EvHealthFailed},
+		{42, 0, nil, true, "workload pid 42 running", "level=INFO msg=\"health check passed\"", EvOther},
+		{42, 0, nil, true, "workload pid 42 running", "", EvOther},
+		{42, 1, refused, false, "health check failed 1 of 2 (connection refused)", "level=WARN msg=\"health check failed\"", EvHealthFailed},
+		{41, 0, nil, false, "health check failed 1 of 2", "", -1},
+	}
+	for i, s := range steps {
+		logs.Reset()
+		events = nil
+		r.HealthChecked(s.pid, s.failures, s.err)
+		snap := r.Snapshot()
+		if snap.Healthy() != s.healthy || !strings.Contains(snap.Describe(), s.says) || !snap.Active() {
+			t.Errorf("step %d: healthy %v %q, want %v saying %q, and active", i, snap.Healthy(), snap.Describe(), s.healthy, s.says)
+		}
+		if got := strings.TrimSpace(logs.String()); (s.logs == "") != (got == "") || !strings.Contains(got, s.logs) || strings.Count(got, "\n") > 0 {
+			t.Errorf("step %d logged %q, want %q", i, got, s.logs)
+		}
+		if want := []Event{s.ev}; s.ev == -1 && events != nil || s.ev != -1 && fmt.Sprint(events) != fmt.Sprint(want) {
+			t.Errorf("step %d passed on %v, want %v", i, events, s.ev)
+		}
+	}
+
+	logs.Reset()
+	events = nil
+	failed := fmt.Errorf("%w 2 times in a row: %w", supervisor.ErrUnhealthy, refused)
+	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Stopping, Pid: 42, Err: failed, Stopping: []string{"process group 42"}})
+	s := r.Snapshot()
+	if !s.Held() || s.Active() || s.Healthy() || !s.Unhealthy ||
+		s.Describe() != "holding /lockex/x as /lockex/x/n (fencing token 7); stopping the workload (workload failed its health check 2 times in a row: connection refused)" {
+		t.Errorf("unhealthy: %+v %q", s, s.Describe())
+	}
+	if got := logs.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, `level=ERROR msg="workload unhealthy; stopping it and releasing the lock" reason="workload failed its health check 2 times in a row: connection refused" stopping="[process group 42]" pid=42`) ||
+		!strings.Contains(got, `stopping="[process group 42]"`) {
+		t.Errorf("logged %q", got)
+	}
+	r.HealthChecked(42, 3, refused) // the checker may report once more: dropped
+	if fmt.Sprint(events) != fmt.Sprint([]Event{EvUnhealthy}) {
+		t.Errorf("events %v, want the one EvUnhealthy", events)
+	}
+	r.Changed(supervisor.Change{From: supervisor.Stopping, To: supervisor.Released, Code: 77})
+	if s := r.Snapshot(); s.Held() || s.Describe() != "released /lockex/x; workload unhealthy" {
+		t.Errorf("released: %+v %q", s, s.Describe())
+	}
+}

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"errors"
 	"strconv"
 	"syscall"
 	"time"
@@ -18,7 +19,7 @@ const (
 	Lost             // lock lost, or about to be; what ran under it is being stopped
 	Released         // lock given back; lockex exits, or with --requeue backs off
 	GaveUp           // the round ends without the lock; lockex exits, or with --requeue backs off
-	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime)
+	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime, a failed health check)
 	Backoff          // --requeue: a round ended, the next begins after a backoff
 )
 
@@ -43,7 +44,8 @@ type Change struct {
 	Token  int64
 	Waited time.Duration
 
-	// → Running: the workload's pid. Running → Holding: its exit code.
+	// → Running, → Stopping: the workload's pid. Running → Holding: its
+	// exit code.
 	Pid          int
 	WorkloadCode int
 
@@ -54,7 +56,7 @@ type Change struct {
 	// Running → Holding and Running → Stopping.
 	MinHold time.Duration
 
-	// → Stopping: Err is why lockex stops the workload (ErrMaxRuntime).
+	// → Stopping: Err is why lockex stops the workload (ErrMaxRuntime, ErrUnhealthy).
 	// → Lost: Err is why. Late is set when the loss was noticed after
 	// the lease's KillBy had passed: everything was sent SIGKILL at once.
 	// → GaveUp: Err is why (ErrLockTimeout, StoppedBy, a locker error).
@@ -87,3 +89,15 @@ type Observer interface {
 type StoppedBy struct{ Signal syscall.Signal }
 
 func (s StoppedBy) Error() string { return "stopped by " + s.Signal.String() }
+
+// HealthFailure is the workload's health check's verdict: workload Pid
+// failed it Failures times in a row, the last time with Err. The checker
+// sends it once per workload, when Failures reaches its threshold.
+type HealthFailure struct {
+	Pid      int
+	Failures int
+	Err      error
+}
+
+// ErrUnhealthy is why a run stopped its workload for its health check.
+var ErrUnhealthy = errors.New("workload failed its health check")

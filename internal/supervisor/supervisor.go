@@ -96,6 +96,10 @@ type Config struct {
 	Env []string
 	// Signals delivers the signals lockex is asked to pass on.
 	Signals <-chan os.Signal
+	// Health delivers the workload's health check's failures (nil without
+	// a check): one for a running workload stops it as a loss would, and
+	// the run ends with exitcode.Unhealthy.
+	Health <-chan HealthFailure
 	// LockTimeout bounds the wait for the lock (not for ZooKeeper, which
 	// the locker bounds): negative waits for ever, 0 looks once (flock
 	// -w 0 is flock -n), more gives up after that long.
@@ -233,6 +237,8 @@ func (r *run) loop(parent context.Context) int {
 			r.endWait(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 		case sig := <-r.c.Signals:
 			r.onSignal(sig.(syscall.Signal))
+		case hf := <-r.c.Health:
+			r.onUnhealthy(hf)
 		case <-r.leaseDone():
 			r.onLoss()
 		case <-r.exited:
@@ -526,6 +532,30 @@ func (r *run) keepForMinHold() time.Duration {
 	}
 	r.holdTimer = r.c.Clock.NewTimer(hold)
 	return hold
+}
+
+// onUnhealthy stops the running workload that failed its health check as
+// a loss stops it, then reports it; the lock is released once all of it
+// is gone (and --min-hold has passed), and the run ends with
+// exitcode.Unhealthy. A verdict on a workload that no longer runs is
+// dropped; a loss or the workload's own exit, found with it, goes first.
+func (r *run) onUnhealthy(hf HealthFailure) {
+	if r.state != Running || hf.Pid != r.proc.Pid() {
+		return
+	}
+	select {
+	case <-r.leaseDone():
+		r.onLoss()
+		return
+	case <-r.exited:
+		r.onExit()
+		return
+	default:
+	}
+	r.code = exitcode.Unhealthy
+	stopping := r.startStop()
+	r.to(Change{To: Stopping, Pid: hf.Pid, Stopping: stopping, MinHold: r.keepForMinHold(),
+		Err: fmt.Errorf("%w %d times in a row: %w", ErrUnhealthy, hf.Failures, hf.Err)})
 }
 
 // startStop begins the stop of everything under the lock: the kill signal

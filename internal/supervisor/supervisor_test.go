@@ -266,6 +266,7 @@ type harness struct {
 	proc     *fakeProcess
 	obs      *observer
 	signals  chan os.Signal
+	health   chan HealthFailure
 	cfg      Config
 	startErr error
 	code     chan int
@@ -287,6 +288,7 @@ func newHarness(t *testing.T) *harness {
 		locker:  &fakeLocker{tr: tr, connect: make(chan error, 1), acquire: make(chan acquired, 1)},
 		obs:     &observer{tr: tr},
 		signals: make(chan os.Signal, 4),
+		health:  make(chan HealthFailure, 4),
 		code:    make(chan int, 1),
 		panic:   make(chan any, 1),
 	}
@@ -304,6 +306,7 @@ func newHarness(t *testing.T) *harness {
 			return h.proc, nil
 		},
 		Signals:      h.signals,
+		Health:       h.health,
 		LockTimeout:  -1,
 		BusyExitCode: busyCode,
 		KillSignal:   syscall.SIGTERM,

@@ -125,6 +125,7 @@ tag must be quoted. With a digest and no tag, no default tag is added.
 - {{ printf "--log-level=%s" .Values.log.level | quote }}
 {{- include "lockex.zkFlags" . }}
 {{- include "lockex.activeFlags" . }}
+{{- include "lockex.healthFlags" . }}
 {{- range .Values.extraLockexArgs }}
 - {{ . | quote }}
 {{- end }}
@@ -287,6 +288,42 @@ while it is active.
 {{- end }}
 {{- if .Values.routeToActive }}
 - {{ printf "--active-label=%s" (include "lockex.activeLabel" .) | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+lockex.healthFlags: the workload's health check (healthCheck), whose
+failures stop the workload and give the lock up. An exec command's words
+are single-quoted for --health-cmd, which splits them back as a shell
+would and runs them without one.
+*/}}
+{{- define "lockex.healthFlags" -}}
+{{- $c := .Values.healthCheck }}
+{{- if and $c.httpGet $c.exec }}
+{{- fail "healthCheck: give httpGet or exec, not both" }}
+{{- end }}
+{{- if $c.httpGet }}
+{{- $scheme := $c.httpGet.scheme | default "HTTP" | lower }}
+{{- $path := $c.httpGet.path | default "/" }}
+{{- if not (hasPrefix "/" $path) }}
+{{- fail (printf "healthCheck.httpGet.path %q: want an absolute path, like /healthz" $path) }}
+{{- end }}
+- {{ printf "--health-url=%s://%s/%s" $scheme (include "lockex.checkAddr" (dict "check" $c.httpGet "what" "healthCheck.httpGet" "ports" .Values.ports)) (trimPrefix "/" $path) | quote }}
+{{- else if $c.exec }}
+{{- if not $c.exec.command }}
+{{- fail "healthCheck.exec.command is required" }}
+{{- end }}
+{{- $words := list }}
+{{- range $c.exec.command }}
+{{- $words = append $words (printf "'%s'" (replace "'" "'\\''" .)) }}
+{{- end }}
+- {{ printf "--health-cmd=%s" (join " " $words) | quote }}
+{{- end }}
+{{- if or $c.httpGet $c.exec }}
+- {{ printf "--health-period=%ds" (int $c.periodSeconds) | quote }}
+- {{ printf "--health-timeout=%ds" (int $c.timeoutSeconds) | quote }}
+- {{ printf "--health-failure-threshold=%d" (int $c.failureThreshold) | quote }}
+- {{ printf "--health-start-period=%ds" (int $c.startPeriodSeconds) | quote }}
 {{- end }}
 {{- end }}
 
