@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -20,11 +21,18 @@ type statusJSON struct {
 }
 
 type statusNode struct {
-	Node       string    `json:"node"`
-	Identifier string    `json:"identifier"`
-	Created    time.Time `json:"created"`
-	Token      int64     `json:"token"`
-	Position   int       `json:"position"`
+	Node         string    `json:"node"`
+	Identifier   string    `json:"identifier"`
+	Host         string    `json:"host"`
+	PID          int       `json:"pid"`
+	Version      string    `json:"lockex_version"`
+	PodNamespace string    `json:"pod_namespace"`
+	PodName      string    `json:"pod_name"`
+	PodUID       string    `json:"pod_uid"`
+	Container    string    `json:"container"`
+	Created      time.Time `json:"created"`
+	Token        int64     `json:"token"`
+	Position     int       `json:"position"`
 }
 
 // statusOf runs --status --output json with args and decodes its answer.
@@ -174,7 +182,7 @@ func TestStatusSemaphore(t *testing.T) {
 	eventually(t, 20*time.Second, "third contender queued", func() bool {
 		for _, kid := range children(t, conn, "/lockex/sem-__lock__") {
 			data, _, err := conn.Get("/lockex/sem-__lock__/" + kid)
-			if err == nil && strings.HasSuffix(string(data), fmt.Sprintf(":%d", w.cmd.Process.Pid)) {
+			if err == nil && strings.HasSuffix(strings.Fields(string(data))[0], fmt.Sprintf(":%d", w.cmd.Process.Pid)) {
 				return true
 			}
 		}
@@ -204,8 +212,10 @@ func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pid
 	if len(nodes) != len(pids) {
 		t.Fatalf("%d %s, want %d", len(nodes), role, len(pids))
 	}
+	host, _ := os.Hostname()
 	for i, n := range nodes {
-		if !strings.HasPrefix(n.Node, under) || !strings.HasSuffix(n.Identifier, fmt.Sprintf(":%d", pids[i])) ||
+		if !strings.HasPrefix(n.Node, under) || n.Identifier != fmt.Sprintf("%s:%d lockex/%s", host, pids[i], lockexVersion) ||
+			n.Host != host || n.PID != pids[i] || n.Version != lockexVersion ||
 			n.Position != i+1 || n.Token <= 0 || time.Since(n.Created) > 5*time.Minute || time.Since(n.Created) < -time.Minute {
 			t.Errorf("%s %d = %+v, want a node under %s of lockex pid %d", role, i+1, n, under, pids[i])
 		}

@@ -18,7 +18,7 @@ type Metrics struct {
 	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
 	wait                                                    prometheus.Observer
 	lost                                                    *prometheus.CounterVec
-	disconnects, expirations                                prometheus.Counter
+	disconnects, expirations, earlierDeleted                prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -40,6 +40,8 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
 		disconnects: f.counter("lockex_zk_disconnects_total", "Connection losses to ZooKeeper."),
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
+		earlierDeleted: f.counter("lockex_earlier_nodes_deleted_total",
+			"Nodes of this container's earlier, dead incarnation (same pod UID and container name, another session) deleted at start, so that the next in line took over without waiting for that session to expire."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -77,6 +79,8 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.disconnects.Inc()
 	case status.EvExpired:
 		m.expirations.Inc()
+	case status.EvEarlierDeleted:
+		m.earlierDeleted.Inc()
 	}
 }
 

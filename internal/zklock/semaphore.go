@@ -44,6 +44,9 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 	if err := m.checkSize(); err != nil {
 		return nil, err
 	}
+	// Every child of P counts as a lease, as kazoo counts them.
+	m.s.takeOver(m.path, func(string) bool { return true })
+	m.s.takeOver(m.mutex.path, contender.MatchString)
 	return m.acquire(ctx, blocking)
 }
 
