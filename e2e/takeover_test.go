@@ -63,11 +63,29 @@ type takeoverRun struct {
 	id   string
 	dir  string
 	args []string // before the lock id: -c N, the session timeout
+	env  []string // every lockex's
+	root string   // the chroot, "" for none
 }
 
 func newTakeoverRun(t *testing.T, zkc *zktest.Cluster, conn *zk.Conn, id string, args ...string) *takeoverRun {
 	return &takeoverRun{t: t, zk: zkc, conn: conn, id: id, dir: t.TempDir(),
 		args: append([]string{"-z", zkc.Hosts(), "--session-timeout", "20s"}, args...)}
+}
+
+// secure makes every lockex of the run use chroot /secure and digest
+// auth, and the run's own session the same credentials: the nodes are
+// creator-only, and a restarted lockex deletes with the credentials that
+// created them.
+func (r *takeoverRun) secure() {
+	r.t.Helper()
+	r.root = "/secure"
+	r.args[1] += r.root
+	r.args = append(r.args, "--zk-user", "kit")
+	r.env = []string{"LOCKEX_ZK_PASSWORD=s3cret"}
+	r.conn = zkClient(r.t, r.zk.Hosts())
+	if err := r.conn.AddAuth("digest", []byte("kit:s3cret")); err != nil {
+		r.t.Fatal(err)
+	}
 }
 
 // start starts lockex as inc, named name; with addr, it serves /metrics
@@ -79,7 +97,7 @@ func (r *takeoverRun) start(inc incarnation, name, addr string) *started {
 		args = append(args, "--http-addr", addr)
 	}
 	args = append(args, "--", "sh", "-c", `echo ok > "$D/`+name+`"; exec sleep 1000`)
-	return inc.m.start(r.t, append(inc.pod.env(), "D="+r.dir), args...)
+	return inc.m.start(r.t, append(append(inc.pod.env(), r.env...), "D="+r.dir), args...)
 }
 
 func (r *takeoverRun) running(name string) bool {
@@ -124,7 +142,7 @@ type node struct {
 func (r *takeoverRun) nodes() []node {
 	r.t.Helper()
 	var out []node
-	for _, parent := range []string{"/lockex/" + r.id, "/lockex/" + r.id + "-__lock__"} {
+	for _, parent := range []string{r.root + "/lockex/" + r.id, r.root + "/lockex/" + r.id + "-__lock__"} {
 		for _, kid := range children(r.t, r.conn, parent) {
 			p := parent + "/" + kid
 			data, stat, err := r.conn.Get(p)
@@ -211,13 +229,18 @@ func TestTakeOverAfterCrash(t *testing.T) {
 		holder bool
 		// other leases held beside the crashed incarnation's.
 		leases int
+		secure bool // a chroot and digest auth
 	}{
 		{name: "holder"},
 		{name: "waiter", holder: true},
 		{name: "semaphore lease", args: []string{"-c", "2"}, leases: 1},
+		{name: "holder in a chroot with digest auth", secure: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newTakeoverRun(t, zkc, conn, "crash-"+strings.ReplaceAll(tc.name, " ", "-"), tc.args...)
+			if tc.secure {
+				r.secure()
+			}
 			var holder *started
 			nodes := 0
 			if tc.holder {
@@ -272,8 +295,14 @@ func TestTakeOverAfterCrash(t *testing.T) {
 				t.Errorf("the restarted incarnation runs its workload: it jumped the queue")
 			}
 			log := stopAndLog(t, restarted, pid1Mode)
-			if n := strings.Count(log, takeoverLine); n != 1 || !strings.Contains(log, old[0].path) {
-				t.Errorf("want one line %q naming %s; log:\n%s", takeoverLine, old[0].path, log)
+			// lockex names paths inside the chroot.
+			if n, inside := strings.Count(log, takeoverLine), strings.TrimPrefix(old[0].path, r.root); n != 1 || !strings.Contains(log, inside) {
+				t.Errorf("want one line %q naming %s; log:\n%s", takeoverLine, inside, log)
+			}
+			if tc.secure {
+				if _, _, err := conn.Children(r.root + "/lockex/" + r.id); err != zk.ErrNoAuth {
+					t.Errorf("an unauthenticated client lists the lock: %v, want %v (creator-only nodes)", err, zk.ErrNoAuth)
+				}
 			}
 		})
 	}
