@@ -30,6 +30,22 @@ func leftBehind(t *testing.T, old *Session, parent, name string, seq bool) strin
 	return old.rel(p)
 }
 
+// ownedBy lists the children of parent that s's session owns.
+func ownedBy(t *testing.T, s *Session, parent string) []string {
+	t.Helper()
+	kids, err := s.children(parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var own []string
+	for _, k := range kids {
+		if ok, stat, err := s.conn.Exists(s.abs(join(parent, k))); err == nil && ok && stat.EphemeralOwner == s.ID() {
+			own = append(own, k)
+		}
+	}
+	return own
+}
+
 func gone(t *testing.T, s *Session, p string) bool {
 	t.Helper()
 	ok, _, err := s.conn.Exists(s.abs(p))
@@ -110,6 +126,9 @@ func TestTakeOverMutex(t *testing.T) {
 			})
 			defer cancelS()
 			w := result(t, waiter)
+			// The waiter may hold as soon as the first node went: the
+			// look is over once the restarted contender has its node.
+			waitUntil(t, "the restarted contender queued", func() bool { return len(ownedBy(t, s, p)) == 2 })
 			if !gone(t, old, oldHolder) || !gone(t, old, oldWaiter) {
 				t.Errorf("the old incarnation's nodes %s, %s are still there", oldHolder, oldWaiter)
 			}
@@ -119,9 +138,6 @@ func TestTakeOverMutex(t *testing.T) {
 			if ok, _, _ := s.conn.Exists(own); !ok {
 				t.Errorf("the restarted session's own node %s was deleted", own)
 			}
-			// The waiter's node, the own stray one, and the restarted
-			// contender's, queued behind both.
-			waitUntil(t, "the restarted contender queued", func() bool { kids, _ := old.children(p); return len(kids) == 3 })
 			select {
 			case r := <-mine:
 				t.Fatalf("the restarted contender got past the waiter: %+v", r)
@@ -204,6 +220,7 @@ func TestTakeOverSemaphore(t *testing.T) {
 	})
 	defer cancelS()
 	w := result(t, waiter)
+	waitUntil(t, "the restarted contender queued for the turn", func() bool { return len(ownedBy(t, s, p+"-__lock__")) == 1 })
 	if !gone(t, old, oldLease) || !gone(t, old, oldTurn) {
 		t.Errorf("the old incarnation's nodes %s, %s are still there", oldLease, oldTurn)
 	}
