@@ -2,8 +2,11 @@ package zklock
 
 import (
 	"context"
+	"errors"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-zookeeper/zk"
@@ -231,4 +234,61 @@ func TestTakeOverSemaphore(t *testing.T) {
 		t.Fatal(err)
 	}
 	result(t, mine)
+}
+
+// TestTakeOverRaces: between the look at a node and its deletion, the dead
+// incarnation's session expires (the node is gone: fine, nothing to
+// report), or the node is written (a live session's, whatever its data
+// says: left alone). EarlierSelf runs in between, so it makes each happen.
+func TestTakeOverRaces(t *testing.T) {
+	zkc := zktest.Start(t)
+	for _, tc := range []struct {
+		name    string
+		meddle  func(old *Session, node string) error
+		remains bool
+	}{
+		{"session expired meanwhile", func(old *Session, node string) error { old.Close(); return nil }, false},
+		{"written meanwhile", func(old *Session, node string) error {
+			_, err := old.conn.Set(old.abs(node), []byte("me"), -1)
+			return err
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := "/takeover/race-" + strings.ReplaceAll(tc.name, " ", "-")
+			old := connect(t, zkc.Hosts())
+			if _, err := old.ensurePath(p, nil); err != nil {
+				t.Fatal(err)
+			}
+			node := leftBehind(t, old, p, newPrefix()+"__lock__", true)
+			d := &deletions{}
+			var looked atomic.Int32
+			s := connectWith(t, zkc.Hosts(), func(o *Options) {
+				o.Observer = d
+				o.EarlierSelf = func(data []byte) bool {
+					looked.Add(1)
+					if err := tc.meddle(old, node); err != nil {
+						t.Error(err)
+					}
+					return string(data) == "me"
+				}
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), patience)
+			defer cancel()
+			lease, err := NewMutex(s, p, "me").Acquire(ctx, false)
+			switch {
+			case tc.remains && !errors.Is(err, ErrBusy):
+				t.Errorf("Acquire: %v, want ErrBusy: the written node holds", err)
+			case !tc.remains && err != nil:
+				t.Errorf("Acquire: %v, want the lock: the node went with its session", err)
+			case err == nil:
+				lease.Release()
+			}
+			if looked.Load() != 1 || len(d.got()) != 0 {
+				t.Errorf("looked %d times, reported deleted %v; want one look, nothing deleted by the takeover", looked.Load(), d.got())
+			}
+			if tc.remains == gone(t, s, node) {
+				t.Errorf("%s gone: %t, want %t", node, !tc.remains, tc.remains)
+			}
+		})
+	}
 }
