@@ -332,17 +332,24 @@ func TestNoTakeOver(t *testing.T) {
 		name         string
 		first, again incarnation
 		crash        bool
+		// expires: the session is short, and the next in line is seen to
+		// take over only once the dead one expired.
+		expires bool
 	}{
-		{"restarted not PID 1", incarnation{pid1Mode, pod}, incarnation{plainMode, pod}, true},
-		{"other container", incarnation{pid1Mode, pod}, incarnation{pid1Mode, podIdentity{pod.uid, "sidecar"}}, true},
-		{"other pod", incarnation{pid1Mode, pod}, incarnation{pid1Mode, newPod("app")}, true},
-		{"no pod identity, same host", incarnation{m: pid1Mode}, incarnation{m: pid1Mode}, true},
+		{"restarted not PID 1", incarnation{pid1Mode, pod}, incarnation{plainMode, pod}, true, true},
+		{"other container", incarnation{pid1Mode, pod}, incarnation{pid1Mode, podIdentity{pod.uid, "sidecar"}}, true, false},
+		{"other pod", incarnation{pid1Mode, pod}, incarnation{pid1Mode, newPod("app")}, true, false},
+		{"no pod identity, same host", incarnation{m: pid1Mode}, incarnation{m: pid1Mode}, true, false},
 		// kubectl exec's lockex, or one in a pod that shares its PID
 		// namespace: alive, same variables, not PID 1.
-		{"live holder not PID 1", incarnation{subreaper, pod}, incarnation{pid1Mode, pod}, false},
+		{"live holder not PID 1", incarnation{subreaper, pod}, incarnation{pid1Mode, pod}, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := newTakeoverRun(t, zkc, conn, "keep-"+strings.ReplaceAll(tc.name, " ", "-"))
+			var short []string
+			if tc.expires {
+				short = []string{"--session-timeout", "4s", "--kill-grace", "1s"}
+			}
+			r := newTakeoverRun(t, zkc, conn, "keep-"+strings.ReplaceAll(tc.name, " ", "-"), short...)
 			first := r.start(tc.first, "first", "")
 			r.waitRunning("first")
 			r.start(incarnation{m: plainMode}, "next", "")
@@ -364,6 +371,13 @@ func TestNoTakeOver(t *testing.T) {
 			}
 			if v, ok := metricValue(addr, "lockex_earlier_nodes_deleted_total"); !ok || v != 0 {
 				t.Errorf("lockex_earlier_nodes_deleted_total = %v (%v), want 0", v, ok)
+			}
+			if tc.expires {
+				i := slices.IndexFunc(before, func(n node) bool { return strings.Contains(n.data, " uid="+pod.uid+" ") })
+				r.waitRunning("next")
+				if i < 0 || r.sessionAlive(before[i].owner) {
+					t.Errorf("the next in line took over while the dead session of %+v lived", before)
+				}
 			}
 			if log := stopAndLog(t, again, tc.again.m); strings.Contains(log, takeoverLine) {
 				t.Errorf("log says %q:\n%s", takeoverLine, log)
