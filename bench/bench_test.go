@@ -26,6 +26,7 @@ const (
 	exitRuns         = 100 // the handoff's workload exiting, without lockex
 	ensembleRuns     = 50  // the handoff on a 3-member ensemble
 	takeoverRuns     = 20
+	restartRuns      = 12 // each way: with the container's identity, and without
 	semaphoreRuns    = 8
 	footprintHolders = 5
 	warmups          = 3 // runs of each kind not counted: the JVM warms up too
@@ -106,15 +107,20 @@ func TestBench(t *testing.T) {
 		b.bin, b.machine.goVer, b.zkVersion, b.addr, b.machine.loadavg1)
 
 	b.measureLimits()
-	if os.Getenv("LOCKEX_BENCH_ONLY") == "handoff" {
-		// While working on the handoff: its figures and its floor, on the
-		// terminal only; the report needs every figure.
+	// While working on one section: its figures on the terminal only; the
+	// report needs every figure.
+	switch os.Getenv("LOCKEX_BENCH_ONLY") {
+	case "handoff": // and its floor
 		b.measureHandoff()
+		return
+	case "restart":
+		b.measureRestart()
 		return
 	}
 	b.measureStart()
 	b.measureHandoff()
 	b.measureTakeover()
+	b.measureRestart()
 	b.measureHerd()
 	b.measureSemaphore()
 	b.measureFootprint()

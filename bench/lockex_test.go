@@ -60,7 +60,13 @@ func (b *bench) run(args, env []string, onEvent func(*lockex, event)) *lockex {
 }
 
 func (b *bench) start(args, env []string, onEvent func(*lockex, event)) (*lockex, error) {
-	cmd := exec.Command(b.bin, args...)
+	return b.startArgv(append([]string{b.bin}, args...), env, onEvent)
+}
+
+// startArgv is start for a command that runs lockex: argv[0] may be
+// another program that execs it or forks it.
+func (b *bench) startArgv(argv, env []string, onEvent func(*lockex, event)) (*lockex, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(b.env(), env...)
 	// Plain pipes, not StdoutPipe: Wait then returns the moment the process
 	// is reaped, whatever the readers are doing.

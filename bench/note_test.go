@@ -35,6 +35,8 @@ func (b *bench) closingNote() string {
 	}
 	fmt.Fprintf(&s, "- Crash takeover: %s, %.2f× the %s session timeout (limit %.1f×): %s.\n",
 		formatDuration(r.takeover.median), r.takeoverRatio.median, r.granted, takeoverLimit, verdict(r.takeoverRatio.median <= takeoverLimit))
+	fmt.Fprintf(&s, "- Crash-restart in the same container (PID 1 with its pod UID and container name): %s from the kill to the next workload's start, against %s (%.2f× the session timeout) for the same restart without the identity.\n",
+		formatDuration(r.restart.median), formatDuration(r.restartBare.median), r.restartBareRatio.median)
 	fmt.Fprintf(&s, "- Herd with %s waiters, per handoff: %s packets received, %s sessions sending requests, %s watches fired, %s registered; %s watches held while all wait: %s.\n",
 		join(herdSizes, func(n int) string { return fmt.Sprint(n) }),
 		join(r.herd, func(h herdResult) string { return fmt.Sprintf("%.1f", h.packets.median) }),

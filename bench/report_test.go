@@ -26,6 +26,8 @@ type results struct {
 	ensembleFloor                   float64
 	startPackets, startWrites       summary
 	takeover, takeoverRatio         summary
+	restart, restartBare            summary // crash-restart takeover with the identity, and without
+	restartBareRatio                summary
 	granted                         time.Duration
 	herd                            []herdResult
 	leaseRate, leaseGap             summary

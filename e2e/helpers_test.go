@@ -21,8 +21,9 @@ import (
 	"github.com/lockex/lockex/internal/zktest"
 )
 
-// lockexBin is the binary under test, built once by TestMain.
-var lockexBin string
+// lockexBin is the binary under test, built once by TestMain, and
+// lockexVersion the version it says it is (lockex --version).
+var lockexBin, lockexVersion string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "lockex-e2e-")
@@ -36,6 +37,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "building lockex:", err)
 		os.Exit(1)
 	}
+	out, err := exec.Command(lockexBin, "--version").Output()
+	f := strings.Fields(string(out))
+	if err != nil || len(f) != 3 || f[0] != "lockex" {
+		fmt.Fprintf(os.Stderr, "lockex --version: %q, %v\n", out, err)
+		os.Exit(1)
+	}
+	lockexVersion = f[1]
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

@@ -101,7 +101,8 @@ func TestLockexExcludesKazooAndShowsInContenders(t *testing.T) {
 		t.Fatalf("contenders output %q: %v", out, err)
 	}
 	host, _ := os.Hostname()
-	want := []string{fmt.Sprintf("%s:%d", host, holder.cmd.Process.Pid), fmt.Sprintf("%s:%d", host, waiter.cmd.Process.Pid)}
+	// hostname:pid, as the original tool wrote, then lockex's version.
+	want := []string{fmt.Sprintf("%s:%d lockex/%s", host, holder.cmd.Process.Pid, lockexVersion), fmt.Sprintf("%s:%d lockex/%s", host, waiter.cmd.Process.Pid, lockexVersion)}
 	if strings.Join(contenders, ",") != strings.Join(want, ",") {
 		t.Errorf("kazoo contenders() = %q, want holder then waiter %q", contenders, want)
 	}

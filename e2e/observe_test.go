@@ -186,7 +186,8 @@ func TestObservability(t *testing.T) {
 			"lockex_lock_wait_seconds":    {typ: dto.MetricType_HISTOGRAM, value: 1},
 			"lockex_lock_lost_total":      lost("suspend_deadline", 0),
 			"lockex_zk_disconnects_total": counter(0), "lockex_zk_session_expirations_total": counter(0),
-			"lockex_build_info": {typ: dto.MetricType_GAUGE, labels: map[string]string{"goversion": goVersion(t)}, value: 1},
+			"lockex_earlier_nodes_deleted_total": counter(0),
+			"lockex_build_info":                  {typ: dto.MetricType_GAUGE, labels: map[string]string{"goversion": goVersion(t)}, value: 1},
 		})
 		for _, reason := range []string{"session_expired", "node_deleted", "suspend_deadline"} {
 			check(t, a.metrics(t), lock, map[string]want{"lockex_lock_lost_total": lost(reason, 0)})

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -20,11 +21,18 @@ type statusJSON struct {
 }
 
 type statusNode struct {
-	Node       string    `json:"node"`
-	Identifier string    `json:"identifier"`
-	Created    time.Time `json:"created"`
-	Token      int64     `json:"token"`
-	Position   int       `json:"position"`
+	Node         string    `json:"node"`
+	Identifier   string    `json:"identifier"`
+	Host         string    `json:"host"`
+	PID          int       `json:"pid"`
+	Version      string    `json:"lockex_version"`
+	PodNamespace string    `json:"pod_namespace"`
+	PodName      string    `json:"pod_name"`
+	PodUID       string    `json:"pod_uid"`
+	Container    string    `json:"container"`
+	Created      time.Time `json:"created"`
+	Token        int64     `json:"token"`
+	Position     int       `json:"position"`
 }
 
 // statusOf runs --status --output json with args and decodes its answer.
@@ -174,7 +182,7 @@ func TestStatusSemaphore(t *testing.T) {
 	eventually(t, 20*time.Second, "third contender queued", func() bool {
 		for _, kid := range children(t, conn, "/lockex/sem-__lock__") {
 			data, _, err := conn.Get("/lockex/sem-__lock__/" + kid)
-			if err == nil && strings.HasSuffix(string(data), fmt.Sprintf(":%d", w.cmd.Process.Pid)) {
+			if err == nil && strings.HasSuffix(strings.Fields(string(data))[0], fmt.Sprintf(":%d", w.cmd.Process.Pid)) {
 				return true
 			}
 		}
@@ -204,10 +212,53 @@ func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pid
 	if len(nodes) != len(pids) {
 		t.Fatalf("%d %s, want %d", len(nodes), role, len(pids))
 	}
+	host, _ := os.Hostname()
 	for i, n := range nodes {
-		if !strings.HasPrefix(n.Node, under) || !strings.HasSuffix(n.Identifier, fmt.Sprintf(":%d", pids[i])) ||
+		if !strings.HasPrefix(n.Node, under) || n.Identifier != fmt.Sprintf("%s:%d lockex/%s", host, pids[i], lockexVersion) ||
+			n.Host != host || n.PID != pids[i] || n.Version != lockexVersion ||
 			n.Position != i+1 || n.Token <= 0 || time.Since(n.Created) > 5*time.Minute || time.Since(n.Created) < -time.Minute {
 			t.Errorf("%s %d = %+v, want a node under %s of lockex pid %d", role, i+1, n, under, pids[i])
 		}
+	}
+}
+
+// TestStatusPodIdentity: a holder told its pod and container shows them,
+// in the table's POD and CONTAINER columns and in the JSON; a waiter
+// without them shows "-" and none.
+func TestStatusPodIdentity(t *testing.T) {
+	zk := startZK(t)
+	env := []string{"LOCKEX_ZKHOSTS=" + zk.Hosts(), "LOCKEX_LOCKID=pod"}
+	conn := zkClient(t, zk.Hosts())
+	pod := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app"}
+	holder := startLockex(t, append(slices.Clone(env), pod...), "--", "sleep", "60")
+	eventually(t, 20*time.Second, "the holder holds", func() bool { return len(children(t, conn, "/lockex/pod")) == 1 })
+	waiter := startLockex(t, env, "--", "sleep", "60")
+	eventually(t, 20*time.Second, "the waiter queued", func() bool { return len(children(t, conn, "/lockex/pod")) == 2 })
+	host, _ := os.Hostname()
+
+	r := lockex(t, env, "--status")
+	t.Logf("table:\n%s", r.stdout)
+	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
+	if r.code != 0 || len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "ROLE NODE IDENTIFIER POD CONTAINER SINCE TOKEN" {
+		t.Fatalf("exit %d; want a title, a header and 2 rows:\n%s", r.code, r.stdout)
+	}
+	for i, want := range [][3]string{
+		{fmt.Sprintf("%s:%d", host, holder.cmd.Process.Pid), "prod/web-0", "app"},
+		{fmt.Sprintf("%s:%d", host, waiter.cmd.Process.Pid), "-", "-"},
+	} {
+		if row := strings.Fields(lines[2+i]); len(row) < 5 || [3]string(row[2:5]) != want {
+			t.Errorf("row %d = %q, want IDENTIFIER, POD, CONTAINER %q", i+1, lines[2+i], want)
+		}
+	}
+
+	st := statusOf(t, env, 0)
+	h, w := st.Holders[0], st.Waiting[0]
+	if h.Host != host || h.PID != holder.cmd.Process.Pid || h.Version != lockexVersion || h.PodNamespace != "prod" || h.PodName != "web-0" ||
+		h.PodUID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || h.Container != "app" ||
+		h.Identifier != fmt.Sprintf("%s:%d lockex/%s pod=prod/web-0 uid=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b container=app", host, holder.cmd.Process.Pid, lockexVersion) {
+		t.Errorf("holder %+v, want its pod and container", h)
+	}
+	if w.PID != waiter.cmd.Process.Pid || w.PodName != "" || w.PodUID != "" || w.Container != "" {
+		t.Errorf("waiter %+v, want no pod", w)
 	}
 }

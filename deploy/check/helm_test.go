@@ -130,6 +130,7 @@ func TestHelmModes(t *testing.T) {
 				return
 			}
 
+			checkIdentity(t, &dep.Spec.Template.Spec, main)
 			a := argv(main)
 			flags := a[:slices.Index(a, "--")]
 			wantPath := v.Lock.Path
@@ -172,6 +173,38 @@ func TestHelmModes(t *testing.T) {
 		if !seen[filepath.Base(f)] {
 			t.Errorf("%s is linted but not checked here", f)
 		}
+	}
+}
+
+// checkIdentity: lockex is told who it is by the downward API, and its
+// container's own name as a literal, and runs as its container's PID 1 (no
+// PID namespace shared with the pod), so that a restart of the container
+// takes over from its dead earlier incarnation (docs/design.md §3.4).
+func checkIdentity(t *testing.T, spec *corev1.PodSpec, main *corev1.Container) {
+	t.Helper()
+	fields := map[string]string{}
+	literal := map[string]string{}
+	for _, e := range main.Env {
+		switch {
+		case e.ValueFrom == nil:
+			literal[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil:
+			fields[e.Name] = e.ValueFrom.FieldRef.FieldPath
+		}
+	}
+	for name, path := range map[string]string{"LOCKEX_POD_NAME": "metadata.name", "LOCKEX_POD_NAMESPACE": "metadata.namespace", "LOCKEX_POD_UID": "metadata.uid"} {
+		if fields[name] != path {
+			t.Errorf("%s: want the downward API's %s, got env %+v", name, path, main.Env)
+		}
+	}
+	if literal["LOCKEX_CONTAINER_NAME"] != main.Name {
+		t.Errorf("LOCKEX_CONTAINER_NAME %q, want the container's own name %q", literal["LOCKEX_CONTAINER_NAME"], main.Name)
+	}
+	if a := argv(main); len(a) == 0 || a[0] != lockexMount+"/lockex" {
+		t.Errorf("the main container runs %q, not lockex as its PID 1", a)
+	}
+	if spec.ShareProcessNamespace != nil && *spec.ShareProcessNamespace || spec.HostPID {
+		t.Errorf("the pod shares a PID namespace: lockex would not be PID 1")
 	}
 }
 

@@ -68,6 +68,7 @@ func TestKustomize(t *testing.T) {
 				t.Errorf("command %q: want lockex's, ending in --", main.Command)
 			}
 			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, hardened: tc.hardened})
+			checkIdentity(t, &dep.Spec.Template.Spec, main)
 			checkSelectors(t, objs, dep)
 			if *dep.Spec.Replicas != tc.replicas {
 				t.Errorf("replicas %d, want %d", *dep.Spec.Replicas, tc.replicas)

@@ -275,8 +275,12 @@ type podRun struct {
 	kubeEnv map[string]string
 }
 
-// podName is the name the simulated pod has, for the downward API.
-const podName = "rel-lockex-5d8f7c9b6-x2x4q"
+// The simulated pod's name, namespace and UID, for the downward API.
+const (
+	podName      = "rel-lockex-5d8f7c9b6-x2x4q"
+	podNamespace = "ns"
+	podUID       = "0b6f3c2e-8d4a-4f1b-9c7e-5a2d1e3f4b6c"
+)
 
 func newPodRun(t *testing.T, spec *corev1.PodSpec, objs manifests, secrets map[string]map[string]string) *podRun {
 	t.Helper()
@@ -372,6 +376,10 @@ func (r *podRun) env(c *corev1.Container) map[string]string {
 			env[e.Name] = r.configMap(ref.Name).Data[ref.Key]
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.name":
 			env[e.Name] = podName
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.namespace":
+			env[e.Name] = podNamespace
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.uid":
+			env[e.Name] = podUID
 		default:
 			t.Fatalf("env %s: valueFrom %+v is not simulated", e.Name, e.ValueFrom)
 		}

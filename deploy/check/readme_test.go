@@ -34,6 +34,7 @@ func TestReadmeByHand(t *testing.T) {
 	}
 	main := &dep.Spec.Template.Spec.Containers[0]
 	checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, sketch: true})
+	checkIdentity(t, &dep.Spec.Template.Spec, main)
 	r := newPodRun(t, &dep.Spec.Template.Spec, nil, nil)
 	r.install()
 	if code, out := r.validate(); code != 0 || !strings.HasPrefix(out, "lockex ") {

@@ -240,6 +240,9 @@ func (r *release) runTestHook() (int, string) {
 //     container and the pod share them (podman's secret volumes are neither
 //     decoded nor projected by items, and crash on a missing optional);
 //   - Secrets for env become podman secrets in the form podman reads;
+//   - the downward API's metadata.namespace becomes the namespace's name
+//     (podman resolves metadata.name and metadata.uid, the pod's ID, which
+//     a restart of a container in the pod keeps, but not the namespace);
 //   - containerPorts are dropped (podman maps them, and host networking
 //     refuses mappings);
 //   - probes are dropped (podman would run them from systemd timers, which
@@ -281,6 +284,9 @@ func (r *release) adapt(p *pod, spec *corev1.Pod) {
 		for j := range c.Env {
 			if ref := c.Env[j].ValueFrom; ref != nil && ref.SecretKeyRef != nil {
 				ref.SecretKeyRef.Name = r.podmanSecret(p, ref.SecretKeyRef.Name)
+			}
+			if ref := c.Env[j].ValueFrom; ref != nil && ref.FieldRef != nil && ref.FieldRef.FieldPath == "metadata.namespace" {
+				c.Env[j].Value, c.Env[j].ValueFrom = namespace, nil
 			}
 		}
 	}

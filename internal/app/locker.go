@@ -8,6 +8,7 @@ import (
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/identity"
 	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/supervisor"
 	"github.com/lockex/lockex/internal/zklock"
@@ -38,7 +39,9 @@ func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver)
 func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	l.Close()
-	s, err := zklock.Connect(ctx, sessionOptions(c, l.log, l.obs))
+	opts := sessionOptions(c, l.log, l.obs)
+	opts.EarlierSelf = earlierSelf(c.Identity(version()), l.log)
+	s, err := zklock.Connect(ctx, opts)
 	if err != nil {
 		return classify(err)
 	}
@@ -53,7 +56,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 
 func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease, error) {
 	c := l.cfg
-	id := config.Identifier()
+	id := c.Identity(version()).String()
 	var (
 		lease *zklock.Lease
 		err   error
@@ -75,6 +78,26 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 type closingLease struct{ *zklock.Lease }
 
 func (l closingLease) Release() error { return l.ReleaseClosing() }
+
+// earlierSelf recognises the nodes of this container's earlier
+// incarnations (docs/design.md §3.4), or is nil when self cannot tell them
+// from another live lockex's: without a pod UID and a container name, or
+// when lockex is not PID 1 of its PID namespace (a pod that shares one,
+// a process started in the container beside PID 1).
+func earlierSelf(self identity.Identity, log *slog.Logger) func([]byte) bool {
+	if self.UID == "" || self.Container == "" {
+		return nil
+	}
+	if self.PID != 1 {
+		log.Info("not PID 1 of a PID namespace: nodes of an earlier incarnation of this container wait for their session to expire",
+			"pid", self.PID, "pod_uid", self.UID, "container", self.Container)
+		return nil
+	}
+	return func(data []byte) bool {
+		other, ok := identity.Parse(string(data))
+		return ok && self.CanTakeOver(other)
+	}
+}
 
 // sessionOptions are the ZooKeeper session's options for cfg.
 func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) zklock.Options {

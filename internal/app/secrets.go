@@ -34,10 +34,18 @@ func hideSecrets(commandLen int, password string) {
 	}
 }
 
-// workloadEnv is lockex's environment without the secrets that are
-// lockex's own: the workload has no business with ZooKeeper's password.
+// workloadEnv is lockex's environment without what is lockex's own: the
+// workload has no business with ZooKeeper's password, and a lockex it
+// starts must not take this one's container identity, or, as PID 1 of a
+// PID namespace of its own, it would take this one's nodes for those of a
+// dead earlier incarnation (docs/design.md §3.4).
 func workloadEnv(environ []string) []string {
 	return slices.DeleteFunc(slices.Clone(environ), func(kv string) bool {
-		return strings.HasPrefix(kv, "LOCKEX_ZK_PASSWORD=")
+		for _, own := range []string{"LOCKEX_ZK_PASSWORD=", "LOCKEX_POD_UID=", "LOCKEX_CONTAINER_NAME="} {
+			if strings.HasPrefix(kv, own) {
+				return true
+			}
+		}
+		return false
 	})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
+	"github.com/lockex/lockex/internal/identity"
 	"github.com/lockex/lockex/internal/zklock"
 )
 
@@ -68,7 +69,12 @@ func runStatus(ctx context.Context, cfg *config.Config, stdout io.Writer, log *s
 // and each node:
 //
 //	node        its full path (a semaphore's waiters are under P-__lock__)
-//	identifier  its data: hostname:pid for lockex and the original tool
+//	identifier  its data: hostname:pid for the original tool, that and
+//	            lockex's version and pod for lockex (identity.Identity),
+//	            anything for a kazoo client
+//	host, pid   the identifier's parts, when it is the original tool's or
+//	            lockex's; lockex_version, pod_namespace, pod_name, pod_uid
+//	            and container too, when the node carries them
 //	created     its creation time on the server, RFC 3339 in UTC
 //	token       its czxid, the holder's LOCKEX_FENCING_TOKEN
 //	position    its 1-based place in holders or waiting
@@ -82,11 +88,19 @@ type statusReport struct {
 }
 
 type statusNode struct {
-	Node       string    `json:"node"`
-	Identifier string    `json:"identifier"`
-	Created    time.Time `json:"created"`
-	Token      int64     `json:"token"`
-	Position   int       `json:"position"`
+	Node       string `json:"node"`
+	Identifier string `json:"identifier"`
+	// The identifier read, for nodes of lockex and the original tool.
+	Host         string    `json:"host,omitempty"`
+	PID          int       `json:"pid,omitempty"`
+	Version      string    `json:"lockex_version,omitempty"`
+	PodNamespace string    `json:"pod_namespace,omitempty"`
+	PodName      string    `json:"pod_name,omitempty"`
+	PodUID       string    `json:"pod_uid,omitempty"`
+	Container    string    `json:"container,omitempty"`
+	Created      time.Time `json:"created"`
+	Token        int64     `json:"token"`
+	Position     int       `json:"position"`
 }
 
 // newStatus reads c; concurrent is --concurrent, which names the kind only
@@ -106,8 +120,13 @@ func newStatus(c *zklock.Contenders, concurrent int) *statusReport {
 func statusNodes(cs []zklock.Contender) []statusNode {
 	out := make([]statusNode, 0, len(cs))
 	for _, c := range cs {
-		out = append(out, statusNode{Node: c.Node, Identifier: c.Identifier,
-			Created: c.Created.UTC(), Token: c.Token, Position: c.Position})
+		n := statusNode{Node: c.Node, Identifier: c.Identifier,
+			Created: c.Created.UTC(), Token: c.Token, Position: c.Position}
+		if id, ok := identity.Parse(c.Identifier); ok {
+			n.Host, n.PID, n.Version = id.Host, id.PID, id.Version
+			n.PodNamespace, n.PodName, n.PodUID, n.Container = id.Namespace, id.Pod, id.UID, id.Container
+		}
+		out = append(out, n)
 	}
 	return out
 }
@@ -119,12 +138,15 @@ func (st *statusReport) writeJSON(w io.Writer) error {
 }
 
 // writeTable prints a title line, then one row per node, holders first,
-// in the order of the JSON lists; SINCE is local time and age:
+// in the order of the JSON lists. IDENTIFIER is hostname:pid, or the whole
+// node data when it is not lockex's or the original tool's; POD and
+// CONTAINER are from lockex's node data, "-" when it has none; SINCE is
+// local time and age:
 //
 //	/lockex/job (lock): held, 1 waiting
-//	ROLE     NODE                                                            IDENTIFIER  SINCE                           TOKEN
-//	holder   /lockex/job/7080c080982b4fc6980d279488f44543__lock__0000000000  vm:9879     2026-11-26T09:16:05+01:00 (9s)  7
-//	waiting  /lockex/job/2c14f40316374f839810ba4b548e5404__lock__0000000001  vm:10022    2026-11-26T09:16:06+01:00 (8s)  10
+//	ROLE     NODE                                                            IDENTIFIER  POD         CONTAINER  SINCE                           TOKEN
+//	holder   /lockex/job/7080c080982b4fc6980d279488f44543__lock__0000000000  web-0:1     prod/web-0  app        2026-11-26T09:16:05+01:00 (9s)  7
+//	waiting  /lockex/job/2c14f40316374f839810ba4b548e5404__lock__0000000001  vm:10022    -           -          2026-11-26T09:16:06+01:00 (8s)  10
 func (st *statusReport) writeTable(w io.Writer, now time.Time) error {
 	kind := st.Kind
 	if st.Kind == "semaphore" {
@@ -147,13 +169,26 @@ func (st *statusReport) writeTable(w io.Writer, now time.Time) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tNODE\tIDENTIFIER\tSINCE\tTOKEN")
+	fmt.Fprintln(tw, "ROLE\tNODE\tIDENTIFIER\tPOD\tCONTAINER\tSINCE\tTOKEN")
 	for _, rows := range []struct {
 		role  string
 		nodes []statusNode
 	}{{"holder", st.Holders}, {"waiting", st.Waiting}} {
 		for _, n := range rows.nodes {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s (%s)\t%d\n", rows.role, n.Node, cell(n.Identifier),
+			who, pod, container := cell(n.Identifier), "-", "-"
+			if n.Host != "" {
+				who = cell(n.Host) + ":" + strconv.Itoa(n.PID)
+			}
+			switch {
+			case n.PodName != "" && n.PodNamespace != "":
+				pod = cell(n.PodNamespace) + "/" + cell(n.PodName)
+			case n.PodName != "":
+				pod = cell(n.PodName)
+			}
+			if n.Container != "" {
+				container = cell(n.Container)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s (%s)\t%d\n", rows.role, n.Node, who, pod, container,
 				n.Created.Local().Format(time.RFC3339), age(now.Sub(n.Created)), n.Token)
 		}
 	}

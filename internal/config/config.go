@@ -61,6 +61,9 @@ type Config struct {
 	HealthFailures int      `env:"HEALTH_FAILURE_THRESHOLD" envDefault:"3"`
 	HealthStart    Duration `env:"HEALTH_START_PERIOD" envDefault:"0"`
 	PodName        string   `env:"POD_NAME"`
+	PodNamespace   string   `env:"POD_NAMESPACE"`
+	PodUID         string   `env:"POD_UID"`
+	ContainerName  string   `env:"CONTAINER_NAME"`
 	ServiceAccount string   `env:"SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info"`

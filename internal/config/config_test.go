@@ -311,3 +311,31 @@ func TestActiveLabel(t *testing.T) {
 		t.Errorf("--status: %+v, %v", c.PodLabel, err)
 	}
 }
+
+// TestIdentity: the pod's identity comes from the variables the chart sets
+// from the downward API; the pod UID and the container name go together,
+// or the takeover of a dead earlier incarnation would be off unsaid.
+func TestIdentity(t *testing.T) {
+	env := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app"}
+	c, err := Parse([]string{"cmd"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	id := c.Identity("v1.2.3")
+	if id.Host != host || id.PID != os.Getpid() || id.Version != "v1.2.3" || id.Namespace != "prod" || id.Pod != "web-0" ||
+		id.UID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || id.Container != "app" {
+		t.Errorf("Identity = %+v", id)
+	}
+	for _, tc := range []struct {
+		args, env []string
+		want      string
+	}{
+		{[]string{"--pod-uid", "u", "cmd"}, nil, `--container-name "": want --pod-uid and --container-name together`},
+		{[]string{"cmd"}, []string{"LOCKEX_CONTAINER_NAME=app"}, `LOCKEX_CONTAINER_NAME "app": want --pod-uid and --container-name together`},
+	} {
+		if _, err := Parse(tc.args, tc.env, io.Discard); err == nil || err.Error() != tc.want {
+			t.Errorf("Parse(%q, %q) = %v, want %s", tc.args, tc.env, err, tc.want)
+		}
+	}
+}

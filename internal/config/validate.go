@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/lockex/lockex/internal/activecheck"
+	"github.com/lockex/lockex/internal/identity"
 	"github.com/lockex/lockex/internal/podlabel"
 	"github.com/lockex/lockex/internal/proc"
 	"github.com/lockex/lockex/internal/zklock"
@@ -51,6 +52,9 @@ func (c *Config) validate() error {
 		{c.HealthPeriod <= 0, "health-period", c.HealthPeriod, "more than 0"},
 		{c.HealthTimeout <= 0, "health-timeout", c.HealthTimeout, "more than 0"},
 		{c.HealthFailures < 1, "health-failure-threshold", c.HealthFailures, "at least 1"},
+		// One without the other turns the takeover of a dead earlier
+		// incarnation off without a word: a mistake to say at once.
+		{(c.PodUID == "") != (c.ContainerName == ""), "container-name", c.ContainerName, "--pod-uid and --container-name together"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -255,12 +259,17 @@ func labelValue(v string) error {
 	return nil
 }
 
-// Identifier is what lockex stores in its znodes, as the original tool did:
-// hostname:pid, so kazoo's contenders() and an operator can tell who it is.
-func Identifier() string {
+// Identity is what lockex stores in its znodes (docs/design.md §3.1):
+// hostname:pid, as the original tool did, then lockex's version and what
+// it knows of its pod, so that --status and kazoo's contenders() can tell
+// who it is.
+func (c *Config) Identity(version string) identity.Identity {
 	host, err := os.Hostname()
 	if err != nil {
 		host = "unknown"
 	}
-	return fmt.Sprintf("%s:%d", host, os.Getpid())
+	return identity.Identity{
+		Host: host, PID: os.Getpid(), Version: version,
+		Namespace: c.PodNamespace, Pod: c.PodName, UID: c.PodUID, Container: c.ContainerName,
+	}
 }

@@ -19,7 +19,7 @@ type Metrics struct {
 	wait                                                             prometheus.Observer
 	lost                                                             *prometheus.CounterVec
 	disconnects, expirations, maxRuntime, requeues                   prometheus.Counter
-	healthFailures, unhealthy                                        prometheus.Counter
+	healthFailures, unhealthy, earlierDeleted                        prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -48,6 +48,8 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 			"Failed health checks of the workload (--health-url, --health-cmd), counted toward the threshold or not."),
 		unhealthy: f.counter("lockex_workload_unhealthy_total",
 			"Workloads stopped, and the lock given up, because they failed their health check --health-failure-threshold times in a row."),
+		earlierDeleted: f.counter("lockex_earlier_nodes_deleted_total",
+			"Nodes of this container's earlier, dead incarnation (same pod UID and container name, another session) deleted at start, so that the next in line took over without waiting for that session to expire."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -94,6 +96,8 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.healthFailures.Inc()
 	case status.EvUnhealthy:
 		m.unhealthy.Inc()
+	case status.EvEarlierDeleted:
+		m.earlierDeleted.Inc()
 	}
 }
 

@@ -98,10 +98,11 @@ const (
 	EvLost
 	EvDisconnected
 	EvExpired
-	EvMaxRuntime   // lockex began to stop a workload that ran for --max-runtime
-	EvRequeued     // --requeue began another round
-	EvHealthFailed // one failed health check
-	EvUnhealthy    // lockex began to stop a workload that failed its health check
+	EvMaxRuntime     // lockex began to stop a workload that ran for --max-runtime
+	EvRequeued       // --requeue began another round
+	EvHealthFailed   // one failed health check
+	EvUnhealthy      // lockex began to stop a workload that failed its health check
+	EvEarlierDeleted // a node of this container's dead earlier incarnation was deleted
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
@@ -365,8 +366,8 @@ func (r *Recorder) HealthChecked(pid, failures int, err error) {
 	}
 }
 
-// Connecting, Connected, Disconnected, Reconnected, Expired, Contenders
-// and Waiting implement zklock.SessionObserver.
+// Connecting, Connected, Disconnected, Reconnected, Expired, Contenders,
+// Waiting and EarlierDeleted implement zklock.SessionObserver.
 
 func (r *Recorder) Connecting(servers []string, timeout time.Duration) {
 	r.log.Info("connecting to zookeeper", "servers", servers, "session_timeout", timeout)
@@ -409,6 +410,14 @@ func (r *Recorder) Waiting(ahead int) {
 		return
 	}
 	r.log.Info("waiting for the lock", "ahead", ahead)
+}
+
+// EarlierDeleted records that a node of this container's earlier, dead
+// incarnation was deleted, so that the next in line took over at once.
+func (r *Recorder) EarlierDeleted(node, identifier string, session int64) {
+	r.update(EvEarlierDeleted, func(*Snapshot) {})
+	r.log.Info("deleted the node of this container's earlier incarnation, which is dead; the next in line need not wait for its session to expire",
+		"node", node, "identifier", identifier, "session_id", fmt.Sprintf("%#x", session))
 }
 
 // Describe says the state in a few words, for the probes' bodies.

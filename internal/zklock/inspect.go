@@ -18,8 +18,9 @@ type Contender struct {
 	// Node is the node's full path, as the client sees it (inside the
 	// chroot), as LOCKEX_LOCK_NODE gives it to the workload.
 	Node string
-	// Identifier is the node's data: hostname:pid for lockex and for the
-	// original tool, whatever a kazoo client was given otherwise.
+	// Identifier is the node's data: for lockex and the original tool one
+	// line starting hostname:pid (package identity), whatever a kazoo
+	// client was given otherwise.
 	Identifier string
 	// Created is the node's creation time on the server (Stat.Ctime).
 	Created time.Time

@@ -61,6 +61,7 @@ func (m *Mutex) Acquire(ctx context.Context, blocking bool) (*Lease, error) {
 			return nil, err
 		}
 	}
+	m.s.takeOver(m.path, contender.MatchString)
 	giveUp := never
 	if !blocking {
 		giveUp = always

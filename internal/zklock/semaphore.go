@@ -44,6 +44,12 @@ func (m *Semaphore) Acquire(ctx context.Context, blocking bool) (*Lease, error) 
 	if err := m.checkSize(); err != nil {
 		return nil, err
 	}
+	// The turn first: a lease the dead incarnation asked for just before it
+	// died is created only while its turn node exists (create), so once
+	// that is gone, the leases listed next include every lease it can have.
+	m.s.takeOver(m.mutex.path, contender.MatchString)
+	// Every child of P counts as a lease, as kazoo counts them.
+	m.s.takeOver(m.path, func(string) bool { return true })
 	return m.acquire(ctx, blocking)
 }
 

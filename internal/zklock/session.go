@@ -57,6 +57,11 @@ type Options struct {
 	// TLS, when set, is the configuration for TLS to the servers (their
 	// secure client port).
 	TLS *tls.Config
+	// EarlierSelf, when set, reports whether a node's data names an
+	// earlier incarnation of this contender, which is dead for sure: a
+	// recipe deletes such nodes of other sessions before it queues
+	// (takeOver). Nil: no node is ever taken over.
+	EarlierSelf func(data []byte) bool
 }
 
 // SessionObserver is told what the session and the recipes see, for logs, metrics
@@ -72,6 +77,9 @@ type SessionObserver interface {
 	// recipe saw; Waiting, that the lock is taken, with ahead before us.
 	Contenders(n int)
 	Waiting(ahead int)
+	// EarlierDeleted: the node of an earlier incarnation at node, with
+	// data identifier and owned by session, was deleted (takeOver).
+	EarlierDeleted(node, identifier string, session int64)
 }
 
 type nopObserver struct{}
@@ -83,6 +91,7 @@ func (nopObserver) Reconnected(string)                     {}
 func (nopObserver) Expired()                               {}
 func (nopObserver) Contenders(int)                         {}
 func (nopObserver) Waiting(int)                            {}
+func (nopObserver) EarlierDeleted(string, string, int64)   {}
 
 // Session is one ZooKeeper session. The recipes built on it never watch the
 // connection themselves; they ask the session to wait for it.

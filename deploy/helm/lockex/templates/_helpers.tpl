@@ -135,15 +135,30 @@ tag must be quoted. With a digest and no tag, no default tag is added.
 {{- end }}
 {{- end }}
 
-{{/* Environment lockex reads: hosts and user from the Secret, its pod's name. */}}
+{{/*
+Environment lockex reads: hosts and user from the Secret, and who it is,
+which it writes into its nodes for --status. With the pod's UID and the
+container's name, lockex (PID 1 here) deletes the node of this container's
+earlier incarnation when the container restarts after a crash, so the next
+in line takes over at once, not a session timeout later (docs/design.md
+§3.4). The container's name is a literal: the downward API cannot give it.
+*/}}
 {{- define "lockex.env" -}}
 {{- include "lockex.secretEnv" . }}
-{{- if .Values.routeToActive }}
 - name: LOCKEX_POD_NAME
   valueFrom:
     fieldRef:
       fieldPath: metadata.name
-{{- end }}
+- name: LOCKEX_POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+- name: LOCKEX_POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
+- name: LOCKEX_CONTAINER_NAME
+  value: {{ .Values.containerName | quote }}
 {{- end }}
 
 {{- define "lockex.secretEnv" -}}

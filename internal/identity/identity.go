@@ -1,0 +1,178 @@
+// Package identity is who wrote a lock node: the one line of text lockex
+// stores as the data of every node it creates (docs/design.md §3.1), and
+// the rule by which a restarted lockex recognises the nodes of its own dead
+// earlier incarnation (§3.4).
+//
+// The line starts as the original tool's data did, hostname:pid, so that
+// kazoo's contenders(), which shows a node's data as text, and anyone who
+// reads the first word still see who it is:
+//
+//	HOST:PID lockex/VERSION [pod=[NAMESPACE/]NAME] [uid=UID] [container=NAME]
+//
+// Words are separated by one space and come in this order; each optional
+// word is there when its value is known. A byte of a value outside the
+// printable ASCII range, a space, '%', or a separator of that word (':' in
+// HOST, '/' in NAMESPACE) is written as %XX, so the line stays one line of
+// ASCII whatever the environment holds.
+package identity
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Identity is what a node's data says about the process that created it.
+type Identity struct {
+	Host string
+	PID  int
+	// Version is lockex's version; "" for a node of the original tool
+	// (hostname:pid and nothing else).
+	Version   string
+	Namespace string // the pod's namespace, "" if not known
+	Pod       string // the pod's name, "" if not known
+	UID       string // the pod's UID (metadata.uid), "" if not known
+	Container string // the container's name in the pod, "" if not known
+}
+
+// String is the node data for id, in the one form Parse accepts back.
+func (id Identity) String() string {
+	var b strings.Builder
+	b.WriteString(escape(id.Host, ":"))
+	b.WriteByte(':')
+	b.WriteString(strconv.Itoa(id.PID))
+	if id.Version == "" {
+		return b.String()
+	}
+	b.WriteString(" lockex/")
+	b.WriteString(escape(id.Version, ""))
+	switch {
+	case id.Pod != "" && id.Namespace != "":
+		b.WriteString(" pod=" + escape(id.Namespace, "/") + "/" + escape(id.Pod, "/"))
+	case id.Pod != "":
+		b.WriteString(" pod=" + escape(id.Pod, "/"))
+	}
+	if id.UID != "" {
+		b.WriteString(" uid=" + escape(id.UID, ""))
+	}
+	if id.Container != "" {
+		b.WriteString(" container=" + escape(id.Container, ""))
+	}
+	return b.String()
+}
+
+// Parse reads node data. It accepts only the exact form String writes
+// (the original tool's hostname:pid is one such form), so ok is false for
+// anything else a kazoo client may have stored, even text that contains a
+// lockex identity.
+func Parse(data string) (id Identity, ok bool) {
+	words := strings.Split(data, " ")
+	hostPID := words[0]
+	i := strings.LastIndexByte(hostPID, ':')
+	if i < 0 {
+		return Identity{}, false
+	}
+	var err error
+	if id.Host, err = unescape(hostPID[:i]); err != nil || id.Host == "" {
+		return Identity{}, false
+	}
+	if id.PID, err = strconv.Atoi(hostPID[i+1:]); err != nil || id.PID < 0 {
+		return Identity{}, false
+	}
+	if len(words) > 1 {
+		v, found := strings.CutPrefix(words[1], "lockex/")
+		if !found {
+			return Identity{}, false
+		}
+		if id.Version, err = unescape(v); err != nil {
+			return Identity{}, false
+		}
+	}
+	for _, w := range words[min(2, len(words)):] {
+		key, v, found := strings.Cut(w, "=")
+		if !found {
+			return Identity{}, false
+		}
+		switch key {
+		case "pod":
+			ns, name, hasNS := strings.Cut(v, "/")
+			if !hasNS {
+				ns, name = "", v
+			}
+			if id.Namespace, err = unescape(ns); err != nil {
+				return Identity{}, false
+			}
+			if id.Pod, err = unescape(name); err != nil {
+				return Identity{}, false
+			}
+		case "uid":
+			id.UID, err = unescape(v)
+		case "container":
+			id.Container, err = unescape(v)
+		default:
+			return Identity{}, false
+		}
+		if err != nil {
+			return Identity{}, false
+		}
+	}
+	// Anything that does not read back as written (a word twice, out of
+	// order, empty, escaped differently) is not lockex's.
+	if id.String() != data {
+		return Identity{}, false
+	}
+	return id, true
+}
+
+// CanTakeOver reports whether self, a lockex just started, may delete a
+// node whose data is other's: the node was written by an earlier
+// incarnation of the same container, which is dead. It holds only when
+// both know the pod's UID and the container's name and were PID 1 of
+// their PID namespace, and agree on host, pod and container: a container
+// has one PID 1 at a time, and is restarted only once all its processes
+// are gone. The versions may differ (a new image in the same pod).
+// Whether the node's session is another than self's is for the caller.
+func (self Identity) CanTakeOver(other Identity) bool {
+	return self.UID != "" && self.Container != "" && self.PID == 1 && self.Version != "" &&
+		other.PID == 1 && other.Version != "" &&
+		other.UID == self.UID && other.Container == self.Container &&
+		other.Host == self.Host && other.Namespace == self.Namespace && other.Pod == self.Pod
+}
+
+// escape writes the bytes of s that would break the line as %XX: those
+// outside printable ASCII, space, '%', and seps.
+func escape(s, seps string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || c == '%' || strings.IndexByte(seps, c) >= 0 {
+			fmt.Fprintf(&b, "%%%02X", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func unescape(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("short escape in %q", s)
+		}
+		n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+		if err != nil {
+			return "", fmt.Errorf("bad escape in %q", s)
+		}
+		b.WriteByte(byte(n))
+		i += 2
+	}
+	return b.String(), nil
+}
