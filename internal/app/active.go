@@ -13,14 +13,16 @@ import (
 )
 
 // labelClearMax bounds the wait, as lockex exits, for its pod's
-// --active-label to be removed: without lockex the pod is not Ready, and a
-// Service skips it whatever its labels say.
+// --active-label to be removed and its --deletion-cost lowered: without
+// lockex the pod is not Ready, and a Service skips it and a ReplicaSet
+// deletes it first whatever its metadata say.
 const labelClearMax = 2 * time.Second
 
 // activeFollowers are what moves with /active besides the endpoint: the
 // workload's readiness check (--active-http, --active-tcp), which decides
-// it, and the pod label (--active-label), which mirrors it. Either may be
-// absent.
+// it, and the pod's label (--active-label), which mirrors it, together
+// with the pod's deletion cost (--deletion-cost), which mirrors whether
+// the lock is held. Either may be absent.
 type activeFollowers struct {
 	cfg     *config.Config
 	checker *activecheck.Checker
@@ -28,7 +30,8 @@ type activeFollowers struct {
 	stops   []func()
 }
 
-func newActiveFollowers(cfg *config.Config, log *slog.Logger) *activeFollowers {
+// patchFailed is called for every patch of the pod that fails.
+func newActiveFollowers(cfg *config.Config, log *slog.Logger, patchFailed func()) *activeFollowers {
 	f := &activeFollowers{cfg: cfg}
 	if cfg.ActiveCheck != nil {
 		f.checker = activecheck.New(activecheck.Config{
@@ -39,13 +42,14 @@ func newActiveFollowers(cfg *config.Config, log *slog.Logger) *activeFollowers {
 		})
 	}
 	if cfg.PodLabel != nil {
-		f.labeler = podlabel.New(*cfg.PodLabel, log)
+		f.labeler = podlabel.New(*cfg.PodLabel, log, patchFailed)
 	}
 	return f
 }
 
 // observe wraps the recorder's observer: every change also tells the
-// checker which workload runs and the labeler whether the pod is active.
+// checker which workload runs and the labeler whether the pod is active
+// and holds.
 // Neither blocks.
 func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func(status.Event, status.Snapshot) {
 	return func(ev status.Event, s status.Snapshot) {
@@ -58,7 +62,7 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 			f.checker.Running(pid)
 		}
 		if f.labeler != nil {
-			f.labeler.Set(s.Active())
+			f.labeler.Set(podlabel.Wish{Active: s.Active(), Held: s.Held()})
 		}
 	}
 }
@@ -78,7 +82,7 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 	}
 }
 
-// stop ends them; the pod label is removed on the way out.
+// stop ends them; the pod tells a standby on the way out.
 func (f *activeFollowers) stop() {
 	for _, stop := range f.stops {
 		stop()

@@ -101,7 +101,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// One record of the state; the log lines, the metrics and the probes
 	// all come from it.
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
-	active := newActiveFollowers(cfg, log)
+	active := newActiveFollowers(cfg, log, m.PodPatchFailed)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()

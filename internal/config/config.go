@@ -50,6 +50,7 @@ type Config struct {
 	ActiveTimeout  Duration `env:"ACTIVE_TIMEOUT" envDefault:"1s"`
 	ActiveFailures int      `env:"ACTIVE_FAILURE_THRESHOLD" envDefault:"3"`
 	ActiveLabel    string   `env:"ACTIVE_LABEL"`
+	DeletionCost   bool     `env:"DELETION_COST"`
 	PodName        string   `env:"POD_NAME"`
 	ServiceAccount string   `env:"SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
@@ -80,8 +81,8 @@ type Config struct {
 	// ActiveCheck is the workload's readiness check behind /active, from
 	// --active-http or --active-tcp; nil without one.
 	ActiveCheck activecheck.Probe `env:"-"`
-	// PodLabel is where --active-label goes and how to reach the API
-	// server; nil without --active-label.
+	// PodLabel is what --active-label and --deletion-cost keep on the pod
+	// and how to reach the API server; nil without either.
 	PodLabel *podlabel.Config `env:"-"`
 
 	// source names where each flag's value came from, for error messages.

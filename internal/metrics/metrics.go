@@ -18,7 +18,7 @@ type Metrics struct {
 	held, contenders, maxHolders, connected, running, ready prometheus.Gauge
 	wait                                                    prometheus.Observer
 	lost                                                    *prometheus.CounterVec
-	disconnects, expirations                                prometheus.Counter
+	disconnects, expirations, podPatchFailures              prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -40,6 +40,8 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
 		disconnects: f.counter("lockex_zk_disconnects_total", "Connection losses to ZooKeeper."),
 		expirations: f.counter("lockex_zk_session_expirations_total", "ZooKeeper sessions expired."),
+		podPatchFailures: f.counter("lockex_pod_patch_failures_total",
+			"Patches of lockex's own pod (--active-label, --deletion-cost) that the Kubernetes API server refused or that did not reach it."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -79,6 +81,10 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.expirations.Inc()
 	}
 }
+
+// PodPatchFailed counts a patch of the pod that failed. The lock never
+// waits on the API server; this is how one sees that it did not answer.
+func (m *Metrics) PodPatchFailed() { m.podPatchFailures.Inc() }
 
 func bool01(b bool) float64 {
 	if b {
