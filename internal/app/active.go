@@ -18,6 +18,12 @@ import (
 // deletes it first whatever its metadata say.
 const labelClearMax = 2 * time.Second
 
+// drainMax bounds how long a stop signal waits for the pod's label to be
+// removed before it goes on to the workload (design.md §8): traffic should
+// leave first, but a stop asked for must not wait on an API server that
+// does not answer.
+const drainMax = 2 * time.Second
+
 // activeFollowers are what moves with /active besides the endpoint: the
 // workload's readiness check (--active-http, --active-tcp), which decides
 // it, and the pod's label (--active-label), which mirrors it, together
@@ -79,6 +85,30 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 		ctx, cancel := context.WithCancel(ctx)
 		go f.labeler.Run(ctx)
 		f.stops = append(f.stops, func() { cancel(); f.labeler.Clear(labelClearMax) })
+	}
+}
+
+// drain is the supervisor's Drain: nil unless lockex keeps a label that
+// routes traffic to its pod.
+func (f *activeFollowers) drain(log *slog.Logger) func() <-chan struct{} {
+	if f.labeler == nil || f.cfg.PodLabel.Key == "" {
+		return nil
+	}
+	return func() <-chan struct{} {
+		done := make(chan struct{})
+		drained := f.labeler.Drain()
+		go func() {
+			defer close(done)
+			t := time.NewTimer(drainMax)
+			defer t.Stop()
+			select {
+			case <-drained:
+				log.Info("pod label removed; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key)
+			case <-t.C:
+				log.Warn("pod label not removed in time; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key, "waited", drainMax)
+			}
+		}()
+		return done
 	}
 }
 

@@ -130,6 +130,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		MinHold:      cfg.MinHold.D(),
 		KillSignal:   cfg.KillSignal.Sys(),
 		KillGrace:    cfg.KillGrace.D(),
+		Drain:        active.drain(log),
 		Observer:     rec,
 		Log:          log,
 	})

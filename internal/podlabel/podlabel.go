@@ -107,6 +107,7 @@ type Labeler struct {
 	client *http.Client
 	failed func()    // called for every patch that fails
 	want   chan Wish // the latest wish; older ones are dropped
+	drain  chan chan struct{}
 	done   chan struct{}
 	// known is what the pod carries as far as Run knows: nil before the
 	// first answer and after any patch that failed or was cancelled,
@@ -137,6 +138,7 @@ func New(cfg Config, log *slog.Logger, failed func()) *Labeler {
 		client: &http.Client{Transport: transport, Timeout: requestTimeout},
 		failed: failed,
 		want:   make(chan Wish, 1),
+		drain:  make(chan chan struct{}, 1),
 		done:   make(chan struct{}),
 
 		recheckAfter: lateApplyWindow,
@@ -172,6 +174,26 @@ const (
 // 5s. Such a patch, applied late, undoes the success that ended the
 // streak; nothing else would notice, since the wish has not changed.
 const lateApplyWindow = time.Minute
+
+// Drain takes the label off the pod for good while lockex still holds and
+// its workload still runs, so that traffic leaves before a stop lockex was
+// asked for, and returns a channel that closes once the API server has
+// answered a patch without the label. It never blocks, and the channel
+// may never close (the API server does not answer, Run has ended): the
+// caller bounds its wait. Without a label (--deletion-cost alone) there
+// is nothing to drain, and the channel is closed.
+func (l *Labeler) Drain() <-chan struct{} {
+	done := make(chan struct{})
+	if l.cfg.Key == "" {
+		close(done)
+		return done
+	}
+	select {
+	case l.drain <- done:
+	default: // a drain was asked already, and is not yet taken up
+	}
+	return done
+}
 
 // relevant keeps of w what this Labeler patches, so that a change of what
 // it does not patch (Held without --deletion-cost) costs no call.
@@ -212,16 +234,27 @@ func (l *Labeler) Run(ctx context.Context) {
 	recheck := time.NewTimer(time.Hour)
 	recheck.Stop()
 	defer recheck.Stop()
+	// Once draining, the label stays off whatever the wishes say; the
+	// drain's waiters hear when the API server has answered that.
+	draining := false
+	var drainWaiters []chan struct{}
+	goal := func() Wish {
+		w := want
+		if draining {
+			w.Active = false
+		}
+		return w
+	}
 	for {
 		if pending && !backingOff {
-			err := l.patch(ctx, want)
+			w := goal()
+			err := l.patch(ctx, w)
 			switch {
 			case err == nil:
 				pending, delay = false, retryMin
-				carried := want
-				l.known = &carried
+				l.known = &w
 				if failing {
-					l.log.Info("pod patched", l.attrs(want)...)
+					l.log.Info("pod patched", l.attrs(w)...)
 					recheck.Reset(l.recheckAfter)
 				}
 				failing = false
@@ -233,18 +266,28 @@ func (l *Labeler) Run(ctx context.Context) {
 				l.failed()
 				if !failing {
 					// Once per streak of failures: the retries follow.
-					l.log.Error("cannot patch the pod; retrying", append(l.attrs(want), "err", err)...)
+					l.log.Error("cannot patch the pod; retrying", append(l.attrs(w), "err", err)...)
 				}
 				failing, backingOff = true, true
 				retry.Reset(delay)
 				delay = min(2*delay, retryMax)
 			}
 		}
+		if draining && l.known != nil && !l.known.Active {
+			for _, ch := range drainWaiters {
+				close(ch)
+			}
+			drainWaiters = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case want = <-l.want:
-			pending = l.known == nil || *l.known != want
+			pending = l.known == nil || *l.known != goal()
+		case ch := <-l.drain:
+			draining = true
+			drainWaiters = append(drainWaiters, ch)
+			pending = l.known == nil || *l.known != goal()
 		case <-retry.C:
 			backingOff = false
 		case <-recheck.C:

@@ -387,3 +387,57 @@ func TestDeletionCost(t *testing.T) {
 		}
 	})
 }
+
+// TestLabelerDrain: Drain takes the label off while the wish is still
+// active, its channel closes only once a patch without the label has been
+// answered (not while the API server refuses), and the label stays off
+// while the cost still follows Held; without a label Drain is done at once.
+func TestLabelerDrain(t *testing.T) {
+	a := startAPIServer(t)
+	cfg := a.config(t)
+	cfg.DeletionCost = true
+	l := New(cfg, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-l.done })
+	go l.Run(ctx)
+	l.Set(Wish{Active: true, Held: true})
+	eventually(t, "the label", func() bool { v, _ := a.label(); return v == "true" })
+
+	a.mu.Lock()
+	a.refuse = 2
+	a.mu.Unlock()
+	drained := l.Drain()
+	select {
+	case <-drained:
+		t.Fatal("drained before the API server answered")
+	default:
+	}
+	eventually(t, "drained after two refusals", func() bool {
+		select {
+		case <-drained:
+			return true
+		default:
+			return false
+		}
+	})
+	if _, labelled := a.label(); labelled {
+		t.Error("drained, and the label is still there")
+	}
+	before := a.patches()
+	l.Set(Wish{Active: true, Held: true}) // the holder still runs
+	l.Set(Wish{Active: true, Held: false})
+	eventually(t, "the cost still follows Held", func() bool { return a.cost() == StandbyCost })
+	if _, labelled := a.label(); labelled {
+		t.Error("the label came back after the drain")
+	}
+	if n := a.patches() - before; n != 1 {
+		t.Errorf("%d patches after the drain, want 1 (the cost)", n)
+	}
+
+	cfg.Key = ""
+	select {
+	case <-New(cfg, slog.New(slog.DiscardHandler), nil).Drain():
+	default:
+		t.Error("without a label, Drain is not done at once")
+	}
+}
