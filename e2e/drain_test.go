@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"encoding/pem"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -107,4 +108,50 @@ func TestDrainBounded(t *testing.T) {
 	if !strings.Contains(l.stderr.String(), "pod label not removed in time; passing the signal on") {
 		t.Errorf("no log line for the drain given up:\n%s", l.stderr)
 	}
+}
+
+// TestAPIServerDownLockWorks: with --active-label and --deletion-cost and
+// no API server listening, the lock works as without them (a holder, then
+// the next one, never two at once), and the failures are logged once per
+// streak and counted in lockex_pod_patch_failures_total.
+func TestAPIServerDownLockWorks(t *testing.T) {
+	zk := startZK(t)
+	host, port, _ := net.SplitHostPort(closedPort(t))
+	sa := t.TempDir()
+	for name, content := range map[string]string{"token": "tok-1", "namespace": "team-a",
+		"ca.crt": string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: startLostAnswerAPI(t).srv.Certificate().Raw}))} {
+		if err := os.WriteFile(filepath.Join(sa, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := func(pod string) []string {
+		return []string{"KUBERNETES_SERVICE_HOST=" + host, "KUBERNETES_SERVICE_PORT=" + port,
+			"LOCKEX_SERVICEACCOUNT_DIR=" + sa, "LOCKEX_POD_NAME=" + pod}
+	}
+	logPath := filepath.Join(t.TempDir(), "log")
+	args := func(who string) []string {
+		return append([]string{"-z", zk.Hosts(), "-i", "api-down", "--active-label", activeLabel + "=true", "--deletion-cost", "--"},
+			ticker(logPath, who, 2*time.Second, false)...)
+	}
+	a := startObserved(t, env("web-a"), args("a")...)
+	waitRecord(t, logPath, "a")
+	b := startObserved(t, env("web-b"), args("b")...)
+	b.activeAfter(t, "contenders ahead")
+	var failures float64
+	eventually(t, 15*time.Second, "the holder counts failed patches", func() bool {
+		failures, _ = metricValue(strings.TrimPrefix(a.base, "http://"), "lockex_pod_patch_failures_total")
+		return failures >= 1
+	})
+	for who, l := range map[string]*observed{"a": a, "b": b} {
+		if code := l.wait(t, 20*time.Second); code != 0 {
+			t.Fatalf("%s exit %d, want the workload's 0; log:\n%s", who, code, l.stderr)
+		}
+		if n := strings.Count(l.stderr.String(), "cannot patch the pod; retrying"); n != 1 {
+			t.Errorf("%s logged %d failure lines, want 1 for the streak:\n%s", who, n, l.stderr)
+		}
+	}
+	if v := mustBeOneAtATime(t, logPath); v.runs != 2 {
+		t.Errorf("%d runs, want a's and b's", v.runs)
+	}
+	t.Logf("the holder counted %v failed patches while it held", failures)
 }
