@@ -11,8 +11,8 @@ import (
 	"github.com/lockex/lockex/internal/kubetest"
 )
 
-// rollouts is how many rolling updates TestRolloutHandsOverOnce makes in a
-// row: LOCKEX_ROLLOUTS, else defaultRollouts.
+// defaultRollouts is how many rolling updates TestDeploymentHandovers makes
+// in a row, unless LOCKEX_ROLLOUTS says otherwise.
 const defaultRollouts = 20
 
 // startDeploymentCluster is a real kube-apiserver and kube-controller-manager
@@ -71,13 +71,24 @@ func (a *kubeAPI) patchDeployment(t *testing.T, ns string, spec map[string]any) 
 	}
 }
 
-// TestRolloutHandsOverOnce: with --deletion-cost, every rolling update of
-// a 2-replica singleton Deployment, driven by the real Deployment and
-// ReplicaSet controllers, hands the lock over exactly once, to a pod of
-// the new version: the old standby is deleted first, and the old holder
-// last. Each rollout starts from the state the one before left, holder
-// and standby known to the API server by their cost.
-func TestRolloutHandsOverOnce(t *testing.T) {
+// TestDeploymentHandovers drives a singleton Deployment (lockex with
+// --active-label and --deletion-cost) with the real Deployment, ReplicaSet
+// and disruption controllers, on one control plane for all three parts
+// (each start of one costs seconds):
+//
+//   - Rolling updates: every rolling update of 2 replicas hands the lock
+//     over exactly once, to a pod of the new version: the old standby is
+//     deleted first, and the old holder last. Each starts from the state
+//     the one before left, holder and standby known to the API server by
+//     their cost, only the holder labelled for a Service; throughout, the
+//     Deployment keeps RollingUpdate and a disruption budget that counts
+//     the standby as healthy.
+//   - Scale-down: from 3 replicas to 1 deletes the two standbys and keeps
+//     the holder, which never stops.
+//   - RBAC: the token lockex patches its pod with (the chart's Role, bound
+//     in the release's namespace) may patch a pod of its namespace and no
+//     pod of another.
+func TestDeploymentHandovers(t *testing.T) {
 	n := defaultRollouts
 	if s := os.Getenv("LOCKEX_ROLLOUTS"); s != "" {
 		var err error
@@ -87,8 +98,16 @@ func TestRolloutHandsOverOnce(t *testing.T) {
 	}
 	const ns = "team-a"
 	api, k := startDeploymentCluster(t, ns, 2)
-	for i := 2; i <= n+1; i++ {
-		version := fmt.Sprintf("v%d", i)
+	// The chart's disruption budget: with every connected standby Ready,
+	// it allows one eviction, as it would without lockex.
+	api.Create(t, "/apis/policy/v1/namespaces/"+ns+"/poddisruptionbudgets", map[string]any{
+		"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{"maxUnavailable": 1, "selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}},
+	})
+
+	version := "v1"
+	for i := 1; i <= n; i++ {
+		version = fmt.Sprintf("v%d", i+1)
 		before := k.holder()
 		t0 := time.Now()
 		api.patchDeployment(t, ns, map[string]any{"template": podTemplate(version)})
@@ -100,38 +119,39 @@ func TestRolloutHandsOverOnce(t *testing.T) {
 		}
 		if len(runs) != 1 || k.versionOf(runs[0]) != version {
 			t.Errorf("rollout %d (%s, holder before %s): the lock went to %v, want once to a pod of %s\n%s",
-				i-1, version, before.name, whos, version, k.describe())
+				i, version, before.name, whos, version, k.describe())
 			continue
 		}
-		t.Logf("rollout %d to %s: %s handed over to %s in %v", i-1, version, before.name, whos[0], time.Since(t0).Round(time.Millisecond))
+		t.Logf("rollout %d to %s: %s handed over to %s in %v", i, version, before.name, whos[0], time.Since(t0).Round(time.Millisecond))
 	}
-	mustBeOneAtATime(t, k.logPath)
-}
+	var pdb struct {
+		Status struct {
+			CurrentHealthy     int `json:"currentHealthy"`
+			ExpectedPods       int `json:"expectedPods"`
+			DisruptionsAllowed int `json:"disruptionsAllowed"`
+		} `json:"status"`
+	}
+	k.until(30*time.Second, "the disruption budget counts holder and standby healthy", func() bool {
+		api.Get(t, "/apis/policy/v1/namespaces/"+ns+"/poddisruptionbudgets/web", &pdb)
+		return pdb.Status.ExpectedPods == 2 && pdb.Status.CurrentHealthy == 2 && pdb.Status.DisruptionsAllowed == 1
+	})
 
-// TestScaleDownKeepsHolder: scaling a singleton Deployment from 3 to 1
-// deletes the two standbys and keeps the holder, which never stops.
-func TestScaleDownKeepsHolder(t *testing.T) {
-	const ns = "team-a"
-	api, k := startDeploymentCluster(t, ns, 3)
+	// Scale-down.
+	api.patchDeployment(t, ns, map[string]any{"replicas": 3})
+	k.until(60*time.Second, "scaled to 3", func() bool { return k.settled(3, version) })
 	holder := k.holder()
 	t0 := time.Now()
 	api.patchDeployment(t, ns, map[string]any{"replicas": 1})
-	k.until(60*time.Second, "scaled to 1", func() bool { return k.settled(1, "v1") })
+	k.until(60*time.Second, "scaled to 1", func() bool { return k.settled(1, version) })
 	if h := k.holder(); h != holder {
-		t.Errorf("after the scale-down the holder is %s, want %s still\n%s", h.name, holder.name, k.describe())
+		t.Errorf("after the scale-down from 3 to 1 the holder is %s, want %s still\n%s", h.name, holder.name, k.describe())
 	}
 	if runs := k.runsSince(t0); len(runs) != 0 {
 		t.Errorf("%d workloads started during the scale-down, want none (the holder kept the lock)", len(runs))
 	}
 	mustBeOneAtATime(t, k.logPath)
-}
 
-// TestPodRBACStaysInNamespace: the token lockex patches its pod with
-// (the chart's Role, bound in the release's namespace) may patch a pod of
-// its namespace and no pod of another.
-func TestPodRBACStaysInNamespace(t *testing.T) {
-	const ns = "team-a"
-	api, k := startDeploymentCluster(t, ns, 1)
+	// RBAC.
 	api.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "team-b"}})
 	// No serviceaccount controller runs to make team-b's default account.
 	api.Create(t, "/api/v1/namespaces/team-b/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "default"}})
@@ -139,8 +159,7 @@ func TestPodRBACStaysInNamespace(t *testing.T) {
 		"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "other"},
 		"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "registry.example.com/other:1"}}},
 	})
-	own := k.running()[0]
-	token, err := os.ReadFile(api.serviceAccountDir(t, ns, "web", own.name, own.uid) + "/token")
+	token, err := os.ReadFile(api.serviceAccountDir(t, ns, "web", holder.name, holder.uid) + "/token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +168,7 @@ func TestPodRBACStaysInNamespace(t *testing.T) {
 		path string
 		want int
 	}{
-		{"/api/v1/namespaces/" + ns + "/pods/" + own.name, http.StatusOK},
+		{"/api/v1/namespaces/" + ns + "/pods/" + holder.name, http.StatusOK},
 		{"/api/v1/namespaces/team-b/pods/other", http.StatusForbidden},
 	} {
 		code, body, err := api.Do(http.MethodPatch, tc.path, string(token), patch)
