@@ -47,7 +47,6 @@ type podRun struct {
 	lockex    *observed
 	ready     bool      // as last reported
 	termAt    time.Time // when SIGTERM went; zero before
-	removed   bool      // its deletion finished
 }
 
 // podSelector picks the test Deployment's pods.
@@ -125,7 +124,6 @@ func (k *kubelet) stop(r *podRun) {
 	select {
 	case <-r.lockex.done:
 		k.api.FinishDeletion(t, k.ns, r.name, r.uid)
-		r.removed = true
 	default:
 		if time.Since(r.termAt) > r.grace {
 			t.Errorf("pod %s: lockex still runs %v after SIGTERM; SIGKILL", r.name, r.grace)
