@@ -85,6 +85,8 @@ func (a *kubeAPI) patchDeployment(t *testing.T, ns string, spec map[string]any) 
 //     the standby as healthy.
 //   - Scale-down: from 3 replicas to 1 deletes the two standbys and keeps
 //     the holder, which never stops.
+//   - Rolling updates with the chart's strategy under hard anti-affinity
+//     (maxSurge 0, maxUnavailable 1) hand over once too.
 //   - RBAC: the token lockex patches its pod with (the chart's Role, bound
 //     in the release's namespace) may patch a pod of its namespace and no
 //     pod of another.
@@ -105,9 +107,10 @@ func TestDeploymentHandovers(t *testing.T) {
 		"spec": map[string]any{"maxUnavailable": 1, "selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}},
 	})
 
-	version := "v1"
-	for i := 1; i <= n; i++ {
-		version = fmt.Sprintf("v%d", i+1)
+	rollouts, version := 0, "v1"
+	rollout := func(strategy string) {
+		rollouts++
+		version = fmt.Sprintf("v%d", rollouts+1)
 		before := k.holder()
 		t0 := time.Now()
 		api.patchDeployment(t, ns, map[string]any{"template": podTemplate(version)})
@@ -118,11 +121,14 @@ func TestDeploymentHandovers(t *testing.T) {
 			whos = append(whos, r.who+"@"+k.versionOf(r))
 		}
 		if len(runs) != 1 || k.versionOf(runs[0]) != version {
-			t.Errorf("rollout %d (%s, holder before %s): the lock went to %v, want once to a pod of %s\n%s",
-				i, version, before.name, whos, version, k.describe())
-			continue
+			t.Errorf("rollout %d (%s, %s, holder before %s): the lock went to %v, want once to a pod of %s\n%s",
+				rollouts, version, strategy, before.name, whos, version, k.describe())
+			return
 		}
-		t.Logf("rollout %d to %s: %s handed over to %s in %v", i, version, before.name, whos[0], time.Since(t0).Round(time.Millisecond))
+		t.Logf("rollout %d to %s (%s): %s handed over to %s in %v", rollouts, version, strategy, before.name, whos[0], time.Since(t0).Round(time.Millisecond))
+	}
+	for range n {
+		rollout("maxSurge 1")
 	}
 	var pdb struct {
 		Status struct {
@@ -149,6 +155,16 @@ func TestDeploymentHandovers(t *testing.T) {
 	if runs := k.runsSince(t0); len(runs) != 0 {
 		t.Errorf("%d workloads started during the scale-down, want none (the holder kept the lock)", len(runs))
 	}
+
+	// The chart's strategy under hard anti-affinity, one node per replica:
+	// an old pod goes before a new one comes. The old standby goes first,
+	// so the lock still moves once.
+	api.patchDeployment(t, ns, map[string]any{"replicas": 2,
+		"strategy": map[string]any{"rollingUpdate": map[string]any{"maxSurge": 0, "maxUnavailable": 1}}})
+	k.until(60*time.Second, "scaled to 2", func() bool { return k.settled(2, version) })
+	for range 3 {
+		rollout("maxUnavailable 1")
+	}
 	mustBeOneAtATime(t, k.logPath)
 
 	// RBAC.
@@ -159,7 +175,8 @@ func TestDeploymentHandovers(t *testing.T) {
 		"apiVersion": "v1", "kind": "Pod", "metadata": map[string]any{"name": "other"},
 		"spec": map[string]any{"containers": []any{map[string]any{"name": "app", "image": "registry.example.com/other:1"}}},
 	})
-	token, err := os.ReadFile(api.serviceAccountDir(t, ns, "web", holder.name, holder.uid) + "/token")
+	own := k.holder()
+	token, err := os.ReadFile(api.serviceAccountDir(t, ns, "web", own.name, own.uid) + "/token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +185,7 @@ func TestDeploymentHandovers(t *testing.T) {
 		path string
 		want int
 	}{
-		{"/api/v1/namespaces/" + ns + "/pods/" + holder.name, http.StatusOK},
+		{"/api/v1/namespaces/" + ns + "/pods/" + own.name, http.StatusOK},
 		{"/api/v1/namespaces/team-b/pods/other", http.StatusForbidden},
 	} {
 		code, body, err := api.Do(http.MethodPatch, tc.path, string(token), patch)
