@@ -27,8 +27,9 @@ deps-demo:
 deps-test:
 	@scripts/install-deps.sh test
 
-# podman, etcd and kube-apiserver: e2e's pod-label tests and the Kubernetes
-# kit need them, so make test installs them before any test starts its clock.
+# podman, etcd, kube-apiserver and kube-controller-manager: e2e's pod tests
+# and the Kubernetes kit need them, so make test installs them before any
+# test starts its clock.
 deps-k8s:
 	@scripts/install-k8s-tools.sh >/dev/null
 

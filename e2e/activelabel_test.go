@@ -62,7 +62,7 @@ func TestActiveLabel(t *testing.T) {
 	eventually(t, 15*time.Second, "a's workload starts", func() bool { return wa.noted("start") })
 	// Forbidden: no binding yet. lockex says so once and retries.
 	eventually(t, 15*time.Second, "a reports the refusal", func() bool {
-		return strings.Contains(a.stderr.String(), "cannot set the pod label; retrying")
+		return strings.Contains(a.stderr.String(), "cannot patch the pod; retrying")
 	})
 	if log := a.stderr.String(); !strings.Contains(log, "forbidden") || !strings.Contains(log, "system:serviceaccount:"+ns+":web") {
 		t.Errorf("the refusal does not say who was forbidden what:\n%s", log)

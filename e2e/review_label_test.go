@@ -313,7 +313,7 @@ func TestReviewHungAPIServerDuringPartition(t *testing.T) {
 		t.Fatalf("contender exit %d; log:\n%s", code, b.stderr)
 	}
 	mustBeOneAtATime(t, logPath)
-	if log := a.stderr.String(); !strings.Contains(log, "SIGKILL") || !strings.Contains(log, "pod label not removed at exit") {
+	if log := a.stderr.String(); !strings.Contains(log, "SIGKILL") || !strings.Contains(log, "pod not patched at exit") {
 		t.Errorf("want the SIGKILL at KillBy and the label's failure in the log:\n%s", log)
 	}
 }

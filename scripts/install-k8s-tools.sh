@@ -8,14 +8,15 @@
 #   - ko, which builds the release image from .ko.yaml, with go install, and
 #     Debian's docker-registry, which ko pushes to and pulls its base from on
 #     127.0.0.1 (no other registry answers here);
-#   - a real kube-apiserver, built with `go install`-like caching from the
-#     k8s.io/kubernetes module (about 8 minutes once on 2 cores) into Go's bin
-#     directory (GOBIN, else GOPATH/bin), where helm already lives, so it
-#     survives a clean clone.
+#   - a real kube-apiserver and kube-controller-manager, built with
+#     `go install`-like caching from the k8s.io/kubernetes module (about 8
+#     minutes each once on 2 cores) into Go's bin directory (GOBIN, else
+#     GOPATH/bin), where helm already lives, so they survive a clean clone.
 # Prints the bin directory on stdout, for the caller's PATH.
 #   scripts/install-k8s-tools.sh            everything
-#   scripts/install-k8s-tools.sh apiserver  only kube-apiserver
-#   scripts/install-k8s-tools.sh runtime    all but kube-apiserver
+#   scripts/install-k8s-tools.sh apiserver  only kube-apiserver and
+#                                           kube-controller-manager
+#   scripts/install-k8s-tools.sh runtime    all but those two
 set -eu
 
 # The newest v1.34 patch release the Go module proxy serves; its staging
@@ -128,29 +129,32 @@ install_ko() {
 	}
 }
 
-apiserver_version() { "$bin/kube-apiserver" --version 2>/dev/null || true; }
+kube_version() { "$bin/$1" --version 2>/dev/null || true; }
 
-# kube-apiserver from the k8s.io/kubernetes module. That module's go.mod
-# replaces its staging repositories with directories of its own tree, which a
-# dependent module cannot see, so a small module requires it and replaces each
-# k8s.io/<staging repo> with the release of it that matches.
-build_apiserver() {
-	[ "$(apiserver_version)" = "Kubernetes $KUBE_VERSION" ] && return 0
-	say "building kube-apiserver $KUBE_VERSION into $bin (takes about 8 minutes once)"
-	mod=$cache/kube-apiserver-$KUBE_VERSION
+# kube-apiserver and kube-controller-manager from the k8s.io/kubernetes
+# module. That module's go.mod replaces its staging repositories with
+# directories of its own tree, which a dependent module cannot see, so a small
+# module requires it and replaces each k8s.io/<staging repo> with the release
+# of it that matches. Both commands share most of their packages, so the
+# second build reuses the first one's build cache.
+build_kube() {
+	cmd=$1
+	[ "$(kube_version "$cmd")" = "Kubernetes $KUBE_VERSION" ] && return 0
+	say "building $cmd $KUBE_VERSION into $bin (takes about 8 minutes once)"
+	mod=$cache/$cmd-$KUBE_VERSION
 	mkdir -p "$mod"
 	$go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null
 	kmod=$($go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod
 	staging=$(sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/.*#\1#p' "$kmod")
 	[ -n "$staging" ] || { say "found no staging replacements in $kmod"; exit 1; }
 	{
-		echo "module lockex.local/kube-apiserver"
+		echo "module lockex.local/$cmd"
 		echo
 		echo "go 1.24.0"
 		echo
 		echo "require k8s.io/kubernetes $KUBE_VERSION"
 		echo
-		echo "tool k8s.io/kubernetes/cmd/kube-apiserver"
+		echo "tool k8s.io/kubernetes/cmd/$cmd"
 		echo
 		echo "replace ("
 		for m in $staging; do echo "	$m => $m $KUBE_STAGING_VERSION"; done
@@ -167,18 +171,20 @@ build_apiserver() {
 		ldflags="$ldflags -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 	done
 	(cd "$mod" && CGO_ENABLED=0 $go build -trimpath -ldflags "$ldflags" \
-		-o "$bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-	got=$(apiserver_version)
+		-o "$bin/$cmd" "k8s.io/kubernetes/cmd/$cmd")
+	got=$(kube_version "$cmd")
 	[ "$got" = "Kubernetes $KUBE_VERSION" ] || {
-		say "$bin/kube-apiserver reports '$got', want 'Kubernetes $KUBE_VERSION'"
+		say "$bin/$cmd reports '$got', want 'Kubernetes $KUBE_VERSION'"
 		exit 1
 	}
 }
 
+build_control_plane() { build_kube kube-apiserver && build_kube kube-controller-manager; }
+
 case "${1:-all}" in
-apiserver) build_apiserver ;;
+apiserver) build_control_plane ;;
 runtime) install_debs && write_podman_config && check_podman && install_ko ;;
-all) install_debs && write_podman_config && check_podman && install_ko && build_apiserver ;;
+all) install_debs && write_podman_config && check_podman && install_ko && build_control_plane ;;
 *)
 	say "unknown part '$1' (want apiserver, runtime or nothing for all)"
 	exit 2

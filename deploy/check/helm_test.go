@@ -92,13 +92,15 @@ func TestHelmModes(t *testing.T) {
 		mode     string // mutex, semaphore, plain
 		hardened bool
 		route    bool // routeToActive
+		cost     bool // deletionCost (alone)
 		kinds    []string
 	}{
-		{"singleton-values.yaml", "mutex", false, false, []string{"PodDisruptionBudget", "Deployment", "Pod"}},
-		{"semaphore-values.yaml", "semaphore", false, false, []string{"PodDisruptionBudget", "Service", "Deployment", "PrometheusRule", "ServiceMonitor", "Pod"}},
-		{"plain-values.yaml", "plain", false, false, []string{"PodDisruptionBudget", "Service", "Deployment"}},
-		{"route-to-active-values.yaml", "mutex", false, true, []string{"PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Pod"}},
-		{"hardened-values.yaml", "mutex", true, false, []string{"PodDisruptionBudget", "ServiceAccount", "Deployment", "Pod"}},
+		{"singleton-values.yaml", "mutex", false, false, false, []string{"PodDisruptionBudget", "Deployment", "Pod"}},
+		{"semaphore-values.yaml", "semaphore", false, false, false, []string{"PodDisruptionBudget", "Service", "Deployment", "PrometheusRule", "ServiceMonitor", "Pod"}},
+		{"plain-values.yaml", "plain", false, false, false, []string{"PodDisruptionBudget", "Service", "Deployment"}},
+		{"route-to-active-values.yaml", "mutex", false, true, false, []string{"PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "Pod"}},
+		{"deletion-cost-values.yaml", "mutex", false, false, true, []string{"PodDisruptionBudget", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Pod"}},
+		{"hardened-values.yaml", "mutex", true, false, false, []string{"PodDisruptionBudget", "ServiceAccount", "Deployment", "Pod"}},
 	}
 	seen := map[string]bool{}
 	for _, tc := range tests {
@@ -118,7 +120,7 @@ func TestHelmModes(t *testing.T) {
 				wrapped:  tc.mode != "plain",
 				workload: append(slices.Clone(v.Command), v.Args...),
 				hardened: tc.hardened,
-				token:    tc.route,
+				token:    tc.route || tc.cost,
 			})
 			checkSelectors(t, objs, dep)
 			checkSecretModes(t, &dep.Spec.Template.Spec)
@@ -158,6 +160,15 @@ func TestHelmModes(t *testing.T) {
 				checkRouteToActive(t, objs, dep)
 			} else if got := flagValue(flags, "--active-label"); got != "" {
 				t.Errorf("--active-label %q without routeToActive", got)
+			}
+			// routeToActive turns the deletion cost on too: it has the
+			// rights already, and a Service's holder is the pod a rollout
+			// should delete last.
+			if got := slices.Contains(flags, "--deletion-cost"); got != (tc.route || tc.cost) {
+				t.Errorf("--deletion-cost in lockex's flags: %t, want %t", got, tc.route || tc.cost)
+			}
+			if tc.route || tc.cost {
+				checkPodPatching(t, objs, dep)
 			}
 
 			secrets := ciSecrets(t)
@@ -232,8 +243,7 @@ func checkStrategy(t *testing.T, dep *appsv1.Deployment) {
 }
 
 // checkRouteToActive: the Service selects the label lockex keeps on its
-// active pod, lockex is told to keep it (on the pod named by the downward
-// API), and the pod's service account may patch pods.
+// active pod, and lockex is told to keep it.
 func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	t.Helper()
 	main := &dep.Spec.Template.Spec.Containers[0]
@@ -246,10 +256,6 @@ func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	if got := flagValue(flags, "--active-http"); got != "http://127.0.0.1:8080/ready" {
 		t.Errorf("--active-http %q, want the workload's own readiness, http://127.0.0.1:8080/ready", got)
 	}
-	i := slices.IndexFunc(main.Env, func(e corev1.EnvVar) bool { return e.Name == "LOCKEX_POD_NAME" })
-	if i < 0 || main.Env[i].ValueFrom == nil || main.Env[i].ValueFrom.FieldRef == nil || main.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.name" {
-		t.Errorf("LOCKEX_POD_NAME: want the downward API's metadata.name, got %+v", main.Env)
-	}
 	for _, svc := range all[*corev1.Service](objs) {
 		if svc.Spec.PublishNotReadyAddresses {
 			continue // the metrics Service
@@ -260,6 +266,19 @@ func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 		if dep.Spec.Template.Labels[key] != "" {
 			t.Errorf("the pod template carries %s itself: every pod would be selected", key)
 		}
+	}
+}
+
+// checkPodPatching: lockex patches its own pod (the label of
+// routeToActive, the deletion cost): it is told its pod's name by the
+// downward API, and the pod's service account may patch pods, and nothing
+// more.
+func checkPodPatching(t *testing.T, objs manifests, dep *appsv1.Deployment) {
+	t.Helper()
+	main := &dep.Spec.Template.Spec.Containers[0]
+	i := slices.IndexFunc(main.Env, func(e corev1.EnvVar) bool { return e.Name == "LOCKEX_POD_NAME" })
+	if i < 0 || main.Env[i].ValueFrom == nil || main.Env[i].ValueFrom.FieldRef == nil || main.Env[i].ValueFrom.FieldRef.FieldPath != "metadata.name" {
+		t.Errorf("LOCKEX_POD_NAME: want the downward API's metadata.name, got %+v", main.Env)
 	}
 	sa := dep.Spec.Template.Spec.ServiceAccountName
 	if sa == "" || only[*corev1.ServiceAccount](t, objs).Name != sa {
@@ -281,7 +300,7 @@ func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 		}
 	}
 	if !patch {
-		t.Errorf("Role %+v: lockex cannot patch its pod's labels", role.Rules)
+		t.Errorf("Role %+v: lockex cannot patch its pod", role.Rules)
 	}
 }
 
@@ -461,6 +480,8 @@ func TestHelmRefuses(t *testing.T) {
 			"needs routeToActive: true"},
 		{"routeToActive without an account", []string{"--set", "command={/app}", "--set", "routeToActive=true"}, "routeToActive needs a service account that may patch pods"},
 		{"routeToActive without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "routeToActive=true"}, "routeToActive needs lockex"},
+		{"deletionCost without an account", []string{"--set", "command={/app}", "--set", "deletionCost=true"}, "deletionCost needs a service account that may patch pods"},
+		{"deletionCost without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "deletionCost=true"}, "deletionCost needs lockex"},
 		{"two checks", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.port=80", "--set", "activeCheck.tcpSocket.port=80"}, "give httpGet or tcpSocket, not both"},
 		{"check port name unknown", []string{"--set", "command={/app}", "--set", "activeCheck.tcpSocket.port=http"}, `activeCheck.tcpSocket.port "http": no port of that name in ports`},
 		{"check without port", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.path=/ready"}, "activeCheck.httpGet.port is required"},

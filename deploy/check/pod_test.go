@@ -20,7 +20,7 @@ type podWant struct {
 	workload []string // the user's command and args, as given
 	sketch   bool     // a README example: no security context to check
 	hardened bool     // the restricted profile on the workload too
-	token    bool     // a service account token is mounted (routeToActive)
+	token    bool     // a service account token is mounted (routeToActive, deletionCost)
 }
 
 // lockexMount is where the main container finds the copied binary.

@@ -13,14 +13,23 @@ import (
 )
 
 // labelClearMax bounds the wait, as lockex exits, for its pod's
-// --active-label to be removed: without lockex the pod is not Ready, and a
-// Service skips it whatever its labels say.
+// --active-label to be removed and its --deletion-cost lowered: without
+// lockex the pod is not Ready, and a Service skips it and a ReplicaSet
+// deletes it first whatever its metadata say.
 const labelClearMax = 2 * time.Second
+
+// drainMax bounds how long a stop signal waits for the pod's label to be
+// removed before it goes on to the workload (design.md §8): traffic should
+// leave first, but a stop asked for must not wait on an API server that
+// does not answer.
+const drainMax = 2 * time.Second
 
 // activeFollowers are what follows the running workload besides the
 // endpoint: the workload's readiness check (--active-http, --active-tcp),
-// which decides /active, the pod label (--active-label), which mirrors it,
-// and the health check (--health-url, --health-cmd). Any may be absent.
+// which decides /active, the pod's label (--active-label), which mirrors
+// it, with the pod's deletion cost (--deletion-cost), which mirrors whether
+// the lock is held, and the health check (--health-url, --health-cmd). Any
+// may be absent.
 type activeFollowers struct {
 	cfg     *config.Config
 	checker *activecheck.Checker
@@ -29,7 +38,8 @@ type activeFollowers struct {
 	stops   []func()
 }
 
-func newActiveFollowers(cfg *config.Config, log *slog.Logger, health *healthCheck) *activeFollowers {
+// patchFailed is called for every patch of the pod that fails.
+func newActiveFollowers(cfg *config.Config, log *slog.Logger, health *healthCheck, patchFailed func()) *activeFollowers {
 	f := &activeFollowers{cfg: cfg, health: health}
 	if cfg.ActiveCheck != nil {
 		f.checker = activecheck.New(activecheck.Config{
@@ -40,13 +50,14 @@ func newActiveFollowers(cfg *config.Config, log *slog.Logger, health *healthChec
 		})
 	}
 	if cfg.PodLabel != nil {
-		f.labeler = podlabel.New(*cfg.PodLabel, log)
+		f.labeler = podlabel.New(*cfg.PodLabel, log, patchFailed)
 	}
 	return f
 }
 
 // observe wraps the recorder's observer: every change also tells the
-// checker which workload runs and the labeler whether the pod is active.
+// checker which workload runs and the labeler whether the pod is active
+// and holds.
 // Neither blocks.
 func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func(status.Event, status.Snapshot) {
 	return func(ev status.Event, s status.Snapshot) {
@@ -62,7 +73,7 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 			f.health.checker.Running(pid)
 		}
 		if f.labeler != nil {
-			f.labeler.Set(s.Active())
+			f.labeler.Set(podlabel.Wish{Active: s.Active(), Held: s.Held()})
 		}
 	}
 }
@@ -86,7 +97,31 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 	}
 }
 
-// stop ends them; the pod label is removed on the way out.
+// drain is the supervisor's Drain: nil unless lockex keeps a label that
+// routes traffic to its pod.
+func (f *activeFollowers) drain(log *slog.Logger) func() <-chan struct{} {
+	if f.labeler == nil || f.cfg.PodLabel.Key == "" {
+		return nil
+	}
+	return func() <-chan struct{} {
+		done := make(chan struct{})
+		drained := f.labeler.Drain()
+		go func() {
+			defer close(done)
+			t := time.NewTimer(drainMax)
+			defer t.Stop()
+			select {
+			case <-drained:
+				log.Info("pod label removed; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key)
+			case <-t.C:
+				log.Warn("pod label not removed in time; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key, "waited", drainMax)
+			}
+		}()
+		return done
+	}
+}
+
+// stop ends them; the pod tells a standby on the way out.
 func (f *activeFollowers) stop() {
 	for _, stop := range f.stops {
 		stop()

@@ -103,7 +103,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	m, registry := metrics.New(cfg.Path, cfg.Concurrent, version(), logs.Dropped)
 	env := workloadEnv(environ)
 	health := newHealthCheck(cfg, reaper, env)
-	active := newActiveFollowers(cfg, log, health)
+	active := newActiveFollowers(cfg, log, health, m.PodPatchFailed)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()
@@ -135,6 +135,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Requeue:      supervisor.Requeue{On: cfg.Requeue, Backoff: cfg.RequeueBackoff.D(), MaxBackoff: cfg.RequeueMax.D()},
 		KillSignal:   cfg.KillSignal.Sys(),
 		KillGrace:    cfg.KillGrace.D(),
+		Drain:        active.drain(log),
 		Observer:     rec,
 		Log:          log,
 	})

@@ -60,6 +60,7 @@ type Config struct {
 	HealthTimeout  Duration `env:"HEALTH_TIMEOUT" envDefault:"1s"`
 	HealthFailures int      `env:"HEALTH_FAILURE_THRESHOLD" envDefault:"3"`
 	HealthStart    Duration `env:"HEALTH_START_PERIOD" envDefault:"0"`
+	DeletionCost   bool     `env:"DELETION_COST"`
 	PodName        string   `env:"POD_NAME"`
 	PodNamespace   string   `env:"POD_NAMESPACE"`
 	PodUID         string   `env:"POD_UID"`
@@ -100,8 +101,8 @@ type Config struct {
 	HealthCheck       activecheck.Probe `env:"-"`
 	HealthCommand     []string          `env:"-"`
 	HealthCommandPath string            `env:"-"`
-	// PodLabel is where --active-label goes and how to reach the API
-	// server; nil without --active-label.
+	// PodLabel is what --active-label and --deletion-cost keep on the pod
+	// and how to reach the API server; nil without either.
 	PodLabel *podlabel.Config `env:"-"`
 
 	// source names where each flag's value came from, for error messages.

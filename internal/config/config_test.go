@@ -127,6 +127,8 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--active-label", "active=true", "x"}, nil, "--active-label needs the Kubernetes API: KUBERNETES_SERVICE_HOST"},
 		{[]string{"--active-label", "active=true", "--serviceaccount-dir", "/nonexistent", "x"}, []string{"KUBERNETES_SERVICE_HOST=127.0.0.1", "KUBERNETES_SERVICE_PORT=6443"},
 			"--active-label needs the Kubernetes API: the pod's namespace: open /nonexistent/namespace"},
+		{[]string{"--deletion-cost", "x"}, nil, "--deletion-cost needs the Kubernetes API: KUBERNETES_SERVICE_HOST"},
+		{[]string{"x"}, []string{"LOCKEX_DELETION_COST=yes"}, `LOCKEX_DELETION_COST="yes"`},
 	} {
 		t.Run(strings.Join(append(tc.args, tc.env...), " "), func(t *testing.T) {
 			_, err := Parse(tc.args, tc.env, io.Discard)
@@ -309,6 +311,20 @@ func TestActiveLabel(t *testing.T) {
 	// --status and --version touch no pod.
 	if c, err = Parse([]string{"--status", "-i", "x", "--active-label", "a=b"}, nil, io.Discard); err != nil || c.PodLabel != nil {
 		t.Errorf("--status: %+v, %v", c.PodLabel, err)
+	}
+
+	// --deletion-cost alone patches the pod and labels nothing; with
+	// --active-label, both go in the same patch.
+	if c, err = Parse([]string{"--deletion-cost", "--pod-name", "web-0", "x"}, env, io.Discard); err != nil ||
+		c.PodLabel == nil || !c.PodLabel.DeletionCost || c.PodLabel.Key != "" || c.PodLabel.Pod != "web-0" {
+		t.Errorf("--deletion-cost: %+v, %v", c.PodLabel, err)
+	}
+	if c, err = Parse([]string{"--active-label", "a=b", "x"}, append(env, "LOCKEX_DELETION_COST=true"), io.Discard); err != nil ||
+		c.PodLabel == nil || !c.PodLabel.DeletionCost || c.PodLabel.Key != "a" {
+		t.Errorf("--active-label and LOCKEX_DELETION_COST: %+v, %v", c.PodLabel, err)
+	}
+	if c, err = Parse([]string{"--active-label", "a=b", "x"}, env, io.Discard); err != nil || c.PodLabel.DeletionCost {
+		t.Errorf("--active-label alone sets the deletion cost: %+v, %v", c.PodLabel, err)
 	}
 }
 

@@ -200,32 +200,40 @@ func (c *Config) healthCheck() error {
 	return nil
 }
 
-// podLabel checks --active-label and finds the API server, the pod and its
-// namespace, as the pod's service account gives them. Only a run that
-// seeks the lock labels its pod.
+// podLabel checks --active-label and --deletion-cost and finds the API
+// server, the pod and its namespace, as the pod's service account gives
+// them. Only a run that seeks the lock patches its pod.
 func (c *Config) podLabel() (*podlabel.Config, error) {
-	if c.ActiveLabel == "" || c.IsMode() {
+	if (c.ActiveLabel == "" && !c.DeletionCost) || c.IsMode() {
 		return nil, nil
 	}
-	key, value, ok := strings.Cut(c.ActiveLabel, "=")
-	if !ok {
-		return nil, fmt.Errorf("%s %q: want key=value", c.name("active-label"), c.ActiveLabel)
+	var key, value string
+	if c.ActiveLabel != "" {
+		var ok bool
+		if key, value, ok = strings.Cut(c.ActiveLabel, "="); !ok {
+			return nil, fmt.Errorf("%s %q: want key=value", c.name("active-label"), c.ActiveLabel)
+		}
+		if err := labelKey(key); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
+		}
+		if err := labelValue(value); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
+		}
 	}
-	if err := labelKey(key); err != nil {
-		return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
-	}
-	if err := labelValue(value); err != nil {
-		return nil, fmt.Errorf("%s %q: %w", c.name("active-label"), c.ActiveLabel, err)
+	// The flag that asked for the API, for the errors below.
+	flag := c.name("active-label")
+	if c.ActiveLabel == "" {
+		flag = c.name("deletion-cost")
 	}
 	pl, err := podlabel.InCluster(c.getenv, c.ServiceAccount)
 	if err != nil {
-		return nil, fmt.Errorf("%s needs the Kubernetes API: %w", c.name("active-label"), err)
+		return nil, fmt.Errorf("%s needs the Kubernetes API: %w", flag, err)
 	}
-	pl.Key, pl.Value, pl.Pod = key, value, c.PodName
+	pl.Key, pl.Value, pl.Pod, pl.DeletionCost = key, value, c.PodName, c.DeletionCost
 	if pl.Pod == "" {
 		// A pod's host name is its name, unless its spec sets hostname.
 		if pl.Pod, err = os.Hostname(); err != nil {
-			return nil, fmt.Errorf("%s: no --pod-name and no host name: %w", c.name("active-label"), err)
+			return nil, fmt.Errorf("%s: no --pod-name and no host name: %w", flag, err)
 		}
 	}
 	return &pl, nil

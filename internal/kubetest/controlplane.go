@@ -4,8 +4,9 @@
 // the test's temporary directory. The API server serves TLS from a CA made
 // for the test, authenticates bearer tokens from a file (a cluster admin
 // and the users the test names) and service-account tokens it signs
-// itself, and authorizes with RBAC. No controller, scheduler or kubelet
-// runs: objects are stored, validated and admitted, and no pod ever starts.
+// itself, and authorizes with RBAC. No scheduler or kubelet runs, and no
+// controller unless asked for (ControllerManager): objects are stored,
+// validated and admitted, and no pod ever starts.
 // Everything is killed when the test that started it ends.
 //
 // It imports only the standard library, so that no Kubernetes client
@@ -21,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,7 +57,8 @@ type ControlPlane struct {
 }
 
 type config struct {
-	users []string
+	users             []string
+	controllerManager bool
 }
 
 // Option configures the control plane that Start starts.
@@ -78,6 +81,10 @@ func Start(t testing.TB, opts ...Option) *ControlPlane {
 		opt(&cfg)
 	}
 	etcd, apiserver := toolPath(t, "etcd"), toolPath(t, "kube-apiserver")
+	var controllerManager string
+	if cfg.controllerManager {
+		controllerManager = toolPath(t, "kube-controller-manager")
+	}
 	c := &ControlPlane{dir: t.TempDir(), tokens: map[string]string{}}
 	if err := c.writeFiles(cfg); err != nil {
 		t.Fatalf("kubetest: %v", err)
@@ -91,6 +98,9 @@ func Start(t testing.TB, opts ...Option) *ControlPlane {
 		}
 		return err
 	})
+	if cfg.controllerManager {
+		c.startControllerManager(t, controllerManager)
+	}
 	return c
 }
 
@@ -129,7 +139,11 @@ func (c *ControlPlane) writeFiles(cfg config) error {
 	}
 	// token,user,uid[,"group,..."], one user a line.
 	lines := []string{c.adminToken + "," + adminUser + "," + adminUser + ",system:masters"}
-	for _, user := range cfg.users {
+	users := cfg.users
+	if cfg.controllerManager {
+		users = append(slices.Clip(users), controllerManagerUser)
+	}
+	for _, user := range users {
 		if user == "" || user == adminUser || strings.ContainsAny(user, ",\"\n") {
 			return fmt.Errorf("Users: %q is not a user name for the token file", user)
 		}

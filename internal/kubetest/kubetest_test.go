@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 func TestRepoRootHoldsTheInstallScript(t *testing.T) {
@@ -69,5 +70,97 @@ func TestTokensAndRBAC(t *testing.T) {
 	c.Get(t, "/api/v1/namespaces/team-a", &ns)
 	if got := ns.Metadata.Labels["team"]; got != "a" {
 		t.Errorf("after the patch, label team=%q, want a", got)
+	}
+}
+
+// TestControllerManager checks what the pod helpers stand in for and what
+// tests of the deletion order rely on: the Deployment and ReplicaSet
+// controllers run, pods bound and reported Ready count as available, a
+// scale-down deletes the pod with the lowest deletion cost gracefully, and
+// FinishDeletion removes it.
+func TestControllerManager(t *testing.T) {
+	c := Start(t, ControllerManager())
+	const ns = "team-a"
+	c.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
+	c.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
+	c.CreateNode(t, "node-1")
+	c.Create(t, "/apis/apps/v1/namespaces/"+ns+"/deployments", map[string]any{
+		"apiVersion": "apps/v1", "kind": "Deployment", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{
+			"replicas": 3,
+			"selector": map[string]any{"matchLabels": map[string]any{"app": "web"}},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": map[string]any{"app": "web"}},
+				"spec": map[string]any{"serviceAccountName": "web", "containers": []any{
+					map[string]any{"name": "app", "image": "registry.example.com/web:1"}}},
+			},
+		},
+	})
+
+	var pods []Pod
+	within(t, 60*time.Second, "the ReplicaSet makes 3 pods, bound and Ready", func() bool {
+		pods = c.Pods(t, ns, "app%3Dweb")
+		for _, p := range pods {
+			if p.Spec.NodeName == "" {
+				c.BindPod(t, ns, p.Metadata.Name, "node-1")
+				c.SetPodReady(t, ns, p.Metadata.Name, true)
+			}
+		}
+		return len(pods) == 3 && pods[0].Ready() && pods[1].Ready() && pods[2].Ready()
+	})
+	within(t, 30*time.Second, "the Deployment counts 3 available", func() bool {
+		var d struct {
+			Status struct {
+				AvailableReplicas int `json:"availableReplicas"`
+			} `json:"status"`
+		}
+		c.Get(t, "/apis/apps/v1/namespaces/"+ns+"/deployments/web", &d)
+		return d.Status.AvailableReplicas == 3
+	})
+
+	// The newest pod is the one a ReplicaSet deletes first when nothing
+	// else tells them apart; the costs must override that both ways.
+	costs := map[string]string{pods[0].Metadata.Name: "-5", pods[1].Metadata.Name: "10", pods[2].Metadata.Name: "0"}
+	for name, cost := range costs {
+		patch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{"controller.kubernetes.io/pod-deletion-cost": cost}}}
+		if code, body, err := c.Do(http.MethodPatch, "/api/v1/namespaces/"+ns+"/pods/"+name, c.AdminToken(), patch); err != nil || code != http.StatusOK {
+			t.Fatalf("PATCH pod %s: %d %v\n%s", name, code, err, body)
+		}
+	}
+	if code, body, err := c.Do(http.MethodPatch, "/apis/apps/v1/namespaces/"+ns+"/deployments/web", c.AdminToken(),
+		map[string]any{"spec": map[string]any{"replicas": 1}}); err != nil || code != http.StatusOK {
+		t.Fatalf("scale to 1: %d %v\n%s", code, err, body)
+	}
+	within(t, 30*time.Second, "two pods are being deleted", func() bool {
+		deleting := 0
+		for _, p := range c.Pods(t, ns, "app%3Dweb") {
+			if p.Deleting() {
+				deleting++
+			}
+		}
+		return deleting == 2
+	})
+	for _, p := range c.Pods(t, ns, "app%3Dweb") {
+		if p.Deleting() {
+			if p.Metadata.Name == pods[1].Metadata.Name {
+				t.Errorf("the pod of cost 10 is deleted, costs %v", costs)
+			}
+			c.FinishDeletion(t, ns, p.Metadata.Name, p.Metadata.UID)
+		}
+	}
+	if left := c.Pods(t, ns, "app%3Dweb"); len(left) != 1 || left[0].Metadata.Name != pods[1].Metadata.Name {
+		t.Errorf("after the scale-down: %d pods, want only %s", len(left), pods[1].Metadata.Name)
+	}
+}
+
+// within polls cond until it holds, failing the test after d.
+func within(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", d, what)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

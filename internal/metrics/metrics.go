@@ -19,7 +19,7 @@ type Metrics struct {
 	wait                                                             prometheus.Observer
 	lost                                                             *prometheus.CounterVec
 	disconnects, expirations, maxRuntime, requeues                   prometheus.Counter
-	healthFailures, unhealthy, earlierDeleted                        prometheus.Counter
+	healthFailures, unhealthy, earlierDeleted, podPatchFailures      prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -50,6 +50,8 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 			"Workloads stopped, and the lock given up, because they failed their health check --health-failure-threshold times in a row."),
 		earlierDeleted: f.counter("lockex_earlier_nodes_deleted_total",
 			"Nodes of this container's earlier, dead incarnation (same pod UID and container name, another session) deleted at start, so that the next in line took over without waiting for that session to expire."),
+		podPatchFailures: f.counter("lockex_pod_patch_failures_total",
+			"Patches of lockex's own pod (--active-label, --deletion-cost) that the Kubernetes API server refused or that did not reach it."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -100,6 +102,10 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.earlierDeleted.Inc()
 	}
 }
+
+// PodPatchFailed counts a patch of the pod that failed. The lock never
+// waits on the API server; this is how one sees that it did not answer.
+func (m *Metrics) PodPatchFailed() { m.podPatchFailures.Inc() }
 
 func bool01(b bool) float64 {
 	if b {

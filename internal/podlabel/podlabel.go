@@ -1,9 +1,13 @@
-// Package podlabel keeps a label on lockex's own Kubernetes pod while lockex
-// is active (docs/design.md §8, --active-label), so that a Service selecting
-// the label reaches only the active pods while every connected pod stays
-// Ready. It talks to the API server with the pod's service account, with a
-// JSON merge patch of the pod's labels, and never blocks the run: the label
-// follows the state from its own goroutine, and a failure is retried.
+// Package podlabel keeps lockex's own Kubernetes pod telling what lockex is
+// (docs/design.md §8): a label while lockex is active (--active-label), so
+// that a Service selecting the label reaches only the active pods while
+// every connected pod stays Ready, and a pod-deletion-cost annotation that is
+// high while lockex holds the lock and low while it does not
+// (--deletion-cost), so that a ReplicaSet scaling down removes standbys
+// before the holder. It talks to the API server with the pod's service
+// account, with one JSON merge patch of the pod's metadata for both, and
+// never blocks the run: the pod follows the state from its own goroutine,
+// and a failure is retried.
 package podlabel
 
 import (
@@ -29,14 +33,33 @@ import (
 // account token, CA and namespace.
 const DefaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-// Config is where the label goes and how to reach the API server.
+// DeletionCostAnnotation is what a ReplicaSet reads when it chooses which of
+// its pods to delete: among pods alike in phase and readiness, the lowest
+// cost goes first.
+const DeletionCostAnnotation = "controller.kubernetes.io/pod-deletion-cost"
+
+// The costs --deletion-cost gives a holder's pod and a standby's. A pod
+// without the annotation counts as 0, between the two: such a pod may run
+// a holder whose patch has not landed yet, so it goes after a known
+// standby. Far from 0 both ways, and far from the int32 bounds, so that an
+// operator can still rank other pods around them.
+const (
+	HolderCost  = "1000000"
+	StandbyCost = "-1000000"
+)
+
+// Config is what the pod should carry and how to reach the API server.
 type Config struct {
+	// Key and Value are the label (--active-label); Key is "" for none.
 	Key, Value string
-	Pod        string // the pod's name
-	Namespace  string
-	Server     string // https://host:port
-	TokenFile  string // re-read for every request: bound tokens rotate
-	CA         *x509.CertPool
+	// DeletionCost keeps DeletionCostAnnotation at HolderCost or
+	// StandbyCost.
+	DeletionCost bool
+	Pod          string // the pod's name
+	Namespace    string
+	Server       string // https://host:port
+	TokenFile    string // re-read for every request: bound tokens rotate
+	CA           *x509.CertPool
 }
 
 // InCluster fills Server, Namespace, TokenFile and CA from the pod's
@@ -71,18 +94,26 @@ func InCluster(getenv func(string) string, dir string) (Config, error) {
 	}, nil
 }
 
-// Labeler keeps the label in step with Set.
+// Wish is what lockex is, as its pod should tell it.
+type Wish struct {
+	Active bool // /active answers 200: the label
+	Held   bool // the lock or a lease is held: the deletion cost
+}
+
+// Labeler keeps the pod's label and deletion cost in step with Set.
 type Labeler struct {
 	cfg    Config
 	log    *slog.Logger
 	client *http.Client
-	want   chan bool // the latest wish; older ones are dropped
+	failed func()    // called for every patch that fails
+	want   chan Wish // the latest wish; older ones are dropped
+	drain  chan chan struct{}
 	done   chan struct{}
 	// known is what the pod carries as far as Run knows: nil before the
 	// first answer and after any patch that failed or was cancelled,
 	// since the API server may have applied one whose answer was lost.
 	// Run alone touches it until done closes.
-	known *bool
+	known *Wish
 	// recheckAfter is how long after a streak of failures ends Run sends
 	// its wish once more.
 	recheckAfter time.Duration
@@ -91,8 +122,13 @@ type Labeler struct {
 // requestTimeout bounds one call to the API server.
 const requestTimeout = 5 * time.Second
 
-// New returns a Labeler for cfg. Call Run to start it.
-func New(cfg Config, log *slog.Logger) *Labeler {
+// New returns a Labeler for cfg. Call Run to start it. failed, if not nil,
+// is called for each patch the API server refused or that did not reach
+// it (for a metric).
+func New(cfg Config, log *slog.Logger, failed func()) *Labeler {
+	if failed == nil {
+		failed = func() {}
+	}
 	transport := &http.Transport{
 		Proxy:           http.ProxyFromEnvironment,
 		TLSClientConfig: &tls.Config{RootCAs: cfg.CA, MinVersion: tls.VersionTLS12},
@@ -100,19 +136,22 @@ func New(cfg Config, log *slog.Logger) *Labeler {
 	return &Labeler{
 		cfg: cfg, log: log,
 		client: &http.Client{Transport: transport, Timeout: requestTimeout},
-		want:   make(chan bool, 1),
+		failed: failed,
+		want:   make(chan Wish, 1),
+		drain:  make(chan chan struct{}, 1),
 		done:   make(chan struct{}),
 
 		recheckAfter: lateApplyWindow,
 	}
 }
 
-// Set says whether the pod should carry the label. It never blocks: the
-// status recorder calls it while it holds its lock.
-func (l *Labeler) Set(active bool) {
+// Set says what the pod should carry. It never blocks: the status recorder
+// calls it while it holds its lock.
+func (l *Labeler) Set(w Wish) {
+	w = l.relevant(w)
 	for {
 		select {
-		case l.want <- active:
+		case l.want <- w:
 			return
 		default:
 		}
@@ -136,11 +175,38 @@ const (
 // streak; nothing else would notice, since the wish has not changed.
 const lateApplyWindow = time.Minute
 
-// Run applies the wishes until ctx ends. It first removes the label, which
-// a previous run in the same pod may have left, then follows Set.
+// Drain takes the label off the pod for good while lockex still holds and
+// its workload still runs, so that traffic leaves before a stop lockex was
+// asked for, and returns a channel that closes once the API server has
+// answered a patch without the label. It never blocks, and the channel
+// may never close (the API server does not answer, Run has ended): the
+// caller bounds its wait. Without a label (--deletion-cost alone) there
+// is nothing to drain, and the channel is closed.
+func (l *Labeler) Drain() <-chan struct{} {
+	done := make(chan struct{})
+	if l.cfg.Key == "" {
+		close(done)
+		return done
+	}
+	select {
+	case l.drain <- done:
+	default: // a drain was asked already, and is not yet taken up
+	}
+	return done
+}
+
+// relevant keeps of w what this Labeler patches, so that a change of what
+// it does not patch (Held without --deletion-cost) costs no call.
+func (l *Labeler) relevant(w Wish) Wish {
+	return Wish{Active: w.Active && l.cfg.Key != "", Held: w.Held && l.cfg.DeletionCost}
+}
+
+// Run applies the wishes until ctx ends. It first makes the pod tell a
+// standby (no label, the low cost), which a previous run in the same pod
+// may have left otherwise, then follows Set.
 //
-// A failed patch leaves the label unknown: the API server may have applied
-// it and lost the answer. So the next wish is always sent, whatever was
+// A failed patch leaves the pod's metadata unknown: the API server may have
+// applied it and lost the answer. So the next wish is always sent, whatever was
 // believed before, and retried, from retryMin doubling to retryMax, until
 // one succeeds. The backoff bounds every patch after a failure, not only
 // the retry of the same wish: Set comes with every readiness check, and a
@@ -154,11 +220,12 @@ const lateApplyWindow = time.Minute
 // Once a streak ends, the wish is sent once more lateApplyWindow later, in
 // case a patch given up on during the streak is applied after the one that
 // succeeded. One patch per streak: a periodic re-assertion would also
-// undo a label changed by hand, and costs a patch per pod per period
+// undo a label or cost changed by hand, and costs a patch per pod per period
 // whether anything went wrong or not.
 func (l *Labeler) Run(ctx context.Context) {
 	defer close(l.done)
-	want, pending := false, true
+	var want Wish
+	pending := true
 	backingOff, failing := false, false
 	delay := retryMin
 	retry := time.NewTimer(time.Hour)
@@ -167,16 +234,27 @@ func (l *Labeler) Run(ctx context.Context) {
 	recheck := time.NewTimer(time.Hour)
 	recheck.Stop()
 	defer recheck.Stop()
+	// Once draining, the label stays off whatever the wishes say; the
+	// drain's waiters hear when the API server has answered that.
+	draining := false
+	var drainWaiters []chan struct{}
+	goal := func() Wish {
+		w := want
+		if draining {
+			w.Active = false
+		}
+		return w
+	}
 	for {
 		if pending && !backingOff {
-			err := l.patch(ctx, want)
+			w := goal()
+			err := l.patch(ctx, w)
 			switch {
 			case err == nil:
 				pending, delay = false, retryMin
-				carried := want
-				l.known = &carried
+				l.known = &w
 				if failing {
-					l.log.Info("pod label set", "pod", l.cfg.Pod, "label", l.cfg.Key, "active", want)
+					l.log.Info("pod patched", l.attrs(w)...)
 					recheck.Reset(l.recheckAfter)
 				}
 				failing = false
@@ -185,20 +263,31 @@ func (l *Labeler) Run(ctx context.Context) {
 				return
 			default:
 				l.known = nil
+				l.failed()
 				if !failing {
 					// Once per streak of failures: the retries follow.
-					l.log.Error("cannot set the pod label; retrying", "pod", l.cfg.Pod, "label", l.cfg.Key, "active", want, "err", err)
+					l.log.Error("cannot patch the pod; retrying", append(l.attrs(w), "err", err)...)
 				}
 				failing, backingOff = true, true
 				retry.Reset(delay)
 				delay = min(2*delay, retryMax)
 			}
 		}
+		if draining && l.known != nil && !l.known.Active {
+			for _, ch := range drainWaiters {
+				close(ch)
+			}
+			drainWaiters = nil
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case want = <-l.want:
-			pending = l.known == nil || *l.known != want
+			pending = l.known == nil || *l.known != goal()
+		case ch := <-l.drain:
+			draining = true
+			drainWaiters = append(drainWaiters, ch)
+			pending = l.known == nil || *l.known != goal()
 		case <-retry.C:
 			backingOff = false
 		case <-recheck.C:
@@ -207,28 +296,56 @@ func (l *Labeler) Run(ctx context.Context) {
 	}
 }
 
-// Clear removes the label unless Run knows the pod does not carry it,
-// waiting at most d, once Run has ended (its ctx is done): the last word
-// as lockex exits.
+// attrs name the pod and what a patch of w asks, for a log line.
+func (l *Labeler) attrs(w Wish) []any {
+	a := []any{"pod", l.cfg.Pod}
+	if l.cfg.Key != "" {
+		a = append(a, "label", l.cfg.Key, "active", w.Active)
+	}
+	if l.cfg.DeletionCost {
+		a = append(a, "deletion_cost", cost(w.Held))
+	}
+	return a
+}
+
+func cost(held bool) string {
+	if held {
+		return HolderCost
+	}
+	return StandbyCost
+}
+
+// Clear makes the pod tell a standby (no label, the low cost) unless Run
+// knows it does, waiting at most d, once Run has ended (its ctx is done):
+// the last word as lockex exits.
 func (l *Labeler) Clear(d time.Duration) {
 	<-l.done
-	if l.known != nil && !*l.known {
+	if l.known != nil && *l.known == (Wish{}) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if err := l.patch(ctx, false); err != nil {
-		l.log.Warn("pod label not removed at exit; the pod is not Ready without lockex anyway", "pod", l.cfg.Pod, "label", l.cfg.Key, "err", err)
+	if err := l.patch(ctx, Wish{}); err != nil {
+		l.failed()
+		l.log.Warn("pod not patched at exit; the pod is not Ready without lockex anyway", append(l.attrs(Wish{}), "err", err)...)
 	}
 }
 
-// patch sets (active) or removes the label with a JSON merge patch.
-func (l *Labeler) patch(ctx context.Context, active bool) error {
-	var value any // null removes the key
-	if active {
-		value = l.cfg.Value
+// patch sets or removes the label and sets the deletion cost, in one JSON
+// merge patch: the two never disagree for longer than one call.
+func (l *Labeler) patch(ctx context.Context, w Wish) error {
+	meta := map[string]any{}
+	if l.cfg.Key != "" {
+		var value any // null removes the key
+		if w.Active {
+			value = l.cfg.Value
+		}
+		meta["labels"] = map[string]any{l.cfg.Key: value}
 	}
-	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{l.cfg.Key: value}}})
+	if l.cfg.DeletionCost {
+		meta["annotations"] = map[string]any{DeletionCostAnnotation: cost(w.Held)}
+	}
+	body, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err
 	}

@@ -13,20 +13,23 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // apiServer stands in for the one call lockex makes to Kubernetes: a merge
-// patch of one pod's labels. Anything else fails the test. The pod's labels
-// are kept as the API server would keep them, and the server can be told
-// to refuse.
+// patch of one pod's metadata, at most one label and one annotation.
+// Anything else fails the test. The pod's labels and annotations are kept
+// as the API server would keep them, and the server can be told to refuse.
 type apiServer struct {
-	t      *testing.T
-	srv    *httptest.Server
-	mu     sync.Mutex
-	labels map[string]string
-	refuse int // answer the next n patches with 503
+	t           *testing.T
+	srv         *httptest.Server
+	mu          sync.Mutex
+	labels      map[string]string
+	annotations map[string]string
+	bodies      []string // every patch, as sent
+	refuse      int      // answer the next n patches with 503
 	// lose applies the next n patches and answers 504, as a proxy does
 	// when the API server behind it committed and then was too slow.
 	lose  int
@@ -34,7 +37,8 @@ type apiServer struct {
 }
 
 func startAPIServer(t *testing.T) *apiServer {
-	a := &apiServer{t: t, labels: map[string]string{"app": "x", "lockex.io/active": "true"}}
+	a := &apiServer{t: t, labels: map[string]string{"app": "x", "lockex.io/active": "true"},
+		annotations: map[string]string{DeletionCostAnnotation: HolderCost}}
 	a.srv = httptest.NewTLSServer(http.HandlerFunc(a.serve))
 	t.Cleanup(a.srv.Close)
 	return a
@@ -57,19 +61,25 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var patch struct {
-		Metadata struct {
-			Labels map[string]*string `json:"labels"`
-		} `json:"metadata"`
+		Metadata map[string]map[string]*string `json:"metadata"`
 	}
 	body, _ := io.ReadAll(r.Body)
-	if err := json.Unmarshal(body, &patch); err != nil || len(patch.Metadata.Labels) != 1 {
-		a.t.Errorf("patch %s: want one label", body)
+	a.bodies = append(a.bodies, string(body))
+	if err := json.Unmarshal(body, &patch); err != nil || len(patch.Metadata) == 0 {
+		a.t.Errorf("patch %s: want labels or annotations", body)
 	}
-	for k, v := range patch.Metadata.Labels {
-		if v == nil {
-			delete(a.labels, k)
-		} else {
-			a.labels[k] = *v
+	for field, kv := range patch.Metadata {
+		m := map[string]map[string]string{"labels": a.labels, "annotations": a.annotations}[field]
+		if m == nil || len(kv) != 1 {
+			a.t.Errorf("patch %s: want at most one label and one annotation", body)
+			continue
+		}
+		for k, v := range kv {
+			if v == nil {
+				delete(m, k)
+			} else {
+				m[k] = *v
+			}
 		}
 	}
 	if a.lose > 0 {
@@ -78,6 +88,12 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte(`{"kind":"Pod"}`))
+}
+
+func (a *apiServer) cost() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.annotations[DeletionCostAnnotation]
 }
 
 func (a *apiServer) label() (string, bool) {
@@ -143,30 +159,30 @@ func TestLabeler(t *testing.T) {
 		defer logMu.Unlock()
 		return logs.Write(p)
 	}), nil))
-	l := New(cfg, log)
+	l := New(cfg, log, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	go l.Run(ctx)
 
 	eventually(t, "the stale label is removed at start", func() bool { _, ok := a.label(); return !ok })
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the label is set", func() bool { v, _ := a.label(); return v == "true" })
 
 	a.mu.Lock()
 	a.refuse = 2
 	a.mu.Unlock()
-	l.Set(false)
+	l.Set(Wish{})
 	eventually(t, "the label is removed after two refusals", func() bool { _, ok := a.label(); return !ok })
 	logMu.Lock()
-	if n := strings.Count(logs.String(), "cannot set the pod label"); n != 1 || !strings.Contains(logs.String(), "etcd is down") {
+	if n := strings.Count(logs.String(), "cannot patch the pod"); n != 1 || !strings.Contains(logs.String(), "etcd is down") {
 		t.Errorf("want one error line naming the API server's message for the streak of refusals, got:\n%s", logs.String())
 	}
 	logMu.Unlock()
 
 	for range 50 {
-		l.Set(true)
-		l.Set(false)
+		l.Set(Wish{Active: true})
+		l.Set(Wish{})
 	}
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the last wish wins", func() bool { v, _ := a.label(); return v == "true" })
 
 	// As lockex exits: the label goes.
@@ -198,7 +214,7 @@ func (a *apiServer) patches() int {
 // removed the stale label.
 func startLabeler(t *testing.T, a *apiServer, recheckAfter time.Duration) (*Labeler, context.CancelFunc) {
 	t.Helper()
-	l := New(a.config(t), slog.New(slog.DiscardHandler))
+	l := New(a.config(t), slog.New(slog.DiscardHandler), nil)
 	l.recheckAfter = recheckAfter
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); <-l.done })
@@ -218,27 +234,27 @@ func TestLabelerLostAnswer(t *testing.T) {
 	a.mu.Lock()
 	a.lose = 1
 	a.mu.Unlock()
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the set is applied", func() bool { v, _ := a.label(); return v == "true" })
-	l.Set(false)
+	l.Set(Wish{})
 	eventually(t, "the label is removed after a lost answer to its set", func() bool { _, ok := a.label(); return !ok })
 
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the label is set", func() bool { v, _ := a.label(); return v == "true" })
 	a.mu.Lock()
 	a.lose = 1
 	a.mu.Unlock()
-	l.Set(false)
+	l.Set(Wish{})
 	eventually(t, "the removal is applied", func() bool { _, ok := a.label(); return !ok })
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the label is set again after a lost answer to its removal", func() bool { v, _ := a.label(); return v == "true" })
 
-	l.Set(false)
+	l.Set(Wish{})
 	eventually(t, "the label is removed", func() bool { _, ok := a.label(); return !ok })
 	a.mu.Lock()
 	a.lose = 1
 	a.mu.Unlock()
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the set is applied", func() bool { v, _ := a.label(); return v == "true" })
 	cancel()
 	l.Clear(2 * time.Second)
@@ -261,7 +277,7 @@ func TestLabelerBackoff(t *testing.T) {
 			a.mu.Unlock()
 			before := a.patches()
 			for i := range 200 {
-				l.Set(!flap || i%2 == 0)
+				l.Set(Wish{Active: !flap || i%2 == 0})
 				time.Sleep(10 * time.Millisecond)
 			}
 			if n := a.patches() - before; n > 4 {
@@ -279,7 +295,7 @@ func TestLabelerRecheck(t *testing.T) {
 	a.mu.Lock()
 	a.refuse = 1
 	a.mu.Unlock()
-	l.Set(true)
+	l.Set(Wish{Active: true})
 	eventually(t, "the label is set after a refusal", func() bool { v, _ := a.label(); return v == "true" })
 	// A removal given up on long ago lands now.
 	a.mu.Lock()
@@ -291,3 +307,137 @@ func TestLabelerRecheck(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestDeletionCost: with --deletion-cost the pod's cost follows Held and
+// the label follows Active, both in one patch; a stale holder's cost is
+// made a standby's at start and at exit; without a label the patch names
+// no label, and a change of Active alone costs no call; every failed patch
+// is counted.
+func TestDeletionCost(t *testing.T) {
+	t.Run("with the label", func(t *testing.T) {
+		a := startAPIServer(t)
+		cfg := a.config(t)
+		cfg.DeletionCost = true
+		var failures atomic.Int64
+		l := New(cfg, slog.New(slog.DiscardHandler), func() { failures.Add(1) })
+		ctx, cancel := context.WithCancel(context.Background())
+		go l.Run(ctx)
+		eventually(t, "a standby at start: no label, the low cost", func() bool {
+			_, labelled := a.label()
+			return !labelled && a.cost() == StandbyCost
+		})
+		if n := a.patches(); n != 1 {
+			t.Errorf("%d patches at start, want 1 carrying both", n)
+		}
+		l.Set(Wish{Held: true}) // holding, workload not ready yet
+		eventually(t, "the holder's cost", func() bool { return a.cost() == HolderCost })
+		if _, labelled := a.label(); labelled {
+			t.Error("labelled active while only holding")
+		}
+		l.Set(Wish{Held: true, Active: true})
+		eventually(t, "the label", func() bool { v, _ := a.label(); return v == "true" })
+
+		a.mu.Lock()
+		a.refuse = 2
+		a.mu.Unlock()
+		l.Set(Wish{})
+		eventually(t, "a standby again after two refusals", func() bool {
+			_, labelled := a.label()
+			return !labelled && a.cost() == StandbyCost
+		})
+		if n := failures.Load(); n != 2 {
+			t.Errorf("%d failures counted, want 2", n)
+		}
+		l.Set(Wish{Held: true})
+		eventually(t, "the holder's cost", func() bool { return a.cost() == HolderCost })
+		cancel()
+		l.Clear(2 * time.Second)
+		if got := a.cost(); got != StandbyCost {
+			t.Errorf("after Clear, cost %q, want %s", got, StandbyCost)
+		}
+	})
+	t.Run("alone", func(t *testing.T) {
+		a := startAPIServer(t)
+		cfg := a.config(t)
+		cfg.Key, cfg.Value, cfg.DeletionCost = "", "", true
+		l := New(cfg, slog.New(slog.DiscardHandler), nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(func() { cancel(); <-l.done })
+		go l.Run(ctx)
+		eventually(t, "the low cost at start", func() bool { return a.cost() == StandbyCost })
+		l.Set(Wish{Held: true, Active: true})
+		eventually(t, "the holder's cost", func() bool { return a.cost() == HolderCost })
+		before := a.patches()
+		l.Set(Wish{Held: true}) // Active changed, which nothing shows
+		l.Set(Wish{Held: true, Active: true})
+		l.Set(Wish{Held: false})
+		eventually(t, "the low cost", func() bool { return a.cost() == StandbyCost })
+		if n := a.patches() - before; n != 1 {
+			t.Errorf("%d patches for one change of Held, want 1", n)
+		}
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if v, ok := a.labels["lockex.io/active"]; !ok || v != "true" {
+			t.Errorf("a label lockex was not asked to keep was touched: %q %v", v, ok)
+		}
+		for _, body := range a.bodies {
+			if strings.Contains(body, "labels") {
+				t.Errorf("patch %s names labels without --active-label", body)
+			}
+		}
+	})
+}
+
+// TestLabelerDrain: Drain takes the label off while the wish is still
+// active, its channel closes only once a patch without the label has been
+// answered (not while the API server refuses), and the label stays off
+// while the cost still follows Held; without a label Drain is done at once.
+func TestLabelerDrain(t *testing.T) {
+	a := startAPIServer(t)
+	cfg := a.config(t)
+	cfg.DeletionCost = true
+	l := New(cfg, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-l.done })
+	go l.Run(ctx)
+	l.Set(Wish{Active: true, Held: true})
+	eventually(t, "the label", func() bool { v, _ := a.label(); return v == "true" })
+
+	a.mu.Lock()
+	a.refuse = 2
+	a.mu.Unlock()
+	drained := l.Drain()
+	select {
+	case <-drained:
+		t.Fatal("drained before the API server answered")
+	default:
+	}
+	eventually(t, "drained after two refusals", func() bool {
+		select {
+		case <-drained:
+			return true
+		default:
+			return false
+		}
+	})
+	if _, labelled := a.label(); labelled {
+		t.Error("drained, and the label is still there")
+	}
+	before := a.patches()
+	l.Set(Wish{Active: true, Held: true}) // the holder still runs
+	l.Set(Wish{Active: true, Held: false})
+	eventually(t, "the cost still follows Held", func() bool { return a.cost() == StandbyCost })
+	if _, labelled := a.label(); labelled {
+		t.Error("the label came back after the drain")
+	}
+	if n := a.patches() - before; n != 1 {
+		t.Errorf("%d patches after the drain, want 1 (the cost)", n)
+	}
+
+	cfg.Key = ""
+	select {
+	case <-New(cfg, slog.New(slog.DiscardHandler), nil).Drain():
+	default:
+		t.Error("without a label, Drain is not done at once")
+	}
+}

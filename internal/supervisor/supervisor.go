@@ -117,7 +117,16 @@ type Config struct {
 	// grace, or sooner if the lease's KillBy comes first.
 	KillSignal syscall.Signal
 	KillGrace  time.Duration
-	Observer   Observer
+	// Drain, if not nil, is called when SIGTERM or SIGINT comes while the
+	// workload runs, before the signal is passed on: it takes this run
+	// out of what routes traffic to it (the pod's label), and returns a
+	// channel that closes once that is done or given up on; it bounds its
+	// own wait. The signal goes on when the channel closes, or at once
+	// with a second such signal. A loss or the workload's exit meanwhile
+	// is acted on as ever, never later: the drain is for a stop that
+	// lockex is asked for, never for one the lock requires.
+	Drain    func() <-chan struct{}
+	Observer Observer
 	// Log takes what is not a change of state: signals passed on, and a
 	// stop that had to resort to SIGKILL.
 	Log   *slog.Logger
@@ -183,6 +192,9 @@ type round struct {
 	contTimer  Timer           // to look again whether the stopped workload may go on
 	gone       <-chan struct{} // while a stop is under way
 	stopped    bool            // everything that ran under the lock is gone
+	drained    <-chan struct{} // while a drain is under way
+	held       syscall.Signal  // the stop signal the drain holds back
+	drainBegun bool            // a run drains once: then signals go on at once
 	graceTimer Timer
 	holdTimer  Timer     // --min-hold, once the workload exited
 	runTimer   Timer     // --max-runtime, while the workload runs
@@ -246,6 +258,8 @@ func (r *run) loop(parent context.Context) int {
 		case <-timerC(r.runTimer):
 			r.runTimer = nil
 			r.onMaxRuntime()
+		case <-r.drained:
+			r.endDrain()
 		case <-r.continued:
 			r.onContinued()
 		case <-timerC(r.contTimer):
@@ -440,11 +454,16 @@ func (r *run) onSignal(sig syscall.Signal) {
 	}
 	switch r.state {
 	case Running:
-		err := r.proc.Signal(sig)
-		r.c.Log.Info("forwarded signal to workload", "signal", sig.String(), "pid", r.proc.Pid())
-		if err != nil {
-			r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
+		if drains(sig) && r.c.Drain != nil {
+			if !r.drainBegun {
+				r.drainBegun = true
+				r.held, r.drained = sig, r.c.Drain()
+				r.c.Log.Info("draining before passing the signal on", "signal", sig.String(), "pid", r.proc.Pid())
+				return
+			}
+			r.endDrain() // asked twice: no more waiting
 		}
+		r.forward(sig)
 	case Backoff:
 		if stops {
 			stopTimer(&r.backoffTimer)
@@ -456,6 +475,28 @@ func (r *run) onSignal(sig syscall.Signal) {
 			stopTimer(&r.holdTimer)
 			r.releaseIfDone()
 		}
+	}
+}
+
+func (r *run) forward(sig syscall.Signal) {
+	err := r.proc.Signal(sig)
+	r.c.Log.Info("forwarded signal to workload", "signal", sig.String(), "pid", r.proc.Pid())
+	if err != nil {
+		r.c.Log.Debug("signal not delivered", "signal", sig.String(), "err", err)
+	}
+}
+
+// drains reports whether sig asks the workload to stop for good, so that
+// it is drained first: a kubelet's, a runtime's or a terminal's stop.
+// Other signals (a reload's SIGHUP, SIGUSR1) go on at once.
+func drains(sig syscall.Signal) bool { return sig == syscall.SIGTERM || sig == syscall.SIGINT }
+
+// endDrain passes on the signal the drain held back.
+func (r *run) endDrain() {
+	r.drained = nil
+	if sig := r.held; sig != 0 {
+		r.held = 0
+		r.forward(sig)
 	}
 }
 
@@ -566,6 +607,8 @@ func (r *run) onUnhealthy(hf HealthFailure) {
 // signal, and the release is not delayed by looks for what is not there.
 func (r *run) startStop() []string {
 	r.exited, r.continued = nil, nil
+	// A stop under way supersedes a drain: its signals go to everything.
+	r.drained, r.held = nil, 0
 	stopTimer(&r.contTimer)
 	stopTimer(&r.runTimer)
 	r.gone = r.proc.Gone()

@@ -707,3 +707,61 @@ func TestStateNames(t *testing.T) {
 		t.Errorf("State(99) = %q", got)
 	}
 }
+
+// TestDrain: with a Drain, SIGTERM or SIGINT while the workload runs goes
+// on only once the drain is done, or at once with a second one; other
+// signals never wait; a loss or the workload's exit during the drain is
+// acted on at once, and the held signal is then dropped.
+func TestDrain(t *testing.T) {
+	withDrain := func(t *testing.T) (*harness, chan struct{}) {
+		h := newHarness(t)
+		drained := make(chan struct{})
+		h.cfg.Drain = func() <-chan struct{} { h.add("drain"); return drained }
+		h.toRunning()
+		return h, drained
+	}
+	t.Run("done", func(t *testing.T) {
+		h, drained := withDrain(t)
+		h.signals <- syscall.SIGTERM
+		h.expect("drain")
+		h.signals <- syscall.SIGUSR1
+		h.expect("forward user defined signal 1")
+		h.done()
+		close(drained)
+		h.expect("forward terminated")
+		h.exitsClean()
+		h.exitCode()
+	})
+	t.Run("asked twice", func(t *testing.T) {
+		h, _ := withDrain(t)
+		h.signals <- syscall.SIGINT
+		h.expect("drain")
+		h.signals <- syscall.SIGTERM
+		h.expect("forward interrupt", "forward terminated")
+		h.signals <- syscall.SIGTERM // no second drain
+		h.expect("forward terminated")
+		h.exitsClean()
+		h.exitCode()
+	})
+	t.Run("lost meanwhile", func(t *testing.T) {
+		h, drained := withDrain(t)
+		h.signals <- syscall.SIGTERM
+		h.expect("drain")
+		h.lease.lose()
+		h.expect("signal all terminated", "signal all continued", "timer 3s", "running→lost")
+		close(drained)
+		close(h.proc.gone)
+		h.expect("stop timer 3s", "release", "lost→released")
+		if code := h.exitCode(); code != exitcode.LockLost {
+			t.Errorf("exit code %d, want %d", code, exitcode.LockLost)
+		}
+	})
+	t.Run("exited meanwhile", func(t *testing.T) {
+		h, drained := withDrain(t)
+		h.signals <- syscall.SIGTERM
+		h.expect("drain")
+		h.exitsClean()
+		close(drained)
+		h.exitCode()
+	})
+}

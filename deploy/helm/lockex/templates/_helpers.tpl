@@ -275,8 +275,9 @@ reader either way.
 
 {{/*
 lockex.activeFlags: the workload's readiness check behind /active
-(activeCheck), and with routeToActive the label lockex puts on its pod
-while it is active.
+(activeCheck), with routeToActive the label lockex puts on its pod while it
+is active, and with routeToActive or deletionCost the deletion cost it
+keeps on its pod.
 */}}
 {{- define "lockex.activeFlags" -}}
 {{- $c := .Values.activeCheck }}
@@ -304,6 +305,18 @@ while it is active.
 {{- if .Values.routeToActive }}
 - {{ printf "--active-label=%s" (include "lockex.activeLabel" .) | quote }}
 {{- end }}
+{{- if include "lockex.patchesPod" . }}
+- "--deletion-cost"
+{{- end }}
+{{- end }}
+
+{{/*
+lockex.patchesPod: "true" when lockex patches its own pod through the
+Kubernetes API (routeToActive's label, deletionCost's annotation): the pod
+then needs its service account's token and the Role that allows it.
+*/}}
+{{- define "lockex.patchesPod" -}}
+{{- if and (include "lockex.wrapped" .) (or .Values.routeToActive .Values.deletionCost) }}true{{ end }}
 {{- end }}
 
 {{/*
