@@ -1,0 +1,103 @@
+package zklock
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+
+	"github.com/lockex/lockex/internal/zktest"
+)
+
+// Review of the release by closing the session (0f349bc, 0734f60).
+
+// TestReviewReleaseClosingRightAfterADisconnect: the holder's connection
+// drops just before the workload ends, and the server is back at once.
+// go-zookeeper pauses a second before it dials the one server again; a
+// Close in that pause makes it give up instead, so the close would never
+// be sent, the release would wait out the whole connect timeout, and the
+// node would stay for the session timeout. Release (a delete) went through
+// on the next connection; the close must too.
+func TestReviewReleaseClosingRightAfterADisconnect(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 30*time.Second))
+	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+	s := connectWith(t, px.Addr(), func(o *Options) {
+		o.SessionTimeout = 20 * time.Second
+		o.ConnectTimeout = 3 * time.Second
+	})
+	look := connect(t, zkc.Hosts())
+	l := hold(t, s, "/review-release-after-disconnect")
+	px.Cut()
+	waitUntil(t, "the disconnect", func() bool { state, _, _ := s.current(); return state != zk.StateHasSession })
+	px.Pass()
+	if err := l.ReleaseClosing(); err != nil {
+		t.Errorf("ReleaseClosing with the server reachable again: %v", err)
+	}
+	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
+		t.Fatalf("node after the release: exists %v, err %v; the next holder waits for the session's expiry", ok, err)
+	}
+}
+
+// TestReviewReleaseClosingReportsNoDisconnect: the disconnect that the
+// close itself causes is not a connection loss: the observer, which feeds
+// lockex_zk_disconnects_total and the log, is not told of it.
+func TestReviewReleaseClosingReportsNoDisconnect(t *testing.T) {
+	zkc := zktest.Start(t)
+	drops := &disconnects{}
+	s := connectWith(t, zkc.Hosts(), func(o *Options) { o.Observer = drops })
+	l := hold(t, s, "/review-release-no-disconnect")
+	if err := l.ReleaseClosing(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "the session's end", func() bool { state, _, _ := s.current(); return state == zk.StateDisconnected })
+	if n := drops.n.Load(); n != 0 {
+		t.Errorf("the close was reported as %d disconnects", n)
+	}
+	if l.Err() != nil {
+		t.Errorf("a released lease reports a loss: %v", l.Err())
+	}
+}
+
+// TestReviewSemaphoreReleaseClosing: a semaphore lease given back by the
+// close leaves neither the lease nor a node under P-__lock__, and a waiter
+// that holds the turn, watching the full semaphore, takes the lease freed.
+func TestReviewSemaphoreReleaseClosing(t *testing.T) {
+	zkc := zktest.Start(t)
+	const p = "/review-sem-close"
+	h1, h2, w, look := connect(t, zkc.Hosts()), connect(t, zkc.Hosts()), connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
+	ctx, cancel := context.WithTimeout(context.Background(), patience)
+	defer cancel()
+	first, err := NewSemaphore(h1, p, "h1", 2).Acquire(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := NewSemaphore(h2, p, "h2", 2).Acquire(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = second.Release() })
+	got := make(chan acquired, 1)
+	contend(ctx, "waiter", func(ctx context.Context) (*Lease, error) { return NewSemaphore(w, p, "w", 2).Acquire(ctx, true) }, got)
+	waitUntil(t, "the waiter's turn", func() bool { kids, _ := look.children(p + "-__lock__"); return len(kids) == 1 })
+	if err := first.ReleaseClosing(); err != nil {
+		t.Fatal(err)
+	}
+	l := result(t, got)
+	t.Cleanup(func() { _ = l.Release() })
+	leases, err := look.children(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range leases {
+		if join(p, n) == first.Node() {
+			t.Errorf("the closed session's lease %s is still listed", n)
+		}
+	}
+	if len(leases) != 2 {
+		t.Errorf("leases after the handoff: %v, want the second holder's and the waiter's", leases)
+	}
+	if turns, _ := look.children(p + "-__lock__"); len(turns) != 0 {
+		t.Errorf("turn nodes left: %v", turns)
+	}
+}
