@@ -445,13 +445,25 @@ func (s *Session) Close() {
 // server to answer the close: go-zookeeper's Close does not say whether
 // one did. The answer comes once the close was committed, and with it
 // the deletion of every ephemeral node the session owned.
+//
+// The close goes out only once the session is connected: a closed
+// go-zookeeper Conn makes no new connection after a failed dial or its
+// pause between passes over the servers, so a close queued while it is
+// disconnected would never be sent, where a delete would go out on the
+// next connection.
 func (s *Session) closeConfirmed(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	if err := s.WaitConnected(ctx); err != nil {
+		go s.Close()
+		return fmt.Errorf("closing the session: not connected within %s; the server removes its nodes when it expires it", d)
+	}
 	answered := s.live.closedAnswered()
 	go s.Close()
 	select {
 	case <-answered:
 		return nil
-	case <-time.After(d):
+	case <-ctx.Done():
 		return fmt.Errorf("closing the session: no answer within %s; the server removes its nodes when it expires it", d)
 	}
 }
