@@ -101,3 +101,33 @@ func TestReviewSemaphoreReleaseClosing(t *testing.T) {
 		t.Errorf("turn nodes left: %v", turns)
 	}
 }
+
+// TestReviewReleaseClosingAsItsServerDies: the holder's ensemble member
+// dies just before the release; go-zookeeper moves to another member, and
+// the close must go out there and be answered, the node gone.
+func TestReviewReleaseClosingAsItsServerDies(t *testing.T) {
+	zkc := zktest.StartEnsemble(t, 3)
+	s := connectWith(t, zkc.Hosts(), func(o *Options) { o.ConnectTimeout = 20 * time.Second })
+	l := hold(t, s, "/review-release-server-dies")
+	var dying, other *zktest.Server
+	for _, srv := range zkc.Servers {
+		if srv.Addr() == s.conn.Server() {
+			dying = srv
+		} else {
+			other = srv
+		}
+	}
+	if dying == nil {
+		t.Fatalf("the holder's server %s is not among the members", s.conn.Server())
+	}
+	if err := dying.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ReleaseClosing(); err != nil {
+		t.Errorf("ReleaseClosing with two members left: %v", err)
+	}
+	look := connect(t, other.Addr())
+	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
+		t.Fatalf("node after the release: exists %v, err %v", ok, err)
+	}
+}
