@@ -2,6 +2,11 @@ package zklock
 
 import (
 	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -129,5 +134,59 @@ func TestReviewReleaseClosingAsItsServerDies(t *testing.T) {
 	look := connect(t, other.Addr())
 	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
 		t.Fatalf("node after the release: exists %v, err %v", ok, err)
+	}
+}
+
+// TestReviewCloseCountsOnlyWithoutError: an answer to closeSession with an
+// error code says nothing about the session's end; only one without an
+// error does.
+func TestReviewCloseCountsOnlyWithoutError(t *testing.T) {
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	closeReq := packet(0, 0, 0, 1, 0xff, 0xff, 0xff, 0xf5)
+	for _, code := range []int32{errSessionExpired, errSessionMoved, -101, -4, 0} {
+		live := &liveness{requested: time.Second, log: quiet}
+		answer := scripted(func(c net.Conn, n int, head []byte) {
+			if n == 1 {
+				c.Write(connectAnswer)
+				return
+			}
+			h := append(slices.Clone(head[:4]), make([]byte, 12)...)
+			binary.BigEndian.PutUint32(h[12:], uint32(code))
+			c.Write(packet(h...))
+		})
+		w := dialWire(t, fakeServer(t, answer), live)
+		w.SetDeadline(time.Now().Add(patience))
+		for _, req := range [][]byte{packet(make([]byte, 44)...), closeReq} {
+			if _, err := w.Write(req); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(w, make([]byte, 20)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-live.closedAnswered():
+			if code != 0 {
+				t.Errorf("a close answered with error %d counts as the session's end", code)
+			}
+		default:
+			if code == 0 {
+				t.Error("a close answered without error does not count")
+			}
+		}
+	}
+}
+
+// TestReviewProbeCloseIsNotTheSessions: the probe of the servers' shortest
+// session closes a session of its own on a connection of its own; its
+// close must not pass for the holder's.
+func TestReviewProbeCloseIsNotTheSessions(t *testing.T) {
+	zkc := zktest.Start(t)
+	s := connect(t, zkc.Hosts())
+	waitUntil(t, "the probe's answer", func() bool { s.live.mu.Lock(); defer s.live.mu.Unlock(); return s.live.minSession > 0 })
+	select {
+	case <-s.live.closedAnswered():
+		t.Fatal("the probe's close passes for the session's")
+	default:
 	}
 }
