@@ -506,7 +506,8 @@ func (s *Session) deleteElsewhere(ctx context.Context, p string) error {
 	if err != nil {
 		return err
 	}
-	defer other.Close()
+	// Its close need not be waited for: it owns no node.
+	defer func() { go other.Close() }()
 	if deadline, ok := ctx.Deadline(); ok {
 		other.opts.ConnectTimeout = time.Until(deadline) // what is left
 	}
