@@ -190,3 +190,30 @@ func TestReviewProbeCloseIsNotTheSessions(t *testing.T) {
 	default:
 	}
 }
+
+// TestReviewReleaseClosingLostWithItsConnection: the close goes out into a
+// silent connection, which then ends; go-zookeeper, closed, dials no
+// server again, so the close is never answered, maybe never sent. With
+// the server reachable again, the node is given back all the same.
+func TestReviewReleaseClosingLostWithItsConnection(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 30*time.Second))
+	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+	s := connectWith(t, px.Addr(), func(o *Options) {
+		o.SessionTimeout = 20 * time.Second
+		o.ConnectTimeout = 5 * time.Second
+	})
+	look := connect(t, zkc.Hosts())
+	l := hold(t, s, "/review-release-lost-with-conn")
+	px.Stall()
+	released := make(chan error, 1)
+	go func() { released <- l.ReleaseClosing() }()
+	waitUntil(t, "the close", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.closing })
+	px.Cut()
+	px.Pass()
+	if err := <-released; err != nil {
+		t.Errorf("ReleaseClosing with the server reachable again: %v", err)
+	}
+	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
+		t.Fatalf("node after the release: exists %v, err %v; the next holder waits for the session's expiry", ok, err)
+	}
+}
