@@ -169,8 +169,10 @@ func TestRequeueNoBlocking(t *testing.T) {
 	marks := filepath.Join(t.TempDir(), "marks")
 	h := startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "--", "sleep", "60")
 	eventually(t, 10*time.Second, "h holds the lock", func() bool { return len(children(t, conn, "/lockex/"+id)) == 1 })
+	// The workload keeps the lock once it has it: an INT then ends it
+	// and lockex alike, 130 either way.
 	a := startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "--requeue", "--no-blocking", "--requeue-backoff", "0.1", "--requeue-backoff-max", "0.4",
-		"--", "sh", "-c", "echo ran >> "+marks)
+		"--", "sh", "-c", "echo ran >> "+marks+"; exec sleep 60")
 	eventually(t, 20*time.Second, "a looked three times", func() bool { return countIn(a, "lock not acquired") >= 3 })
 	if _, err := os.Stat(marks); err == nil {
 		t.Fatal("a ran while h held the lock")
@@ -332,4 +334,63 @@ echo "exit:$?"`, lockexBin, zk.Hosts())
 	if kids := children(t, conn, "/lockex/tty-requeue"); len(kids) != 0 {
 		t.Errorf("nodes left: %v", kids)
 	}
+}
+
+// TestRequeueAfterSuspendDeadline: a holder whose writes stop being
+// committed (a server cut off from its leader) loses the lock at its
+// deadline while its session may live on, with its node. The round ends
+// with its session closed, so that node cannot stay queued ahead of
+// everyone: the next in line takes over once the writes pass again, never
+// while the old holder's workload runs, and the old holder comes back
+// after it.
+func TestRequeueAfterSuspendDeadline(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
+	const id = "requeue-deadline"
+	logPath := filepath.Join(t.TempDir(), "holders.log")
+	workload := func(who, hold string) []string {
+		rec := func(kind string) string {
+			return `echo "` + kind + ` $(date +%s%N) ` + who + ` $LOCKEX_FENCING_TOKEN" >> ` + logPath
+		}
+		return []string{"sh", "-c", `trap '` + rec("end") + `; exit 0' TERM; ` + rec("start") + `; sleep ` + hold + ` & wait; ` + rec("end")}
+	}
+	a := startLockex(t, nil, append([]string{"-z", proxy.Addr(), "-i", id, "--session-timeout", "4s", "--kill-grace", "1s",
+		"--requeue", "--requeue-backoff", "0.2", "--requeue-backoff-max", "0.2", "--"}, workload("a", "60")...)...)
+	waitRecord(t, logPath, "a")
+	b := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, workload("b", "0.5")...)...)
+	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	proxy.HoldWrites()
+	eventually(t, 20*time.Second, "a lost the lock at its deadline and ended the round", func() bool {
+		return strings.Contains(a.stderr.String(), "suspend_deadline") && countIn(a, "contending again after the backoff") >= 1
+	})
+	proxy.Pass()
+	if code := b.wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("b: exit %d, want 0; log:\n%s", code, b.stderr)
+	}
+	eventually(t, 30*time.Second, "a runs again", func() bool {
+		bs, _ := os.ReadFile(logPath)
+		return strings.Count(string(bs), "start ") == 3
+	})
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 0 && code != 143 {
+		t.Fatalf("a: exit %d, want 0 (its workload's, from its TERM trap) or 143; log:\n%s", code, a.stderr)
+	}
+	ivs := readIntervals(t, logPath)
+	var who []string
+	for _, iv := range ivs {
+		who = append(who, iv.who)
+	}
+	if strings.Join(who, " ") != "a b a" {
+		t.Errorf("runs %v, want a b a", who)
+	}
+	if n := maxOverlap(ivs); n != 1 {
+		t.Errorf("%d runs at once: %+v; a's log:\n%s", n, ivs, a.stderr)
+	}
+	for i := 1; i < len(ivs); i++ {
+		if ivs[i].token <= ivs[i-1].token {
+			t.Errorf("fencing token %d after %d", ivs[i].token, ivs[i-1].token)
+		}
+	}
+	eventually(t, 20*time.Second, "no node left", func() bool { return len(children(t, conn, "/lockex/"+id)) == 0 })
 }
