@@ -40,3 +40,36 @@ func TestReviewLiveTwinPID1(t *testing.T) {
 	// may have ended already.
 	_ = first
 }
+
+// TestReviewTwinThenRestart: a twin that could not claim the identity
+// queues behind the first lockex; the first crashes and restarts. The
+// restarted one takes over its dead node, but the live twin's node, which
+// names the same container, stays: the twin is next in line and runs.
+func TestReviewTwinThenRestart(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	pod := newPod("app")
+	r := newTakeoverRun(t, zkc, conn, "twin-restart")
+	first := r.start(incarnation{pid1Mode, pod}, "first", "")
+	r.waitRunning("first")
+	before := r.nodes()
+	twin := r.start(incarnation{pid1Mode, pod}, "twin", "")
+	r.queuedBeside(before, "the twin queued")
+	queued := r.nodes()
+	crash(t, first)
+	restarted := r.start(incarnation{pid1Mode, pod}, "restarted", "")
+	r.waitRunning("twin")
+	for _, n := range queued {
+		if n.path != before[0].path && !r.exists(n.path) {
+			t.Errorf("the live twin's node %s (%q) was deleted", n.path, n.data)
+		}
+	}
+	if r.exists(before[0].path) {
+		t.Errorf("the crashed lockex's node %s is still there", before[0].path)
+	}
+	if r.running("restarted") {
+		t.Errorf("the restarted lockex runs beside the twin")
+	}
+	stopAndLog(t, restarted, pid1Mode)
+	stopAndLog(t, twin, pid1Mode)
+}

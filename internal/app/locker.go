@@ -2,9 +2,12 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
@@ -27,6 +30,7 @@ type zkLocker struct {
 	log     *slog.Logger
 	obs     zklock.SessionObserver
 	session *zklock.Session
+	data    string // the identity written into this lockex's nodes
 }
 
 func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
@@ -36,7 +40,9 @@ func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver)
 func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	opts := sessionOptions(c, l.log, l.obs)
-	opts.EarlierSelf = earlierSelf(c.Identity(version()), l.log)
+	var self identity.Identity
+	opts.EarlierSelf, self = earlierSelf(c.Identity(version()), l.log)
+	l.data = self.String()
 	s, err := zklock.Connect(ctx, opts)
 	if err != nil {
 		return classify(err)
@@ -52,7 +58,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 
 func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease, error) {
 	c := l.cfg
-	id := c.Identity(version()).String()
+	id := l.data
 	var (
 		lease *zklock.Lease
 		err   error
@@ -72,20 +78,53 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 // incarnations (docs/design.md §3.4), or is nil when self cannot tell them
 // from another live lockex's: without a pod UID and a container name, or
 // when lockex is not PID 1 of its PID namespace (a pod that shares one,
-// a process started in the container beside PID 1).
-func earlierSelf(self identity.Identity, log *slog.Logger) func([]byte) bool {
+// a process started in the container beside PID 1), or when another live
+// lockex holds this identity's claim (claimIdentity). It returns the
+// identity to write: without the pod UID when the claim is not this
+// lockex's, so that the claim's holder never takes its nodes for a dead
+// incarnation's either.
+func earlierSelf(self identity.Identity, log *slog.Logger) (func([]byte) bool, identity.Identity) {
 	if self.UID == "" || self.Container == "" {
-		return nil
+		return nil, self
 	}
 	if self.PID != 1 {
 		log.Info("not PID 1 of a PID namespace: nodes of an earlier incarnation of this container wait for their session to expire",
 			"pid", self.PID, "pod_uid", self.UID, "container", self.Container)
-		return nil
+		return nil, self
+	}
+	if err := claimIdentity(self); err != nil {
+		log.Warn("another live lockex may have this container's identity: nodes of an earlier incarnation wait for their session to expire",
+			"pod_uid", self.UID, "container", self.Container, "err", err)
+		self.UID = ""
+		return nil, self
 	}
 	return func(data []byte) bool {
 		other, ok := identity.Parse(string(data))
 		return ok && self.CanTakeOver(other)
+	}, self
+}
+
+// identityClaim keeps the claim for the process's life: the kernel
+// releases it only when the process is gone.
+var identityClaim *net.UnixConn
+
+// claimIdentity binds an abstract UNIX socket named after self's
+// container in lockex's network namespace, which the containers of a pod
+// share and keep across container restarts. A name is bound by one socket
+// at a time and freed as its process dies, so a lockex that binds it knows
+// that no other lockex with this identity lives in the namespace: not its
+// earlier incarnation, and not a twin that is PID 1 of a PID namespace of
+// its own beside it (unshare --pid in the container, or on the host with
+// the same variables), which PID 1 alone cannot rule out.
+func claimIdentity(self identity.Identity) error {
+	key := identity.Identity{Host: self.Host, PID: 1, Version: "-", Namespace: self.Namespace, Pod: self.Pod, UID: self.UID, Container: self.Container}
+	sum := sha256.Sum256([]byte(key.String()))
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: "@lockex-identity/" + hex.EncodeToString(sum[:]), Net: "unixgram"})
+	if err != nil {
+		return err
 	}
+	identityClaim = c
+	return nil
 }
 
 // sessionOptions are the ZooKeeper session's options for cfg.
