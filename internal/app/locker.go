@@ -27,6 +27,7 @@ type zkLocker struct {
 	log     *slog.Logger
 	obs     zklock.SessionObserver
 	session *zklock.Session
+	data    string // the identity written into this lockex's nodes
 }
 
 func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
@@ -40,7 +41,9 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	l.Close()
 	opts := sessionOptions(c, l.log, l.obs)
-	opts.EarlierSelf = earlierSelf(c.Identity(version()), l.log)
+	var self identity.Identity
+	opts.EarlierSelf, self = earlierSelf(c.Identity(version()), l.log)
+	l.data = self.String()
 	s, err := zklock.Connect(ctx, opts)
 	if err != nil {
 		return classify(err)
@@ -56,7 +59,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 
 func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease, error) {
 	c := l.cfg
-	id := c.Identity(version()).String()
+	id := l.data
 	var (
 		lease *zklock.Lease
 		err   error
@@ -83,20 +86,30 @@ func (l closingLease) Release() error { return l.ReleaseClosing() }
 // incarnations (docs/design.md §3.4), or is nil when self cannot tell them
 // from another live lockex's: without a pod UID and a container name, or
 // when lockex is not PID 1 of its PID namespace (a pod that shares one,
-// a process started in the container beside PID 1).
-func earlierSelf(self identity.Identity, log *slog.Logger) func([]byte) bool {
+// a process started in the container beside PID 1), or when another live
+// lockex holds this identity's claim (claimIdentity). It returns the
+// identity to write: without the pod UID when the claim is not this
+// lockex's, so that the claim's holder never takes its nodes for a dead
+// incarnation's either.
+func earlierSelf(self identity.Identity, log *slog.Logger) (func([]byte) bool, identity.Identity) {
 	if self.UID == "" || self.Container == "" {
-		return nil
+		return nil, self
 	}
 	if self.PID != 1 {
 		log.Info("not PID 1 of a PID namespace: nodes of an earlier incarnation of this container wait for their session to expire",
 			"pid", self.PID, "pod_uid", self.UID, "container", self.Container)
-		return nil
+		return nil, self
+	}
+	if err := claimIdentity(self); err != nil {
+		log.Warn("another live lockex may have this container's identity: nodes of an earlier incarnation wait for their session to expire",
+			"pod_uid", self.UID, "container", self.Container, "err", err)
+		self.UID = ""
+		return nil, self
 	}
 	return func(data []byte) bool {
 		other, ok := identity.Parse(string(data))
 		return ok && self.CanTakeOver(other)
-	}
+	}, self
 }
 
 // sessionOptions are the ZooKeeper session's options for cfg.

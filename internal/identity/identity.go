@@ -136,7 +136,16 @@ func (self Identity) CanTakeOver(other Identity) bool {
 	return self.UID != "" && self.Container != "" && self.PID == 1 && self.Version != "" &&
 		other.PID == 1 && other.Version != "" &&
 		other.UID == self.UID && other.Container == self.Container &&
-		other.Host == self.Host && other.Namespace == self.Namespace && other.Pod == self.Pod
+		other.Host == self.Host && other.pod() == self.pod()
+}
+
+// pod is the pod's namespace and name as String writes them: a namespace
+// without a name is not written, so a node never reads back with one.
+func (id Identity) pod() [2]string {
+	if id.Pod == "" {
+		return [2]string{}
+	}
+	return [2]string{id.Namespace, id.Pod}
 }
 
 // escape writes the bytes of s that would break the line as %XX: those
