@@ -1,7 +1,6 @@
 package zklock
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -154,16 +153,7 @@ func (l *Lease) ReleaseClosing() error {
 		// remove, and nothing to wait for from a server that may be gone.
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.s.opts.ConnectTimeout)
-	defer cancel()
-	err := l.s.closeConfirmed(ctx)
-	if errors.Is(err, errCloseUnanswered) {
-		if derr := l.s.deleteElsewhere(ctx, l.node); derr != nil {
-			return fmt.Errorf("%w; deleting %s with another session: %v; the server removes it when it expires the session", err, l.node, derr)
-		}
-		return nil
-	}
-	return err
+	return l.s.closeConfirmed(l.s.opts.ConnectTimeout)
 }
 
 // watchNode ends the lease when the own node is deleted, by an operator or

@@ -174,8 +174,7 @@ func TestLeaseReleaseClosing(t *testing.T) {
 	zkc := zktest.Start(t)
 	s, look := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
 	l := hold(t, s, "/lease-release-closing")
-	// The holder's beats change the node's data; only its deletion counts.
-	ok, _, watch, err := look.existsUntilGone(look.abs(l.Node()), nil)
+	ok, _, watch, err := look.conn.ExistsW(look.abs(l.Node()))
 	if err != nil || !ok {
 		t.Fatalf("exists %s: %v %v", l.Node(), ok, err)
 	}
@@ -185,10 +184,7 @@ func TestLeaseReleaseClosing(t *testing.T) {
 	}
 	select {
 	case ev := <-watch:
-		// A beat in flight as the close went out changes the data just
-		// before the deletion; the watch set again finds the node gone,
-		// which the look below confirms.
-		if ev.Type != zk.EventNodeDeleted && ev.Type != zk.EventNodeDataChanged {
+		if ev.Type != zk.EventNodeDeleted {
 			t.Fatalf("watch on the node: %v, want its deletion", ev)
 		}
 	case <-time.After(settle):
