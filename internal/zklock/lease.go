@@ -148,11 +148,6 @@ func (l *Lease) Release() error {
 // for the server to remove as the session expires.
 func (l *Lease) ReleaseClosing() error {
 	l.released.Do(func() { close(l.release) })
-	if l.Err() != nil {
-		// Lost: there is nothing of it left that closing the session would
-		// remove, and nothing to wait for from a server that may be gone.
-		return nil
-	}
 	return l.s.closeConfirmed(l.s.opts.ConnectTimeout)
 }
 

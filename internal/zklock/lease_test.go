@@ -223,25 +223,3 @@ func TestLeaseReleaseClosingUnanswered(t *testing.T) {
 	}
 	t.Logf("after %s: %v", time.Since(began).Round(time.Millisecond), err)
 }
-
-// TestLeaseReleaseClosingLost: a lost lease has nothing left to remove,
-// and its server may be gone: ReleaseClosing returns at once instead of
-// waiting the connect timeout for a close no one answers.
-func TestLeaseReleaseClosingLost(t *testing.T) {
-	zkc := zktest.Start(t)
-	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
-	s := connectWith(t, px.Addr(), func(o *Options) { o.ConnectTimeout = 30 * time.Second })
-	l := hold(t, s, "/lease-release-lost")
-	px.Stall()
-	lostWithin(t, l, 2*s.Granted())
-	done := make(chan error, 1)
-	go func() { done <- l.ReleaseClosing() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("ReleaseClosing of a lost lease: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReleaseClosing of a lost lease waits for a server that does not answer")
-	}
-}
