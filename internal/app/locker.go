@@ -15,7 +15,7 @@ import (
 
 var (
 	_ supervisor.Locker  = (*zkLocker)(nil)
-	_ supervisor.Lease   = closingLease{}
+	_ supervisor.Lease   = (*zklock.Lease)(nil)
 	_ supervisor.Process = (*proc.Process)(nil)
 )
 
@@ -62,15 +62,8 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 	if err != nil {
 		return nil, classify(err)
 	}
-	return closingLease{lease}, nil
+	return lease, nil
 }
-
-// closingLease is a lease whose session serves this one run: giving the
-// lock back ends the session, which removes the node in the same write
-// (zklock.Lease.ReleaseClosing).
-type closingLease struct{ *zklock.Lease }
-
-func (l closingLease) Release() error { return l.ReleaseClosing() }
 
 // sessionOptions are the ZooKeeper session's options for cfg.
 func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) zklock.Options {

@@ -137,20 +137,6 @@ func (l *Lease) Release() error {
 	return l.s.deleteNode(l.node)
 }
 
-// ReleaseClosing gives the lock back by closing the session, for a holder
-// that needs the session no more: the server removes the node in the
-// same write that ends the session, and the next contender's watch fires
-// on that one. Release and then Close take two writes, each synced to
-// the transaction log, and the second one lands just as the next
-// contender lists the lock: on a standalone server its read waits behind
-// that sync (docs/design.md §3.1). It returns once the close was
-// answered, or an error after the connect timeout, when the node is left
-// for the server to remove as the session expires.
-func (l *Lease) ReleaseClosing() error {
-	l.released.Do(func() { close(l.release) })
-	return l.s.closeConfirmed(l.s.opts.ConnectTimeout)
-}
-
 // watchNode ends the lease when the own node is deleted, by an operator or
 // by the server when the session expires.
 func (l *Lease) watchNode() {

@@ -441,21 +441,6 @@ func (s *Session) Close() {
 	s.conn.Close()
 }
 
-// closeConfirmed closes the session and waits, no longer than d, for a
-// server to answer the close: go-zookeeper's Close does not say whether
-// one did. The answer comes once the close was committed, and with it
-// the deletion of every ephemeral node the session owned.
-func (s *Session) closeConfirmed(d time.Duration) error {
-	answered := s.live.closedAnswered()
-	go s.Close()
-	select {
-	case <-answered:
-		return nil
-	case <-time.After(d):
-		return fmt.Errorf("closing the session: no answer within %s; the server removes its nodes when it expires it", d)
-	}
-}
-
 // abs maps a path as lockex sees it to the path on the server.
 func (s *Session) abs(p string) string { return s.opts.Chroot + p }
 
