@@ -16,7 +16,7 @@ import (
 
 var (
 	_ supervisor.Locker  = (*zkLocker)(nil)
-	_ supervisor.Lease   = closingLease{}
+	_ supervisor.Lease   = (*zklock.Lease)(nil)
 	_ supervisor.Process = (*proc.Process)(nil)
 )
 
@@ -72,15 +72,8 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 	if err != nil {
 		return nil, classify(err)
 	}
-	return closingLease{lease}, nil
+	return lease, nil
 }
-
-// closingLease is a lease whose session serves this one run: giving the
-// lock back ends the session, which removes the node in the same write
-// (zklock.Lease.ReleaseClosing).
-type closingLease struct{ *zklock.Lease }
-
-func (l closingLease) Release() error { return l.ReleaseClosing() }
 
 // earlierSelf recognises the nodes of this container's earlier
 // incarnations (docs/design.md §3.4), or is nil when self cannot tell them

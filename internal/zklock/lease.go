@@ -1,7 +1,6 @@
 package zklock
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -136,34 +135,6 @@ func (l *Lease) Release() error {
 		return nil
 	}
 	return l.s.deleteNode(l.node)
-}
-
-// ReleaseClosing gives the lock back by closing the session, for a holder
-// that needs the session no more: the server removes the node in the
-// same write that ends the session, and the next contender's watch fires
-// on that one. Release and then Close take two writes, each synced to
-// the transaction log, and the second one lands just as the next
-// contender lists the lock: on a standalone server its read waits behind
-// that sync (docs/design.md §3.1). It returns once the close was
-// answered, or an error after the connect timeout, when the node is left
-// for the server to remove as the session expires.
-func (l *Lease) ReleaseClosing() error {
-	l.released.Do(func() { close(l.release) })
-	if l.Err() != nil {
-		// Lost: there is nothing of it left that closing the session would
-		// remove, and nothing to wait for from a server that may be gone.
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.s.opts.ConnectTimeout)
-	defer cancel()
-	err := l.s.closeConfirmed(ctx)
-	if errors.Is(err, errCloseUnanswered) {
-		if derr := l.s.deleteElsewhere(ctx, l.node); derr != nil {
-			return fmt.Errorf("%w; deleting %s with another session: %v; the server removes it when it expires the session", err, l.node, derr)
-		}
-		return nil
-	}
-	return err
 }
 
 // watchNode ends the lease when the own node is deleted, by an operator or

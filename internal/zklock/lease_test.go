@@ -3,8 +3,6 @@ package zklock
 import (
 	"context"
 	"errors"
-	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -163,89 +161,5 @@ func TestLeaseRelease(t *testing.T) {
 	}
 	if err := l.Release(); err != nil {
 		t.Errorf("a second Release: %v", err)
-	}
-}
-
-// TestLeaseReleaseClosing: giving the lock back by closing the session
-// removes the node in the close's own write; the holder learns that the
-// server answered the close, and another session's watch on the node
-// fires. The server has one write fewer than a Release and a Close.
-func TestLeaseReleaseClosing(t *testing.T) {
-	zkc := zktest.Start(t)
-	s, look := connect(t, zkc.Hosts()), connect(t, zkc.Hosts())
-	l := hold(t, s, "/lease-release-closing")
-	// The holder's beats change the node's data; only its deletion counts.
-	ok, _, watch, err := look.existsUntilGone(look.abs(l.Node()), nil)
-	if err != nil || !ok {
-		t.Fatalf("exists %s: %v %v", l.Node(), ok, err)
-	}
-	id := s.ID()
-	if err := l.ReleaseClosing(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ev := <-watch:
-		// A beat in flight as the close went out changes the data just
-		// before the deletion; the watch set again finds the node gone,
-		// which the look below confirms.
-		if ev.Type != zk.EventNodeDeleted && ev.Type != zk.EventNodeDataChanged {
-			t.Fatalf("watch on the node: %v, want its deletion", ev)
-		}
-	case <-time.After(settle):
-		t.Fatal("the node's watch did not fire")
-	}
-	if ok, _, err := look.conn.Exists(look.abs(l.Node())); err != nil || ok {
-		t.Fatalf("node after ReleaseClosing: exists %v, err %v", ok, err)
-	}
-	cons, err := zktest.FourLetter(zkc.Servers[0].Addr(), "cons")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sid := fmt.Sprintf("sid=%#x", id); strings.Contains(cons, sid) {
-		t.Errorf("session %#x still open after its close was answered:\n%s", id, cons)
-	}
-	select {
-	case <-l.Done():
-		t.Fatalf("lost after its release: %v", l.Err())
-	default:
-	}
-}
-
-// TestLeaseReleaseClosingUnanswered: a close that no server answers is
-// not reported as done: ReleaseClosing says so after the connect timeout,
-// and the node is the server's to remove when it expires the session.
-func TestLeaseReleaseClosingUnanswered(t *testing.T) {
-	zkc := zktest.Start(t)
-	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
-	s := connectWith(t, px.Addr(), func(o *Options) { o.ConnectTimeout = time.Second })
-	l := hold(t, s, "/lease-release-unanswered")
-	px.Stall()
-	began := time.Now()
-	err := l.ReleaseClosing()
-	if err == nil {
-		t.Fatal("ReleaseClosing reported a close that no server answered")
-	}
-	t.Logf("after %s: %v", time.Since(began).Round(time.Millisecond), err)
-}
-
-// TestLeaseReleaseClosingLost: a lost lease has nothing left to remove,
-// and its server may be gone: ReleaseClosing returns at once instead of
-// waiting the connect timeout for a close no one answers.
-func TestLeaseReleaseClosingLost(t *testing.T) {
-	zkc := zktest.Start(t)
-	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
-	s := connectWith(t, px.Addr(), func(o *Options) { o.ConnectTimeout = 30 * time.Second })
-	l := hold(t, s, "/lease-release-lost")
-	px.Stall()
-	lostWithin(t, l, 2*s.Granted())
-	done := make(chan error, 1)
-	go func() { done <- l.ReleaseClosing() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("ReleaseClosing of a lost lease: %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("ReleaseClosing of a lost lease waits for a server that does not answer")
 	}
 }

@@ -102,10 +102,9 @@ type Session struct {
 	obs  SessionObserver
 	acl  []zk.ACL // what lockex's nodes are created with
 
-	live  liveness      // what the wire shows: granted timeout, evidence
-	quit  chan struct{} // closed by Close: the heartbeat ends
-	ended chan struct{} // closed when go-zookeeper's connection loop has ended
-	stop  sync.Once     // closes quit
+	live liveness      // what the wire shows: granted timeout, evidence
+	quit chan struct{} // closed by Close: the heartbeat ends
+	stop sync.Once     // closes quit
 
 	mu       sync.Mutex
 	state    zk.State
@@ -152,7 +151,7 @@ func Connect(ctx context.Context, opts Options) (*Session, error) {
 func (s *Session) connect(ctx context.Context) error {
 	s.obs.Connecting(s.opts.Servers, s.opts.SessionTimeout)
 	hosts := hostList{zk.NewDNSHostProvider(), &s.live}
-	conn, events, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
+	conn, _, err := zk.Connect(s.opts.Servers, s.opts.SessionTimeout,
 		zk.WithEventCallback(s.onEvent),
 		zk.WithLogger(zkLogger{s.log}),
 		zk.WithDialer(s.dial),
@@ -163,14 +162,6 @@ func (s *Session) connect(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrUnreachable, err)
 	}
 	s.conn = conn
-	// go-zookeeper closes its event channel once its loop has ended: no
-	// answer can come after that (onEvent sees every event already).
-	s.ended = make(chan struct{})
-	go func() {
-		for range events {
-		}
-		close(s.ended)
-	}()
 	s.live.mu.Lock()
 	s.live.servers = hosts.Len()
 	s.live.mu.Unlock()
@@ -457,70 +448,6 @@ func (s *Session) Close() {
 	s.mu.Unlock()
 	s.stop.Do(func() { close(s.quit) })
 	s.conn.Close()
-}
-
-// closeConfirmed closes the session and waits, no longer than d, for a
-// server to answer the close: go-zookeeper's Close does not say whether
-// one did. The answer comes once the close was committed, and with it
-// the deletion of every ephemeral node the session owned.
-//
-// The close goes out only once the session is connected: a closed
-// go-zookeeper Conn makes no new connection after a failed dial or its
-// pause between passes over the servers, so a close queued while it is
-// disconnected would never be sent, where a delete would go out on the
-// next connection.
-//
-// A connection that ends before the answer (its server died as the close
-// went out) ends go-zookeeper's loop too, with the close perhaps never
-// sent: closeConfirmed then returns errCloseUnanswered at once, and the
-// caller may delete what it must with another session.
-func (s *Session) closeConfirmed(ctx context.Context) error {
-	if err := s.WaitConnected(ctx); err != nil {
-		go s.Close()
-		return fmt.Errorf("closing the session: not connected within %s (%w); the server removes its nodes when it expires it", s.opts.ConnectTimeout, err)
-	}
-	answered := s.live.closedAnswered()
-	go s.Close()
-	select {
-	case <-answered:
-		return nil
-	case <-s.ended:
-		select {
-		case <-answered:
-			return nil
-		default:
-			return errCloseUnanswered
-		}
-	case <-ctx.Done():
-		return fmt.Errorf("closing the session: no answer within %s; the server removes its nodes when it expires it", s.opts.ConnectTimeout)
-	}
-}
-
-// errCloseUnanswered: the connection ended before a server answered the
-// session's close, which may never have been sent.
-var errCloseUnanswered = errors.New("closing the session: the connection ended before a server answered")
-
-// deleteElsewhere deletes node p with a session of its own, for a session
-// that can no longer be used (closed, its close unanswered): the node is
-// the holder's to give back, and waiting for the server to expire the
-// session would hold up the next holder for a session timeout. The other
-// session authenticates as this one does, so the ACLs allow the delete.
-func (s *Session) deleteElsewhere(ctx context.Context, p string) error {
-	opts := s.opts
-	opts.Attempts, opts.Observer = 1, nopObserver{}
-	if deadline, ok := ctx.Deadline(); ok {
-		opts.ConnectTimeout = time.Until(deadline)
-	}
-	other, err := Connect(ctx, opts)
-	if err != nil {
-		return err
-	}
-	// Its close need not be waited for: it owns no node.
-	defer func() { go other.Close() }()
-	if deadline, ok := ctx.Deadline(); ok {
-		other.opts.ConnectTimeout = time.Until(deadline) // what is left
-	}
-	return other.deleteNode(p)
 }
 
 // abs maps a path as lockex sees it to the path on the server.

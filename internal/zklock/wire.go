@@ -145,7 +145,6 @@ const (
 	opSetData         = 5
 	opSync            = 9
 	opCreate2         = 15
-	opCloseSession    = -11
 	xidNotification   = -1
 	xidAuth           = -4
 	errSessionExpired = -112
@@ -167,27 +166,6 @@ type liveness struct {
 	servers    int                  // how many addresses go-zookeeper tries in turn
 	closes     int                  // connections closed for want of an answer, in a row
 	shunned    map[string]time.Time // server address: passed over until then
-	// closed closes once a server has answered the session's
-	// closeSession: the session, and every node it owned, are gone.
-	closed     chan struct{}
-	closedOnce sync.Once
-}
-
-// closedAnswered is where the server's answer to closeSession shows.
-func (l *liveness) closedAnswered() <-chan struct{} { return l.closedChan() }
-
-func (l *liveness) closedChan() chan struct{} {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed == nil {
-		l.closed = make(chan struct{})
-	}
-	return l.closed
-}
-
-func (l *liveness) sessionClosed() {
-	ch := l.closedChan()
-	l.closedOnce.Do(func() { close(ch) })
 }
 
 func (l *liveness) snapshot() (granted time.Duration, evidence time.Time) {
@@ -528,8 +506,6 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 	case code != 0:
 	case r.op == opSync:
 		w.hist.synced(e)
-	case r.op == opCloseSession:
-		w.live.sessionClosed()
 	case isWrite(r.op):
 		if !w.connectSent.IsZero() {
 			w.live.offer(w.connectSent) // E1
