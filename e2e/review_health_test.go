@@ -1,0 +1,69 @@
+package e2e
+
+import (
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// killLeftovers SIGKILLs what a test's checks left, named lo-mark, so that
+// a failed test leaves nothing running.
+func killLeftovers(mark string) {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "comm")); err == nil && string(b) == "lo-"+mark+"\n" {
+			if pid, err := strconv.Atoi(e.Name()); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// TestReviewHealthCmdLeavesGroup (review): a --health-cmd whose main
+// process leaves the process group lockex made for it and hangs. At its
+// timeout it must still be killed and count as a failure: the workload is
+// stopped, lockex exits 77 (it does not hang, nor keep a broken holder's
+// lock for as long as the check likes). As PID 1 and with --subreaper,
+// nothing of the check is left after lockex; without either, the child it
+// moved into another group escapes (design.md §4.4, not covered).
+func TestReviewHealthCmdLeavesGroup(t *testing.T) {
+	zk := startZK(t)
+	check, err := filepath.Abs("testdata/review_health_leave_group.py")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range append(modes, mode{name: "plain", plain: true}) {
+		t.Run(m.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mark := strconv.Itoa(900000 + rand.IntN(99999))
+			t.Cleanup(func() { killLeftovers(mark) })
+			if err := os.Symlink(sleep, filepath.Join(dir, "lo-"+mark)); err != nil {
+				t.Fatal(err)
+			}
+			checks := filepath.Join(dir, "checks")
+			s := m.start(t, nil, "-z", zk.Hosts(), "-i", "review-health-leave-"+m.name, "--log-format", "json",
+				"--health-cmd", python+" "+check+" "+dir+" "+mark, "--health-period", "100ms", "--health-timeout", "1s",
+				"--health-failure-threshold", "1", "--", "sleep", "1000")
+			eventually(t, 15*time.Second, "three checks", func() bool { return countLines(checks, "check") >= 3 })
+			touch(t, filepath.Join(dir, "hang"))
+			if code := s.wait(t, 60*time.Second); code != 77 {
+				t.Fatalf("exit %d, want 77; log:\n%s", code, s.stderr)
+			}
+			if err := lineWith(t, s, "workload unhealthy; stopping it and releasing the lock")["err"]; err != "workload failed its health check 1 times in a row: no answer within 1s" {
+				t.Errorf("err %q", err)
+			}
+			if !m.plain {
+				eventually(t, 10*time.Second, "nothing left of the checks after lockex", func() bool { return leftovers(mark) == 0 })
+			}
+		})
+	}
+}
