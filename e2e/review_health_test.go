@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,5 +66,28 @@ func TestReviewHealthCmdLeavesGroup(t *testing.T) {
 				eventually(t, 10*time.Second, "nothing left of the checks after lockex", func() bool { return leftovers(mark) == 0 })
 			}
 		})
+	}
+}
+
+// TestReviewHealthURLStalledBody (review): the workload answers its health
+// check with 200, then hangs in the body. The check has not ended by its
+// timeout: it fails, and the hung workload is stopped (77), rather than
+// passing at the timeout and keeping the lock from the standbys.
+func TestReviewHealthURLStalledBody(t *testing.T) {
+	zk := startZK(t)
+	dir := t.TempDir()
+	addr := freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	s := startLockex(t, nil, "-z", zk.Hosts(), "-i", "review-health-stall", "--log-format", "json",
+		"--health-url", "http://"+addr+"/health", "--health-period", "100ms", "--health-timeout", "1s",
+		"--health-failure-threshold", "2", "--health-start-period", "30s", "--", python, "testdata/review_stall_server.py", port, dir)
+	log := filepath.Join(dir, "log")
+	eventually(t, 15*time.Second, "three checks", func() bool { return countLines(log, "check") >= 3 })
+	touch(t, filepath.Join(dir, "stall"))
+	if code := s.wait(t, 60*time.Second); code != 77 {
+		t.Fatalf("exit %d, want 77; log:\n%s", code, s.stderr)
+	}
+	if err, _ := lineWith(t, s, "workload unhealthy; stopping it and releasing the lock")["err"].(string); err != "workload failed its health check 2 times in a row: no answer within 1s" {
+		t.Errorf("err %q", err)
 	}
 }
