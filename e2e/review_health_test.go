@@ -91,3 +91,40 @@ func TestReviewHealthURLStalledBody(t *testing.T) {
 		t.Errorf("err %q", err)
 	}
 }
+
+// TestReviewHealthCmdDaemon (review): each --health-cmd starts a daemon
+// (setsid, out of its group and session) and passes. As PID 1 and with
+// --subreaper, the daemons are handed to lockex, and design.md §4.4 says
+// they count as orphans of the workload at its next stop: the workload's
+// own exit must then still end the run with its code, the daemons
+// stopped, none left after lockex, and lockex not hang on them.
+func TestReviewHealthCmdDaemon(t *testing.T) {
+	zk := startZK(t)
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mark := strconv.Itoa(900000 + rand.IntN(99999))
+			t.Cleanup(func() { killLeftovers(mark) })
+			daemon := filepath.Join(dir, "lo-"+mark)
+			if err := os.Symlink(sleep, daemon); err != nil {
+				t.Fatal(err)
+			}
+			checks := filepath.Join(dir, "checks")
+			s := m.start(t, nil, "-z", zk.Hosts(), "-i", "review-health-daemon-"+m.name, "--log-format", "json",
+				"--health-cmd", "sh -c 'echo check >> "+checks+"; setsid "+daemon+" 1000 </dev/null >/dev/null 2>&1 & exit 0'",
+				"--health-period", "100ms", "--health-timeout", "5s", "--health-failure-threshold", "1",
+				"--", "sh", "-c", "while [ ! -e "+dir+"/end ]; do sleep 0.05; done; exit 3")
+			eventually(t, 15*time.Second, "three checks", func() bool { return countLines(checks, "check") >= 3 })
+			eventually(t, 15*time.Second, "a daemon of a check runs", func() bool { return leftovers(mark) > 0 })
+			touch(t, filepath.Join(dir, "end"))
+			if code := s.wait(t, 60*time.Second); code != 3 {
+				t.Fatalf("exit %d, want the workload's 3; log:\n%s", code, s.stderr)
+			}
+			eventually(t, 10*time.Second, "no daemon of a check left after lockex", func() bool { return leftovers(mark) == 0 })
+		})
+	}
+}
