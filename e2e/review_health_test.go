@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -125,6 +126,46 @@ func TestReviewHealthCmdDaemon(t *testing.T) {
 				t.Fatalf("exit %d, want the workload's 3; log:\n%s", code, s.stderr)
 			}
 			eventually(t, 10*time.Second, "no daemon of a check left after lockex", func() bool { return leftovers(mark) == 0 })
+		})
+	}
+}
+
+// TestReviewHealthBadValues (review): every bad health-check value is exit
+// 64 with one line that names it, before ZooKeeper is asked (the hosts
+// given are closed).
+func TestReviewHealthBadValues(t *testing.T) {
+	zk := closedPort(t)
+	notExec := filepath.Join(t.TempDir(), "check")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		env   []string
+		args  []string
+		names string
+	}{
+		{nil, []string{"--health-start-period", "-1"}, `\"-1\"`},
+		{nil, []string{"--health-timeout", "abc"}, `\"abc\"`},
+		{nil, []string{"--health-timeout", "0"}, `--health-timeout \"0s\"`},
+		{nil, []string{"--health-period", "-2s"}, `\"-2s\"`},
+		{nil, []string{"--health-failure-threshold", "1.5"}, `\"1.5\"`},
+		{nil, []string{"--health-failure-threshold", "-1"}, `--health-failure-threshold \"-1\"`},
+		{nil, []string{"--health-url", "http://"}, `\"http://\"`},
+		{nil, []string{"--health-url", "ftp://127.0.0.1/"}, `\"ftp://127.0.0.1/\"`},
+		{nil, []string{"--health-url", "http://127.0.0.1:0/"}, `\"http://127.0.0.1:0/\"`},
+		{nil, []string{"--health-cmd", notExec}, notExec},
+		{nil, []string{"--health-cmd", "/tmp"}, `\"/tmp\"`},
+		{nil, []string{"--health-cmd", "check `id`"}, "check `id`"},
+		{nil, []string{"--health-cmd", `check "$HOME"`}, `check \\\"$HOME\\\"`},
+		{[]string{"LOCKEX_HEALTH_PERIOD=soon"}, nil, `LOCKEX_HEALTH_PERIOD=\"soon\"`},
+		{[]string{"LOCKEX_HEALTH_URL=127.0.0.1:8080"}, nil, `LOCKEX_HEALTH_URL: \"127.0.0.1:8080\"`},
+	} {
+		t.Run(strings.Join(append(tc.env, tc.args...), " "), func(t *testing.T) {
+			args := append(append([]string{"-z", zk, "-T", "1"}, tc.args...), "--", "true")
+			r := lockex(t, tc.env, args...)
+			if r.code != 64 || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 || !strings.Contains(r.stderr, tc.names) {
+				t.Errorf("exit %d, stderr %q; want 64 and one line naming %s", r.code, r.stderr, tc.names)
+			}
 		})
 	}
 }
