@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -115,4 +116,35 @@ func TestReviewCheckDaemonIsStopped(t *testing.T) {
 		t.Fatal("the workload's stop never ended")
 	}
 	waitGone(t, daemon)
+}
+
+// TestReviewCheckLeaksNoFds (review): a health check runs every period
+// for as long as lockex holds, days on end. Checks that pass, fail and
+// time out must not leave descriptors (pipe, /dev/null, pidfd) or
+// goroutines behind, or lockex runs out of them while it holds the lock.
+func TestReviewCheckLeaksNoFds(t *testing.T) {
+	r := newReaper(t)
+	count := func() (fds, goroutines int) {
+		entries, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(entries), runtime.NumGoroutine()
+	}
+	run := func() {
+		for _, script := range []string{"exit 0", "echo no; exit 1", "sleep 10"} {
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			_, _, _, _ = runCheckBounded(t, r, ctx, 20*time.Second, "/bin/sh", []string{"sh", "-c", script})
+			cancel()
+		}
+	}
+	run() // the first checks start what lives as long as the reaper
+	fds0, g0 := count()
+	for range 30 {
+		run()
+	}
+	if !within(10*time.Second, func() bool { fds, g := count(); return fds <= fds0 && g <= g0+2 }) {
+		fds, g := count()
+		t.Errorf("after 90 checks: %d descriptors (from %d), %d goroutines (from %d)", fds, fds0, g, g0)
+	}
 }
