@@ -138,3 +138,47 @@ func TestReviewHTTPHostile(t *testing.T) {
 		}
 	})
 }
+
+// TestReviewParseCommandBytes (review): --health-cmd's words are split as
+// a shell splits them and otherwise kept byte for byte: a path or an
+// argument that is not UTF-8 (a Latin-1 file name) reaches the command
+// unchanged, not with U+FFFD in place of its bytes.
+func TestReviewParseCommandBytes(t *testing.T) {
+	for _, in := range []string{"check /srv/caf\xe9", "check '/srv/caf\xe9 x'", "check \"a\xff\"", "check a\\\xff"} {
+		got, err := ParseCommand(in)
+		if err != nil {
+			t.Errorf("%q: %v", in, err)
+			continue
+		}
+		want := map[string]string{
+			"check /srv/caf\xe9":     "/srv/caf\xe9",
+			"check '/srv/caf\xe9 x'": "/srv/caf\xe9 x",
+			"check \"a\xff\"":        "a\xff",
+			"check a\\\xff":          "a\xff",
+		}[in]
+		if len(got) != 2 || got[1] != want {
+			t.Errorf("%q: %q, want [check %q]", in, got, want)
+		}
+	}
+}
+
+// TestReviewParseCommandDoubleQuotes (review): inside double quotes a POSIX
+// shell keeps a backslash unless $, `, ", \ or a newline follows it
+// (XCU 2.2.3): grep "a\.b" gets the pattern a\.b, not a.b, which matches
+// more than was written.
+func TestReviewParseCommandDoubleQuotes(t *testing.T) {
+	for in, want := range map[string]string{
+		`grep "a\.b"`:    `a\.b`,
+		`grep "C:\dir"`:  `C:\dir`,
+		`grep "a\"b"`:    `a"b`,
+		`grep "a\\b"`:    `a\b`,
+		`grep "a\$b"`:    `a$b`,
+		"grep \"a\\`b\"": "a`b",
+		`grep a\.b`:      `a.b`, // outside quotes, a backslash quotes any character
+	} {
+		got, err := ParseCommand(in)
+		if err != nil || len(got) != 2 || got[1] != want {
+			t.Errorf("%s: %q, %v; want [grep %q]", in, got, err, want)
+		}
+	}
+}
