@@ -38,7 +38,8 @@ type httpProbe struct {
 }
 
 // HTTP returns a probe that GETs rawURL (http or https). A status from 200
-// to 399 passes; redirects are not followed. As the kubelet does, an https
+// to 399 passes, once the body (its first bodyMax bytes) is read within
+// the check's time; redirects are not followed. As the kubelet does, an https
 // server's certificate is not verified (the check is of the workload's own
 // readiness, on its own address), and no proxy from the environment is
 // used.
@@ -79,10 +80,16 @@ func (p *httpProbe) Check(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyMax))
+	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyMax))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
 		return fmt.Errorf("GET %s: %s", p.url, resp.Status)
+	}
+	if err != nil {
+		// A workload that sends its status and hangs in its body is no
+		// more healthy than one that does not answer (the kubelet's
+		// probe fails it too): the check has not ended by its timeout.
+		return fmt.Errorf("GET %s: %s, then: %w", p.url, resp.Status, err)
 	}
 	return nil
 }

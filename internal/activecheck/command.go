@@ -44,30 +44,43 @@ func (p *commandProbe) String() string { return "exec " + JoinCommand(p.argv) }
 
 // ParseCommand splits a command line into argv the way a POSIX shell splits
 // words, and does nothing else a shell does: single quotes keep everything
-// up to the next one, double quotes keep everything (a backslash keeps the
-// next character), and a backslash outside quotes keeps the next
-// character. Nothing is expanded, so what would make a shell do more than
-// split ($ ` | & ; < > ( ) unquoted, $ and ` in double quotes) is refused
-// rather than passed on literally: whoever wants a shell writes
+// up to the next one; double quotes keep everything, a backslash in them
+// only quoting $ ` " \ (and joining lines), as in a shell; a backslash
+// outside quotes keeps the next character. Other bytes are kept as they
+// are, UTF-8 or not. Nothing is expanded, so what would make a shell do
+// more than split ($ ` | & ; < > ( ) unquoted, $ and ` in double quotes)
+// is refused rather than passed on literally: whoever wants a shell writes
 // sh -c '...'.
 func ParseCommand(s string) ([]string, error) {
 	var (
 		argv    []string
 		word    strings.Builder
 		inWord  bool
-		quote   rune // ' or ", while inside quotes
+		quote   byte // ' or ", while inside quotes
 		escaped bool
 	)
-	for _, c := range s {
+	// Byte by byte: all that is special is ASCII, and a byte that is not
+	// UTF-8 (a Latin-1 file name) must reach the command as it was.
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
 		case escaped:
-			word.WriteRune(c)
 			escaped = false
+			switch {
+			case c == '\n':
+				// A line joined, as in a shell.
+			case quote == '"' && strings.IndexByte("$`\"\\", c) < 0:
+				word.WriteByte('\\')
+				word.WriteByte(c)
+			default:
+				word.WriteByte(c)
+				inWord = true
+			}
 		case quote == '\'':
 			if c == '\'' {
 				quote = 0
 			} else {
-				word.WriteRune(c)
+				word.WriteByte(c)
 			}
 		case quote == '"':
 			switch c {
@@ -78,22 +91,22 @@ func ParseCommand(s string) ([]string, error) {
 			case '$', '`':
 				return nil, fmt.Errorf("%q: %q inside double quotes is expanded by a shell, and the command runs without one: use single quotes, or write sh -c '...'", s, c)
 			default:
-				word.WriteRune(c)
+				word.WriteByte(c)
 			}
 		case c == '\'' || c == '"':
 			quote, inWord = c, true
 		case c == '\\':
-			escaped, inWord = true, true
+			escaped = true
 		case c == ' ' || c == '\t' || c == '\n':
 			if inWord {
 				argv = append(argv, word.String())
 				word.Reset()
 				inWord = false
 			}
-		case strings.ContainsRune("$`|&;<>()", c):
+		case strings.IndexByte("$`|&;<>()", c) >= 0:
 			return nil, fmt.Errorf("%q: %q is shell syntax, and the command runs without a shell: put it in single quotes, or write sh -c '...'", s, c)
 		default:
-			word.WriteRune(c)
+			word.WriteByte(c)
 			inWord = true
 		}
 	}

@@ -28,10 +28,10 @@ var ErrReaperClosed = errors.New("proc: reaper closed")
 // wait4 loop rather than being taken by it (a second waiter would lose
 // that race, lockex being PID 1 or not).
 //
-// When ctx ends first, its whole group gets SIGKILL, and RunCheck returns
-// ctx's error once its main process is reaped. Either way, what it left in
-// its group is sent SIGKILL as it ends: a check lives no longer than its
-// timeout. What it started and moved out of its group (setsid) is not
+// When ctx ends first, its whole group gets SIGKILL, and so does its main
+// process if it left the group, and RunCheck returns ctx's error once its
+// main process is reaped. Either way, what it left in its group is sent
+// SIGKILL as it ends: a check lives no longer than its timeout. What it started and moved out of its group (setsid) is not
 // followed; as PID 1 or with --subreaper, lockex reaps it when it exits.
 func (r *Reaper) RunCheck(ctx context.Context, path string, argv, env []string) (code int, output []byte, err error) {
 	null, err := os.Open(os.DevNull)
@@ -82,8 +82,10 @@ func (r *Reaper) RunCheck(ctx context.Context, path string, argv, env []string) 
 	select {
 	case <-p.done:
 	case <-ctx.Done():
-		// Not reaped yet, so the group's id is still the check's.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		// Its main process too, should it have left its group (setpgid
+		// is open to a group leader): else it runs on, and RunCheck,
+		// and with it the checker, waits for it past the timeout.
+		_ = p.Signal(syscall.SIGKILL)
 		err = ctx.Err()
 	case <-r.stopped:
 		return 0, nil, ErrReaperClosed
