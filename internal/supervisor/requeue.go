@@ -40,6 +40,11 @@ func (r *run) again() bool {
 	switch {
 	case !r.c.Requeue.On, r.ctx.Err() != nil:
 		return false
+	case r.interrupted():
+		// Ctrl-C while lockex was stopping the workload (at
+		// --max-runtime, after a loss): the key reached the workload,
+		// which still had the foreground, and not lockex.
+		return false
 	case ch.To == GaveUp && exitcode.Of(ch.Err) == exitcode.Usage:
 		return false // a semaphore's size, --kill-grace against the granted timeout
 	case ch.To == GaveUp && !r.hadSession:
@@ -50,6 +55,17 @@ func (r *run) again() bool {
 		return false
 	}
 	return true
+}
+
+// interrupted reports whether a key typed at the terminal ended this
+// round's workload: onExit sees it as the workload exits, but a workload
+// that lockex was stopping already exits unseen.
+func (r *run) interrupted() bool {
+	if r.proc == nil {
+		return false
+	}
+	_, ok := r.proc.Interrupted()
+	return ok
 }
 
 // backOff ends a round that is to be followed by another: whatever the
