@@ -76,8 +76,10 @@ func (r *run) interrupted() bool {
 // queued ahead of it.
 func (r *run) backOff() {
 	ch := r.ended
-	clean := ch.To == Released && ch.From != Lost && ch.ReleaseErr == nil ||
-		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || exitcode.Of(ch.Err) == exitcode.Busy)
+	// r.releaseErr too: a lock taken just as --locktimeout passed is
+	// given back on the way to GaveUp, and its node may not have gone.
+	clean := r.releaseErr == nil && (ch.To == Released && ch.From != Lost ||
+		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || exitcode.Of(ch.Err) == exitcode.Busy))
 	if !clean {
 		r.c.Locker.Close()
 	}
