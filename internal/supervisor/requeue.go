@@ -90,7 +90,10 @@ func (r *run) backOff() {
 	if d == 0 {
 		d = r.c.Requeue.Backoff
 	}
-	r.backoff = min(2*d, r.c.Requeue.MaxBackoff)
+	r.backoff = r.c.Requeue.MaxBackoff
+	if d < r.c.Requeue.MaxBackoff/2 {
+		r.backoff = 2 * d // else it may overflow
+	}
 	r.newRound()
 	r.backoffTimer = r.c.Clock.NewTimer(d)
 	r.to(Change{To: Backoff, Backoff: d, Round: r.rounds + 1, SessionClosed: !clean})
