@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lockex/lockex/internal/zktest"
+)
+
+// Adversarial black-box tests of --requeue and --max-runtime (review of
+// issue 16, parts 3 and 4).
+
+// markedAlive lists the processes that run (not zombies) with marker in
+// their command line.
+func markedAlive(marker string) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if strings.Contains(string(b), marker) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestReviewRequeueDaemonGoneBeforeNextRound: each round's workload
+// starts a daemon that leaves its session (setsid) and ignores SIGTERM,
+// then exits. The daemon must be gone before its round's release: no
+// record of it after the next holder (another lockex queued meanwhile, or
+// this one's next round) started, and none of them left once lockex exits.
+// As PID 1, with --subreaper, and plain (the workload's cgroup, as root).
+func TestReviewRequeueDaemonGoneBeforeNextRound(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	for _, m := range append(modes, mode{name: "plain", plain: true}) {
+		t.Run(m.name, func(t *testing.T) {
+			dir := t.TempDir()
+			logPath := filepath.Join(dir, "records")
+			id := "review-requeue-daemon-" + m.name
+			marker := "review-daemon-" + m.name
+			rec := func(kind string) string {
+				return `echo "` + kind + ` $(date +%s%N) a $LOCKEX_FENCING_TOKEN" >> ` + logPath
+			}
+			daemon := `setsid sh -c 'trap "" TERM; while :; do ` + rec("bg") + `; sleep 0.01; done' ` + marker + ` &`
+			a := m.start(t, nil, "-z", zk.Hosts(), "-i", id, "--kill-grace", "300ms", "--requeue", "--requeue-backoff", "0.2", "--requeue-backoff-max", "0.4",
+				"--", "sh", "-c", daemon+"\n"+rec("start")+"; sleep 0.3")
+			waitRecord(t, logPath, "a")
+			b := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, recorder(logPath, "b", 300*time.Millisecond)...)...)
+			if code := b.wait(t, 30*time.Second); code != 0 {
+				t.Fatalf("b: exit %d; log:\n%s", code, b.stderr)
+			}
+			eventually(t, 30*time.Second, "a's rounds after b's", func() bool {
+				runs := readRuns(t, logPath)
+				n := 0
+				for _, r := range runs {
+					if r.who == "a" && r.token > runs[0].token {
+						n++
+					}
+				}
+				return n >= 3
+			})
+			if err := syscall.Kill(a.lockexPid(t, m), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			// 143 between rounds, the workload's 143 if it ran, or 0 if
+			// its main process had exited and lockex was stopping the daemon.
+			if code := a.wait(t, 20*time.Second); code != 143 && code != 0 {
+				t.Fatalf("a: exit %d; log:\n%s", code, a.stderr)
+			}
+			if pids := markedAlive(marker); len(pids) > 0 {
+				t.Errorf("daemons %v outlived lockex; log:\n%s", pids, a.stderr)
+			}
+			if b, _ := os.ReadFile(logPath); strings.Count(string(b), "bg ") < 4 {
+				t.Fatalf("the daemons did not run; records:\n%s", b)
+			}
+			runs := readRuns(t, logPath)
+			v := judge(runs, nil)
+			if len(v.problems) > 0 || v.overlap > 1 {
+				t.Errorf("%d runs, overlap %d: %v; log:\n%s", v.runs, v.overlap, v.problems, a.stderr)
+			}
+			if kids := children(t, conn, "/lockex/"+id); len(kids) != 0 {
+				t.Errorf("nodes left: %v", kids)
+			}
+		})
+	}
+}
+
+// TestReviewRequeueOutageWithContender: a --requeue holder that ZooKeeper
+// cannot reach loses its lock, stops its workload and cannot release (its
+// node lives on with its session on the server); its next rounds cannot
+// connect. Another lockex, reaching ZooKeeper, takes over only once that
+// session expired; when ZooKeeper is back, the first comes back after it.
+// Never two at once.
+func TestReviewRequeueOutageWithContender(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
+	const id = "review-requeue-outage"
+	logPath := filepath.Join(t.TempDir(), "records")
+	a := startLockex(t, nil, append(append([]string{"-z", proxy.Addr(), "-i", id, "-T", "1", "--requeue",
+		"--requeue-backoff", "0.2", "--requeue-backoff-max", "1"}, lossFlags...), append([]string{"--"}, ticker(logPath, "a", 0, false)...)...)...)
+	waitRecord(t, logPath, "a")
+	b := startLockex(t, nil, lossArgs(zk.Hosts(), id, ticker(logPath, "b", time.Second, false))...)
+	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	proxy.Cut()
+	if code := b.wait(t, 40*time.Second); code != 0 {
+		t.Fatalf("b: exit %d; a's log:\n%s\nb's log:\n%s", code, a.stderr, b.stderr)
+	}
+	if n := countIn(a, "lock lost; stopping the workload"); n != 1 {
+		t.Errorf("a: %d losses logged, want 1:\n%s", n, a.stderr)
+	}
+	proxy.Pass()
+	eventually(t, 40*time.Second, "a runs again", func() bool {
+		n := 0
+		for _, r := range readRuns(t, logPath) {
+			if r.who == "a" {
+				n++
+			}
+		}
+		return n >= 2
+	})
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 143 {
+		t.Fatalf("a: exit %d, want the workload's 143; log:\n%s", code, a.stderr)
+	}
+	runs := readRuns(t, logPath)
+	var who []string
+	for _, r := range runs {
+		who = append(who, r.who)
+	}
+	v := judge(runs, nil)
+	if strings.Join(who, " ") != "a b a" || len(v.problems) > 0 || v.overlap > 1 {
+		t.Errorf("runs %v, overlap %d: %v; a's log:\n%s", who, v.overlap, v.problems, a.stderr)
+	}
+	eventually(t, 20*time.Second, "no node left", func() bool { return len(children(t, conn, "/lockex/"+id)) == 0 })
+}
+
+// TestReviewRequeueCtrlCWhileStopping: at --max-runtime lockex stops the
+// workload, which ignores SIGTERM and keeps the terminal's foreground
+// during the grace; the user's Ctrl-C ends it. design.md §4.5: that ends
+// the loop (exit 124, the round's code): no second round.
+func TestReviewRequeueCtrlCWhileStopping(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	script := fmt.Sprintf(`%s -z %s -i tty-review-stop --session-timeout 20s --kill-grace 10s --max-runtime 1s --requeue --requeue-backoff 0.1 -- sh -c 'trap "" TERM; echo round; exec sleep 1000'
+echo "exit:$?"`, lockexBin, zk.Hosts())
+	term, s := startOnTerminal(t, nil, "sh", "-c", script)
+	term.expect(t, "round")
+	term.waitForeground(t, "sleep")
+	term.expect(t, "stopping the workload")
+	term.typ(t, "\x03")
+	term.expect(t, "exit:")
+	if code := s.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("shell exit %d; the terminal shows:\n%s", code, term)
+	}
+	if !strings.Contains(term.String(), "exit:124") {
+		t.Errorf("want exit:124; the terminal shows:\n%s", term)
+	}
+	n := 0
+	for _, line := range strings.Split(term.String(), "\n") {
+		if strings.TrimSpace(line) == "round" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d rounds, want 1; the terminal shows:\n%s", n, term)
+	}
+	if kids := children(t, conn, "/lockex/tty-review-stop"); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
