@@ -180,3 +180,33 @@ echo "exit:$?"`, lockexBin, zk.Hosts())
 		t.Errorf("nodes left: %v", kids)
 	}
 }
+
+// TestReviewRequeueProbesAfterMaxRuntime: a round stopped at
+// --max-runtime gives the lock back cleanly; through the backoff lockex
+// holds nothing and runs nothing (held 0, running 0, /active 503), stays
+// ready on the session it kept (/readyz 200), and has counted the stop;
+// the next round holds and runs again (within its 3s), counted as a
+// requeue.
+func TestReviewRequeueProbesAfterMaxRuntime(t *testing.T) {
+	zk := startZK(t)
+	const id = "review-requeue-probes"
+	const lock = "/lockex/" + id
+	a := startObserved(t, nil, "-z", zk.Hosts(), "-i", id, "--max-runtime", "3s", "--kill-grace", "1s",
+		"--requeue", "--requeue-backoff", "5s", "--requeue-backoff-max", "5s", "--", "sleep", "60")
+	eventually(t, 20*time.Second, "a backs off", func() bool { return countIn(a.started, "contending again after the backoff") == 1 })
+	// The backoff is 5s: what follows happens within it.
+	a.probes(t, 200, 200, 503)
+	check(t, a.metrics(t), lock, map[string]want{
+		"lockex_lock_held": gauge(0), "lockex_workload_running": gauge(0), "lockex_zk_connected": gauge(1),
+		"lockex_workload_max_runtime_exceeded_total": counter(1), "lockex_lock_requeues_total": counter(0),
+	})
+	eventually(t, 20*time.Second, "a runs again", func() bool { code, _ := a.get(t, "/active"); return code == 200 })
+	check(t, a.metrics(t), lock, map[string]want{
+		"lockex_lock_held": gauge(1), "lockex_workload_running": gauge(1), "lockex_lock_requeues_total": counter(1),
+	})
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	// The workload's 143, or 124 if the limit came first.
+	if code := a.wait(t, 10*time.Second); code != 143 && code != 124 {
+		t.Fatalf("exit %d; log:\n%s", code, a.stderr)
+	}
+}
