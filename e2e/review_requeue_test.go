@@ -210,3 +210,46 @@ func TestReviewRequeueProbesAfterMaxRuntime(t *testing.T) {
 		t.Fatalf("exit %d; log:\n%s", code, a.stderr)
 	}
 }
+
+// TestReviewRequeueJobControlRound2: job control works in a later round
+// as in the first: the second round's workload gets the terminal, Ctrl-Z
+// stops it and lockex as one job, fg continues both, and Ctrl-C ends it
+// and the loop.
+func TestReviewRequeueJobControlRound2(t *testing.T) {
+	zk := startZK(t)
+	dir := t.TempDir()
+	term, shell := startOnTerminal(t, []string{"PS1=$ ", "HISTFILE=/dev/null", "D=" + dir},
+		"bash", "--norc", "--noprofile", "-i")
+	term.expect(t, "$ ")
+	workload := `n=$(cat "$D/n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/n"; echo $$ > "$D/pid$n"; echo ready$n; [ $n -ge 2 ] && exec sleep 1000; exit 0`
+	term.typ(t, fmt.Sprintf(`%s -z %s -i tty-review-job --requeue --requeue-backoff 0.1 -- sh -c '%s'`+"\n", lockexBin, zk.Hosts(), workload))
+	term.expect(t, "ready2")
+	pid := 0
+	fmt.Sscan(waitFile(t, filepath.Join(dir, "pid2")), &pid)
+	lockexPid, _ := statOf(pid)
+	term.waitForeground(t, "sleep")
+
+	term.typ(t, "\x1a")
+	term.expect(t, "Stopped")
+	for _, p := range []int{pid, lockexPid} {
+		if _, state := statOf(p); state != 'T' {
+			t.Errorf("pid %d in state %c after Ctrl-Z, want T (stopped)", p, state)
+		}
+	}
+	term.typ(t, "fg\n")
+	eventually(t, 10*time.Second, "fg continued the workload and lockex", func() bool {
+		_, w := statOf(pid)
+		_, l := statOf(lockexPid)
+		return w == 'S' && l != 'T'
+	})
+	term.typ(t, "\x03")
+	term.typ(t, "echo exit:$?\n")
+	term.expect(t, "exit:130")
+	if strings.Contains(term.String(), "ready3") {
+		t.Errorf("a third round ran after Ctrl-C; the terminal shows:\n%s", term)
+	}
+	term.typ(t, "exit\n")
+	if code := shell.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("shell exit %d; the terminal shows:\n%s", code, term)
+	}
+}
