@@ -253,3 +253,40 @@ func TestReviewRequeueJobControlRound2(t *testing.T) {
 		t.Fatalf("shell exit %d; the terminal shows:\n%s", code, term)
 	}
 }
+
+// TestReviewRequeueStopWhileRound2Waits: a TERM while a later round waits
+// behind another holder ends lockex at once (143) and leaves its waiting
+// node nowhere: the holder's is the only one left.
+func TestReviewRequeueStopWhileRound2Waits(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	const id = "review-requeue-wait"
+	logPath := filepath.Join(t.TempDir(), "records")
+	a := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--requeue", "--requeue-backoff", "0.1", "--"},
+		recorder(logPath, "a", 500*time.Millisecond)...)...)
+	waitRecord(t, logPath, "a")
+	b := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, recorder(logPath, "b", time.Minute)...)...)
+	waitRecord(t, logPath, "b")
+	eventually(t, 10*time.Second, "a waits again", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 143 {
+		t.Fatalf("a: exit %d, want 143; log:\n%s", code, a.stderr)
+	}
+	if kids := children(t, conn, "/lockex/"+id); len(kids) != 1 {
+		t.Errorf("nodes %v, want b's alone", kids)
+	}
+	if strings.Count(mustRead(t, logPath), " a ") != 2 {
+		t.Errorf("a ran more than once:\n%s", mustRead(t, logPath))
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	b.wait(t, 10*time.Second)
+}
+
+func mustRead(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
