@@ -232,3 +232,32 @@ func TestReviewRequeueBackoffBounds(t *testing.T) {
 		t.Errorf("exit code %d, want 143", code)
 	}
 }
+
+// TestReviewRequeueSignalAsMaxRuntimePasses (review): a TERM and
+// --max-runtime found at once. Whatever select picks, the workload is
+// stopped, the round ends with 124 (the stop began before the workload
+// exited), and no round follows.
+func TestReviewRequeueSignalAsMaxRuntimePasses(t *testing.T) {
+	for range ties {
+		h := requeueing(t)
+		h.obs.then = func(ch Change) {
+			if ch.To == Running {
+				h.signals <- syscall.SIGTERM
+				h.clock.advance(maxRuntimeOf)
+			}
+			if ch.To == Stopping {
+				close(h.proc.gone)
+			}
+		}
+		h.proc.onKill = nil
+		h.toRunningLimited()
+		steps, code := h.untilReturn()
+		joined := strings.Join(steps, ", ")
+		if code != exitcode.MaxRuntime {
+			t.Fatalf("exit code %d, want %d; steps %s", code, exitcode.MaxRuntime, joined)
+		}
+		if strings.Contains(joined, "backoff") || !strings.HasSuffix(joined, "stopping→released") {
+			t.Fatalf("steps %s, want the round released after the stop, and the end", joined)
+		}
+	}
+}
