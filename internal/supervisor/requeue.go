@@ -108,6 +108,16 @@ func (r *run) newRound() {
 	r.round = round{}
 }
 
+// pendingStop takes a stopping signal that arrived as the round ended,
+// with --requeue: without, none is taken, for the wait for the last
+// scrape to see (internal/app).
+func (r *run) pendingStop() (syscall.Signal, bool) {
+	if !r.c.Requeue.On || r.ctx.Err() != nil {
+		return 0, false
+	}
+	return pendingStop(r.c.Signals)
+}
+
 // endsRequeue reports whether sig, arriving while the workload runs, ends
 // lockex's life after this round: TERM, INT and QUIT, what orchestrators,
 // service managers and the terminal send to stop. The others are passed
