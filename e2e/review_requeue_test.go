@@ -290,3 +290,23 @@ func mustRead(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// TestReviewRequeueKilledInRound2: lockex SIGKILLed while a later round's
+// workload runs, with a daemon that left its session: the guardian, kept
+// from round to round, kills both.
+func TestReviewRequeueKilledInRound2(t *testing.T) {
+	zk := startZK(t)
+	dir := t.TempDir()
+	const marker = "review-killed-round2"
+	workload := `n=$(cat "$D/n" 2>/dev/null || echo 0); n=$((n+1)); echo $n > "$D/n"
+[ $n -ge 2 ] || exit 0
+setsid sh -c 'trap "" TERM; while :; do sleep 0.05; done' ` + marker + ` &
+echo $! > "$D/daemon"; exec sleep 1000 ` + marker
+	a := startLockex(t, []string{"D=" + dir}, "-z", zk.Hosts(), "-i", "review-requeue-killed", "--requeue", "--requeue-backoff", "0.1",
+		"--", "sh", "-c", workload)
+	waitFile(t, filepath.Join(dir, "daemon"))
+	eventually(t, 10*time.Second, "round 2's workload and daemon run", func() bool { return len(markedAlive(marker)) == 2 })
+	_ = a.cmd.Process.Kill()
+	a.wait(t, 10*time.Second)
+	eventually(t, 15*time.Second, "the guardian killed round 2's workload and daemon", func() bool { return len(markedAlive(marker)) == 0 })
+}
