@@ -261,3 +261,24 @@ func TestReviewRequeueSignalAsMaxRuntimePasses(t *testing.T) {
 		}
 	}
 }
+
+// TestReviewRequeueKillSignalINT (review): with --kill-signal INT, a
+// workload on the terminal that lockex stops at --max-runtime dies of
+// lockex's own SIGINT: that is no Ctrl-C, and the loop goes on.
+func TestReviewRequeueKillSignalINT(t *testing.T) {
+	h := requeueing(t)
+	h.cfg.KillSignal = syscall.SIGINT
+	h.toRunningLimited()
+	h.clock.advance(maxRuntimeOf)
+	h.expect("signal all interrupt", "signal all continued", "timer 3s", "running→stopping")
+	h.proc.interrupted = syscall.SIGINT
+	h.proc.exit(130)
+	close(h.proc.gone)
+	h.expect("stop timer 3s", "release", "stopping→released")
+	h.backsOff("released", time.Second, 2)
+	h.signals <- syscall.SIGTERM
+	h.expect("connecting→gave_up")
+	if code := h.exitCode(); code != 143 {
+		t.Errorf("exit code %d, want 143", code)
+	}
+}
