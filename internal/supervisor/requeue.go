@@ -59,13 +59,14 @@ func (r *run) again() bool {
 
 // interrupted reports whether a key typed at the terminal ended this
 // round's workload: onExit sees it as the workload exits, but a workload
-// that lockex was stopping already exits unseen.
+// that lockex was stopping already exits unseen. With --kill-signal INT
+// or QUIT, the signal of that stop is lockex's own, not a key's.
 func (r *run) interrupted() bool {
 	if r.proc == nil {
 		return false
 	}
-	_, ok := r.proc.Interrupted()
-	return ok
+	sig, ok := r.proc.Interrupted()
+	return ok && sig != r.c.KillSignal
 }
 
 // backOff ends a round that is to be followed by another: whatever the
