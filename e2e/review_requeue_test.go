@@ -310,3 +310,37 @@ echo $! > "$D/daemon"; exec sleep 1000 ` + marker
 	a.wait(t, 10*time.Second)
 	eventually(t, 15*time.Second, "the guardian killed round 2's workload and daemon", func() bool { return len(markedAlive(marker)) == 0 })
 }
+
+// TestReviewRequeueLockTimeoutRounds: with -t each round waits that long
+// and gives up; its waiting node goes as it does, so rounds never pile
+// nodes up behind the holder, and a runs once the holder is gone.
+func TestReviewRequeueLockTimeoutRounds(t *testing.T) {
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	const id = "review-requeue-t"
+	logPath := filepath.Join(t.TempDir(), "records")
+	h := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, recorder(logPath, "h", time.Minute)...)...)
+	waitRecord(t, logPath, "h")
+	a := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "-t", "0.3", "--requeue", "--requeue-backoff", "0.1", "--requeue-backoff-max", "0.2", "--"},
+		recorder(logPath, "a", 0)...)...)
+	eventually(t, 30*time.Second, "a gave up three times", func() bool { return countIn(a, "lock not acquired") >= 3 })
+	for range 50 {
+		if kids := children(t, conn, "/lockex/"+id); len(kids) > 2 {
+			t.Fatalf("nodes %v: more than the holder's and a's", kids)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = h.cmd.Process.Signal(syscall.SIGTERM)
+	h.wait(t, 10*time.Second)
+	waitRecord(t, logPath, "a")
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	if code := a.wait(t, 10*time.Second); code != 143 && code != 0 {
+		t.Fatalf("a: exit %d; log:\n%s", code, a.stderr)
+	}
+	if v := judge(readRuns(t, logPath), nil); len(v.problems) > 0 || v.overlap > 1 {
+		t.Errorf("overlap %d: %v", v.overlap, v.problems)
+	}
+	if kids := children(t, conn, "/lockex/"+id); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
