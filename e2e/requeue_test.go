@@ -169,8 +169,10 @@ func TestRequeueNoBlocking(t *testing.T) {
 	marks := filepath.Join(t.TempDir(), "marks")
 	h := startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "--", "sleep", "60")
 	eventually(t, 10*time.Second, "h holds the lock", func() bool { return len(children(t, conn, "/lockex/"+id)) == 1 })
+	// The workload keeps the lock once it has it: an INT then ends it
+	// and lockex alike, 130 either way.
 	a := startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "--requeue", "--no-blocking", "--requeue-backoff", "0.1", "--requeue-backoff-max", "0.4",
-		"--", "sh", "-c", "echo ran >> "+marks)
+		"--", "sh", "-c", "echo ran >> "+marks+"; exec sleep 60")
 	eventually(t, 20*time.Second, "a looked three times", func() bool { return countIn(a, "lock not acquired") >= 3 })
 	if _, err := os.Stat(marks); err == nil {
 		t.Fatal("a ran while h held the lock")
