@@ -28,11 +28,15 @@ type Reaper struct {
 	// belongs to is known.
 	mu    sync.Mutex
 	procs map[int]*Process
-	// started lists every workload, for Close to account for.
+	// started lists the workloads not all gone yet, for Close to account
+	// for; one that is all gone leaves it (allGone), or a lockex that
+	// runs round after round would keep every one of them.
 	started []*Process
 	// emptied lists the cgroups of workloads that ended, empty, that are
 	// yet to be removed (retireLocked).
 	emptied []string
+	// said is set once the first workload's confinement was logged.
+	said    bool
 	confine confinement
 	// closed is set by Close: from then on nothing of r's calls wait4,
 	// the pidfd watchers included.
@@ -150,7 +154,8 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 	}
 	r.procs[pid] = p
 	r.started = append(r.started, p)
-	first := len(r.started) == 1
+	first := !r.said
+	r.said = true
 	// Opened under r.mu: pid cannot have been reaped, so it is the
 	// workload's, if only as a zombie.
 	p.pidfd = openPidfd(pid)

@@ -157,6 +157,9 @@ func (p *Process) allGone() bool {
 		}
 		return false
 	}
+	// Nothing of it is left for Close to account for; its pidfd's
+	// watcher has ended, or ends now that it exited.
+	r.started = slices.DeleteFunc(r.started, func(q *Process) bool { return q == p })
 	return true
 }
 

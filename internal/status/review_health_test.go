@@ -2,6 +2,7 @@ package status
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -20,7 +21,7 @@ func TestReviewHealthStaleResult(t *testing.T) {
 	for _, end := range []supervisor.Change{
 		{From: supervisor.Running, To: supervisor.Holding, WorkloadCode: 0},
 		{From: supervisor.Running, To: supervisor.Lost, Err: errors.New("session expired")},
-		{From: supervisor.Running, To: supervisor.Unhealthy, Pid: 42, Err: refused},
+		{From: supervisor.Running, To: supervisor.Stopping, Pid: 42, Err: fmt.Errorf("%w 3 times in a row: %w", supervisor.ErrUnhealthy, refused)},
 	} {
 		t.Run(end.To.String(), func(t *testing.T) {
 			var events []Event

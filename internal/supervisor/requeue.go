@@ -40,6 +40,11 @@ func (r *run) again() bool {
 	switch {
 	case !r.c.Requeue.On, r.ctx.Err() != nil:
 		return false
+	case r.interrupted():
+		// Ctrl-C while lockex was stopping the workload (at
+		// --max-runtime, after a loss): the key reached the workload,
+		// which still had the foreground, and not lockex.
+		return false
 	case ch.To == GaveUp && exitcode.Of(ch.Err) == exitcode.Usage:
 		return false // a semaphore's size, --kill-grace against the granted timeout
 	case ch.To == GaveUp && !r.hadSession:
@@ -52,6 +57,18 @@ func (r *run) again() bool {
 	return true
 }
 
+// interrupted reports whether a key typed at the terminal ended this
+// round's workload: onExit sees it as the workload exits, but a workload
+// that lockex was stopping already exits unseen. With --kill-signal INT
+// or QUIT, the signal of that stop is lockex's own, not a key's.
+func (r *run) interrupted() bool {
+	if r.proc == nil {
+		return false
+	}
+	sig, ok := r.proc.Interrupted()
+	return ok && sig != r.c.KillSignal
+}
+
 // backOff ends a round that is to be followed by another: whatever the
 // round may have left in ZooKeeper goes with its session, then the wait.
 // A round that gave its lock back cleanly, or only found it taken, keeps
@@ -60,8 +77,10 @@ func (r *run) again() bool {
 // queued ahead of it.
 func (r *run) backOff() {
 	ch := r.ended
-	clean := ch.To == Released && ch.From != Lost && ch.ReleaseErr == nil ||
-		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || exitcode.Of(ch.Err) == exitcode.Busy)
+	// r.releaseErr too: a lock taken just as --locktimeout passed is
+	// given back on the way to GaveUp, and its node may not have gone.
+	clean := r.releaseErr == nil && (ch.To == Released && ch.From != Lost ||
+		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || exitcode.Of(ch.Err) == exitcode.Busy))
 	if !clean {
 		r.c.Locker.Close()
 	}
@@ -72,7 +91,10 @@ func (r *run) backOff() {
 	if d == 0 {
 		d = r.c.Requeue.Backoff
 	}
-	r.backoff = min(2*d, r.c.Requeue.MaxBackoff)
+	r.backoff = r.c.Requeue.MaxBackoff
+	if d < r.c.Requeue.MaxBackoff/2 {
+		r.backoff = 2 * d // else it may overflow
+	}
 	r.newRound()
 	r.backoffTimer = r.c.Clock.NewTimer(d)
 	r.to(Change{To: Backoff, Backoff: d, Round: r.rounds + 1, SessionClosed: !clean})
@@ -85,6 +107,16 @@ func (r *run) newRound() {
 		r.endWait(nil) // else kept in ctx for ever
 	}
 	r.round = round{}
+}
+
+// pendingStop takes a stopping signal that arrived as the round ended,
+// with --requeue: without, none is taken, for the wait for the last
+// scrape to see (internal/app).
+func (r *run) pendingStop() (syscall.Signal, bool) {
+	if !r.c.Requeue.On || r.ctx.Err() != nil {
+		return 0, false
+	}
+	return pendingStop(r.c.Signals)
 }
 
 // endsRequeue reports whether sig, arriving while the workload runs, ends

@@ -51,12 +51,12 @@ func TestReviewSecondVerdict(t *testing.T) {
 	h := newHarness(t)
 	h.toRunning()
 	h.health <- failing
-	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→unhealthy")
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "running→stopping")
 	h.health <- failing
 	h.clock.advance(grace)
 	h.expect("kill all")
 	close(h.proc.gone)
-	h.expect("release", "unhealthy→released")
+	h.expect("release", "stopping→released")
 	if code := h.exitCode(); code != exitcode.Unhealthy {
 		t.Errorf("exit code %d, want %d", code, exitcode.Unhealthy)
 	}
@@ -92,12 +92,12 @@ func TestReviewVerdictThenSignal(t *testing.T) {
 	h.cfg.MinHold = minHoldOf
 	h.toRunning()
 	h.health <- failing
-	h.expect("signal all terminated", "signal all continued", "timer 3s", "timer 10s", "running→unhealthy")
+	h.expect("signal all terminated", "signal all continued", "timer 3s", "timer 10s", "running→stopping")
 	h.signals <- syscall.SIGTERM
 	h.expect("stop timer 10s")
 	h.done() // nothing released while the workload may run
 	close(h.proc.gone)
-	h.expect("stop timer 3s", "release", "unhealthy→released")
+	h.expect("stop timer 3s", "release", "stopping→released")
 	if code := h.exitCode(); code != exitcode.Unhealthy {
 		t.Errorf("exit code %d, want %d", code, exitcode.Unhealthy)
 	}

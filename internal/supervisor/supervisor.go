@@ -213,7 +213,13 @@ func (r *run) loop(parent context.Context) int {
 
 	for {
 		if r.state == Released || r.state == GaveUp {
-			// The round is over: the end, or another round.
+			// The round is over: the end, or another round. A stopping
+			// signal that came while it ended (found with the end of
+			// what ran, which goes first) ends the loop after this
+			// round, with this round's code.
+			if sig, ok := r.pendingStop(); ok {
+				r.cancel(StoppedBy{sig})
+			}
 			if !r.again() {
 				r.done = true
 				return r.code
