@@ -163,3 +163,52 @@ func TestReviewDrainDuringSet(t *testing.T) {
 		t.Errorf("drained, and the pod carries the label %q: the set's answer was taken for the drain", v)
 	}
 }
+
+// TestReviewStaleCostAfterLoss: a holder that loses the lock while the API
+// server refuses keeps the high cost only while it refuses (each failure
+// counted); once it answers, the low cost lands without any new wish; and
+// an exit while it still refuses returns, counted, leaving the stale cost
+// for the next container's start to correct.
+func TestReviewStaleCostAfterLoss(t *testing.T) {
+	a := startAPIServer(t)
+	var code atomic.Int32
+	statusAPI(a, &code)
+	cfg := a.config(t)
+	cfg.DeletionCost = true
+	var failures atomic.Int64
+	l := New(cfg, slog.New(slog.DiscardHandler), func() { failures.Add(1) })
+	ctx, cancel := context.WithCancel(context.Background())
+	go l.Run(ctx)
+	l.Set(Wish{Active: true, Held: true})
+	eventually(t, "the holder's cost", func() bool { return a.cost() == HolderCost })
+
+	code.Store(http.StatusServiceUnavailable)
+	l.Set(Wish{}) // the loss
+	eventually(t, "a refused patch", func() bool { return failures.Load() >= 1 })
+	if got := a.cost(); got != HolderCost {
+		t.Fatalf("cost %q while refused", got)
+	}
+	code.Store(0)
+	eventually(t, "the low cost once the API server answers", func() bool { return a.cost() == StandbyCost })
+
+	l.Set(Wish{Held: true})
+	eventually(t, "the holder's cost again", func() bool { return a.cost() == HolderCost })
+	code.Store(http.StatusServiceUnavailable)
+	before := failures.Load()
+	cancel()
+	l.Clear(500 * time.Millisecond)
+	if failures.Load() == before {
+		t.Error("the failed patch at exit was not counted")
+	}
+	if got := a.cost(); got != HolderCost {
+		t.Errorf("cost %q: the refusing server changed it", got)
+	}
+
+	// The next container of the pod: its start corrects the stale cost.
+	code.Store(0)
+	next := New(cfg, slog.New(slog.DiscardHandler), nil)
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel2(); <-next.done })
+	go next.Run(ctx2)
+	eventually(t, "the next start sets the low cost", func() bool { return a.cost() == StandbyCost })
+}
