@@ -4,6 +4,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/lockex/lockex/internal/podlabel"
 )
 
 // TestReviewDrainThenNodeDeleted: a holder told to stop (SIGTERM) holds
@@ -98,4 +101,38 @@ func TestReviewDrainThenNodeDeleted(t *testing.T) {
 		return
 	}
 	t.Fatal("in 3 tries the node's deletion never landed within the drain")
+}
+
+// TestReviewStaleCostScaleDown: a standby's pod left with the holder's
+// cost (its patch lost while the API server was unreachable, as at a
+// loss) ties with the holder, so the real ReplicaSet controller may delete
+// the holder on a scale-down from 2 to 1: at most one handover, never two
+// workloads at once, and the pod left is the holder.
+func TestReviewStaleCostScaleDown(t *testing.T) {
+	const ns = "team-a"
+	api, k := startDeploymentCluster(t, ns, 2)
+	holder := k.holder()
+	var standby *podRun
+	for _, r := range k.running() {
+		if r != holder {
+			standby = r
+		}
+	}
+	if holder == nil || standby == nil {
+		t.Fatalf("holder %v, standby %v\n%s", holder, standby, k.describe())
+	}
+	path := "/api/v1/namespaces/" + ns + "/pods/" + standby.name
+	stale := map[string]any{"metadata": map[string]any{"annotations": map[string]any{podlabel.DeletionCostAnnotation: podlabel.HolderCost}}}
+	if code, body, err := api.Do(http.MethodPatch, path, api.AdminToken(), stale); err != nil || code != http.StatusOK {
+		t.Fatalf("PATCH %s: %d %v\n%s", path, code, err, body)
+	}
+	t0 := time.Now()
+	api.patchDeployment(t, ns, map[string]any{"replicas": 1})
+	k.until(60*time.Second, "scaled to 1", func() bool { return k.settled(1, "v1") })
+	runs := k.runsSince(t0)
+	if len(runs) > 1 {
+		t.Errorf("%d handovers on a scale-down, want at most 1\n%s", len(runs), k.describe())
+	}
+	t.Logf("the ReplicaSet kept %s (holder before: %s); %d handover(s)", k.holder().name, holder.name, len(runs))
+	mustBeOneAtATime(t, k.logPath)
 }
