@@ -212,3 +212,56 @@ func TestReviewStaleCostAfterLoss(t *testing.T) {
 	go next.Run(ctx2)
 	eventually(t, "the next start sets the low cost", func() bool { return a.cost() == StandbyCost })
 }
+
+// TestReviewLastWishWinsSlowServer: wishes that change faster than a slow
+// API server answers end with the pod carrying the last one, label and
+// cost together, and no patch sent before it lands after it: Run sends one
+// patch at a time, so the server applies them in the order they were sent.
+func TestReviewLastWishWinsSlowServer(t *testing.T) {
+	a := startAPIServer(t)
+	var inFlight, maxInFlight atomic.Int32
+	inner := a.srv.Config.Handler
+	a.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for {
+			m := maxInFlight.Load()
+			if n <= m || maxInFlight.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(3 * time.Millisecond) // slow, so that wishes pile up
+		inner.ServeHTTP(w, r)
+	})
+	cfg := a.config(t)
+	cfg.DeletionCost = true
+	l := New(cfg, slog.New(slog.DiscardHandler), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(func() { cancel(); <-l.done })
+	go l.Run(ctx)
+	var last Wish
+	for i := range 300 {
+		last = Wish{Active: i%3 == 0, Held: i%5 != 0}
+		l.Set(last)
+		if i%7 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	matches := func() bool {
+		v, labelled := a.label()
+		return labelled == last.Active && (!labelled || v == "true") && a.cost() == cost(last.Held)
+	}
+	eventually(t, "the pod carries the last wish", matches)
+	before := a.patches()
+	eventually(t, "the patches stop", func() bool {
+		n := a.patches()
+		time.Sleep(100 * time.Millisecond)
+		return a.patches() == n
+	})
+	if !matches() {
+		t.Errorf("a patch after the last wish changed the pod: %d patches after it matched", a.patches()-before)
+	}
+	if m := maxInFlight.Load(); m != 1 {
+		t.Errorf("%d patches at once, want one at a time", m)
+	}
+}
