@@ -94,6 +94,11 @@ func TestReviewDrainThenNodeDeleted(t *testing.T) {
 		if strings.Contains(log, "forwarded signal to workload") {
 			t.Errorf("the held TERM was passed on after the loss; log:\n%s", log)
 		}
+		// One line per change (issue 13), and none that says what did
+		// not happen: after the loss, nothing is passed on.
+		if after := log[lost:]; strings.Contains(after, "passing the signal on") {
+			t.Errorf("after the loss a log line says the held signal is passed on; log:\n%s", log)
+		}
 		b, _ := os.ReadFile(terms)
 		if n := strings.Count(string(b), "term"); n != 1 {
 			t.Errorf("the workload got %d TERMs, want the stop's one; log:\n%s", n, log)
