@@ -75,7 +75,7 @@ func TestDrainBeforeStop(t *testing.T) {
 	if labels["app"] != "web" {
 		t.Errorf("labels at SIGTERM %v: the read is not of the pod", labels)
 	}
-	if !strings.Contains(l.stderr.String(), "pod label removed; passing the signal on") {
+	if !strings.Contains(l.stderr.String(), "pod label removed") {
 		t.Errorf("no log line for the drain:\n%s", l.stderr)
 	}
 }
@@ -105,7 +105,7 @@ func TestDrainBounded(t *testing.T) {
 	if _, err := os.Stat(term); err != nil {
 		t.Errorf("the workload never got SIGTERM: %v", err)
 	}
-	if !strings.Contains(l.stderr.String(), "pod label not removed in time; passing the signal on") {
+	if !strings.Contains(l.stderr.String(), "pod label not removed in time") {
 		t.Errorf("no log line for the drain given up:\n%s", l.stderr)
 	}
 }

@@ -112,9 +112,9 @@ func (f *activeFollowers) drain(log *slog.Logger) func() <-chan struct{} {
 			defer t.Stop()
 			select {
 			case <-drained:
-				log.Info("pod label removed; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key)
+				log.Info("pod label removed", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key)
 			case <-t.C:
-				log.Warn("pod label not removed in time; passing the signal on", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key, "waited", drainMax)
+				log.Warn("pod label not removed in time", "pod", f.cfg.PodLabel.Pod, "label", f.cfg.PodLabel.Key, "waited", drainMax)
 			}
 		}()
 		return done
