@@ -116,7 +116,11 @@ func TestReviewHealthCmdDaemon(t *testing.T) {
 			}
 			checks := filepath.Join(dir, "checks")
 			s := m.start(t, nil, "-z", zk.Hosts(), "-i", "review-health-daemon-"+m.name, "--log-format", "json",
-				"--health-cmd", "sh -c 'echo check >> "+checks+"; setsid "+daemon+" 1000 </dev/null >/dev/null 2>&1 & exit 0'",
+				// The check ends only once its daemon is out of its group
+				// (the daemon's shell writes out after setsid): the group
+				// is killed as the check ends, and a daemon still in it
+				// would die with it.
+				"--health-cmd", "sh -c 'echo check >> "+checks+"; out="+dir+"/out-$$; setsid sh -c \"echo > $out; exec "+daemon+" 1000\" </dev/null >/dev/null 2>&1 & while [ ! -e $out ]; do sleep 0.01; done; exit 0'",
 				"--health-period", "100ms", "--health-timeout", "5s", "--health-failure-threshold", "1",
 				"--", "sh", "-c", "while [ ! -e "+dir+"/end ]; do sleep 0.05; done; exit 3")
 			eventually(t, 15*time.Second, "three checks", func() bool { return countLines(checks, "check") >= 3 })

@@ -114,7 +114,20 @@ func TestDeploymentHandovers(t *testing.T) {
 		before := k.holder()
 		t0 := time.Now()
 		api.patchDeployment(t, ns, map[string]any{"template": podTemplate(version)})
-		k.until(60*time.Second, "rollout to "+version+" settles", func() bool { return k.settled(2, version) })
+		k.until(60*time.Second, "rollout to "+version+" settles", func() bool {
+			// The holder's workload writes its start to the runs' log a
+			// moment after lockex reports it running: wait for that line.
+			if !k.settled(2, version) {
+				return false
+			}
+			h := k.holder()
+			for _, r := range k.runsSince(t0) {
+				if h != nil && r.who == h.name {
+					return true
+				}
+			}
+			return false
+		})
 		runs := k.runsSince(t0)
 		var whos []string
 		for _, r := range runs {

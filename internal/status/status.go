@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -241,18 +242,16 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 	case supervisor.Running:
 		r.log.Info("workload started", "pid", ch.Pid)
 	case supervisor.Stopping:
-		attrs := append([]any{"reason", ch.Err}, stopping...)
-		if ch.Pid != 0 {
-			attrs = append(attrs, "pid", ch.Pid)
-		}
+		var minHold []any
 		if ch.MinHold > 0 {
-			attrs = append(attrs, "min_hold_remaining", ch.MinHold.Round(time.Millisecond))
+			minHold = []any{"min_hold_remaining", ch.MinHold.Round(time.Millisecond)}
 		}
 		if errors.Is(ch.Err, supervisor.ErrUnhealthy) {
+			attrs := slices.Concat([]any{"pid", ch.Pid, "err", ch.Err}, stopping, minHold)
 			r.log.Error("workload unhealthy; stopping it and releasing the lock", attrs...)
 			return
 		}
-		r.log.Warn("stopping the workload", attrs...)
+		r.log.Warn("stopping the workload", slices.Concat([]any{"reason", ch.Err}, stopping, minHold)...)
 	case supervisor.Lost:
 		attrs := append([]any{"reason", zklock.LossOf(ch.Err).String(), "err", ch.Err}, stopping...)
 		if ch.Late > 0 {
@@ -453,6 +452,9 @@ func (s Snapshot) Describe() string {
 		}
 	case supervisor.Stopping:
 		d = fmt.Sprintf("holding %s as %s (fencing token %d); stopping the workload (%s)", s.Lock, s.Node, s.Token, s.StopReason)
+		if s.Unhealthy {
+			d = fmt.Sprintf("holding %s as %s (fencing token %d); %s; stopping it", s.Lock, s.Node, s.Token, s.HealthErr)
+		}
 	case supervisor.Lost:
 		d = fmt.Sprintf("lost %s (%s); stopping the workload", s.Lock, s.Loss)
 	case supervisor.Released:

@@ -323,10 +323,10 @@ func TestHealthChecked(t *testing.T) {
 	r.Changed(supervisor.Change{From: supervisor.Running, To: supervisor.Stopping, Pid: 42, Err: failed, Stopping: []string{"process group 42"}})
 	s := r.Snapshot()
 	if !s.Held() || s.Active() || s.Healthy() || !s.Unhealthy ||
-		s.Describe() != "holding /lockex/x as /lockex/x/n (fencing token 7); stopping the workload (workload failed its health check 2 times in a row: connection refused)" {
+		s.Describe() != "holding /lockex/x as /lockex/x/n (fencing token 7); workload failed its health check 2 times in a row: connection refused; stopping it" {
 		t.Errorf("unhealthy: %+v %q", s, s.Describe())
 	}
-	if got := logs.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, `level=ERROR msg="workload unhealthy; stopping it and releasing the lock" reason="workload failed its health check 2 times in a row: connection refused" stopping="[process group 42]" pid=42`) ||
+	if got := logs.String(); strings.Count(got, "\n") != 1 || !strings.Contains(got, `level=ERROR msg="workload unhealthy; stopping it and releasing the lock" pid=42`) ||
 		!strings.Contains(got, `stopping="[process group 42]"`) {
 		t.Errorf("logged %q", got)
 	}
