@@ -552,22 +552,11 @@ func (r *run) onExit() {
 	r.to(Change{To: Holding, WorkloadCode: r.code, Stopping: stopping, MinHold: r.keepForMinHold()})
 }
 
-// onMaxRuntime stops the workload that ran for --max-runtime, as a loss
-// would, then reports it. A workload that exited by itself before lockex
-// acted on the limit (both were ready at once) keeps its own code; once
-// the stop began, the code is exitcode.MaxRuntime, whatever the workload
-// then exits with, as timeout(1) does.
+// onMaxRuntime stops the workload that ran for --max-runtime (stopFor).
+// Once the stop began, the code is exitcode.MaxRuntime, whatever the
+// workload then exits with, as timeout(1) does.
 func (r *run) onMaxRuntime() {
-	select {
-	case <-r.exited:
-		r.onExit()
-		return
-	default:
-	}
-	r.code = exitcode.MaxRuntime
-	stopping := r.startStop()
-	r.to(Change{To: Stopping, Err: fmt.Errorf("%w: the workload ran for --max-runtime %s", ErrMaxRuntime, r.c.MaxRuntime),
-		Stopping: stopping, MinHold: r.keepForMinHold()})
+	r.stopFor(exitcode.MaxRuntime, 0, fmt.Errorf("%w: the workload ran for --max-runtime %s", ErrMaxRuntime, r.c.MaxRuntime))
 }
 
 // keepForMinHold starts the --min-hold timer for what is left of it once
@@ -581,15 +570,23 @@ func (r *run) keepForMinHold() time.Duration {
 	return hold
 }
 
-// onUnhealthy stops the running workload that failed its health check as
-// a loss stops it, then reports it; the lock is released once all of it
-// is gone (and --min-hold has passed), and the run ends with
-// exitcode.Unhealthy. A verdict on a workload that no longer runs is
-// dropped; a loss or the workload's own exit, found with it, goes first.
+// onUnhealthy stops the running workload that failed its health check
+// (stopFor); the run ends with exitcode.Unhealthy. A verdict on a
+// workload that no longer runs is dropped.
 func (r *run) onUnhealthy(hf HealthFailure) {
 	if r.state != Running || hf.Pid != r.proc.Pid() {
 		return
 	}
+	r.stopFor(exitcode.Unhealthy, hf.Pid, fmt.Errorf("%w %d times in a row: %w", ErrUnhealthy, hf.Failures, hf.Err))
+}
+
+// stopFor stops the running workload for a reason of lockex's own (why,
+// ending the run with code) as a loss stops it, then reports the move to
+// Stopping; the lock is released once all of it is gone and --min-hold
+// has passed. A loss or the workload's own exit, found in the same turn,
+// goes first: the loss is the lock's, and a workload that exited by
+// itself before lockex acted keeps its own code.
+func (r *run) stopFor(code, pid int, why error) {
 	select {
 	case <-r.leaseDone():
 		r.onLoss()
@@ -599,10 +596,9 @@ func (r *run) onUnhealthy(hf HealthFailure) {
 		return
 	default:
 	}
-	r.code = exitcode.Unhealthy
+	r.code = code
 	stopping := r.startStop()
-	r.to(Change{To: Stopping, Pid: hf.Pid, Stopping: stopping, MinHold: r.keepForMinHold(),
-		Err: fmt.Errorf("%w %d times in a row: %w", ErrUnhealthy, hf.Failures, hf.Err)})
+	r.to(Change{To: Stopping, Pid: pid, Stopping: stopping, MinHold: r.keepForMinHold(), Err: why})
 }
 
 // startStop begins the stop of everything under the lock: the kill signal
