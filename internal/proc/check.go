@@ -65,10 +65,7 @@ func (r *Reaper) RunCheck(ctx context.Context, path string, argv, env []string) 
 	// Registered before r.mu is let go: the status cannot be reaped as an
 	// orphan's first.
 	p := &Process{pid: pid, reaper: r, done: make(chan struct{}), gone: make(chan struct{})}
-	r.procs[pid] = p
-	if fd := openPidfd(pid); fd != nil {
-		go r.watchExit(fd)
-	}
+	r.trackLocked(p)
 	r.mu.Unlock()
 	pw.Close() // the check's copies are its own: EOF once they are gone
 

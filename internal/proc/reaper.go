@@ -152,16 +152,10 @@ func (r *Reaper) Start(path string, argv, env []string) (*Process, error) {
 		cg.forked()
 		p.cgroup = cg.path
 	}
-	r.procs[pid] = p
+	r.trackLocked(p)
 	r.started = append(r.started, p)
 	first := !r.said
 	r.said = true
-	// Opened under r.mu: pid cannot have been reaped, so it is the
-	// workload's, if only as a zombie.
-	p.pidfd = openPidfd(pid)
-	if p.pidfd != nil {
-		go r.watchExit(p.pidfd)
-	}
 	r.mu.Unlock()
 	if first {
 		r.sayConfinement(p)
@@ -186,6 +180,18 @@ func forkExec(path string, argv []string, attr *syscall.ProcAttr) (int, error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return syscall.ForkExec(path, argv, attr)
+}
+
+// trackLocked registers p, just forked, for the wait4 loop to hand its
+// status to, and reaps it the moment its pidfd says it exited. r.mu is
+// held since the fork: p's pid cannot have been reaped, so the pidfd is
+// p's, if only as a zombie.
+func (r *Reaper) trackLocked(p *Process) {
+	r.procs[p.pid] = p
+	p.pidfd = openPidfd(p.pid)
+	if p.pidfd != nil {
+		go r.watchExit(p.pidfd)
+	}
 }
 
 // openPidfd returns a pidfd for pid, registered with Go's netpoller (a
