@@ -33,7 +33,10 @@ type Probe interface {
 const bodyMax = 10 << 10
 
 type httpProbe struct {
-	url    string
+	url string
+	// shown is url with any password replaced, for logs, probe bodies and
+	// errors: the check's state is shown to anyone who can read /active.
+	shown  string
 	client *http.Client
 }
 
@@ -49,11 +52,11 @@ func HTTP(rawURL string) (Probe, error) {
 		return nil, fmt.Errorf("%q: want an http:// or https:// URL", rawURL)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("%q: no host", rawURL)
+		return nil, fmt.Errorf("%q: no host", u.Redacted())
 	}
 	if p := u.Port(); p != "" {
 		if _, err := parsePort(p); err != nil {
-			return nil, fmt.Errorf("%q: %w", rawURL, err)
+			return nil, fmt.Errorf("%q: %w", u.Redacted(), err)
 		}
 	}
 	transport := &http.Transport{
@@ -67,7 +70,7 @@ func HTTP(rawURL string) (Probe, error) {
 			return http.ErrUseLastResponse
 		},
 	}
-	return &httpProbe{url: u.String(), client: client}, nil
+	return &httpProbe{url: u.String(), shown: u.Redacted(), client: client}, nil
 }
 
 func (p *httpProbe) Check(ctx context.Context) error {
@@ -83,18 +86,18 @@ func (p *httpProbe) Check(ctx context.Context) error {
 	_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, bodyMax))
 	resp.Body.Close()
 	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s: %s", p.url, resp.Status)
+		return fmt.Errorf("GET %s: %s", p.shown, resp.Status)
 	}
 	if err != nil {
 		// A workload that sends its status and hangs in its body is no
 		// more healthy than one that does not answer (the kubelet's
 		// probe fails it too): the check has not ended by its timeout.
-		return fmt.Errorf("GET %s: %s, then: %w", p.url, resp.Status, err)
+		return fmt.Errorf("GET %s: %s, then: %w", p.shown, resp.Status, err)
 	}
 	return nil
 }
 
-func (p *httpProbe) String() string { return "GET " + p.url }
+func (p *httpProbe) String() string { return "GET " + p.shown }
 
 type tcpProbe struct{ addr string }
 

@@ -236,3 +236,40 @@ func TestChecker(t *testing.T) {
 		t.Errorf("%d checks reported after the workload ended", late)
 	}
 }
+
+// TestHTTPProbeHidesPassword: a URL's password reaches the server, and
+// never the logs, probe bodies or errors, which show the check's name.
+func TestHTTPProbeHidesPassword(t *testing.T) {
+	var auth atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		user, pass, _ := r.BasicAuth()
+		auth.Store(user + ":" + pass)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	withPassword := strings.Replace(srv.URL, "http://", "http://probe:s3cret@", 1)
+	p, err := HTTP(withPassword + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Check(context.Background())
+	if got, _ := auth.Load().(string); got != "probe:s3cret" {
+		t.Errorf("the server saw credentials %q, want probe:s3cret", got)
+	}
+	if err == nil {
+		t.Fatal("a 503 passed")
+	}
+	for what, s := range map[string]string{"error": err.Error(), "name": p.String()} {
+		if strings.Contains(s, "s3cret") || !strings.Contains(s, "probe:xxxxx@") {
+			t.Errorf("%s %q: want the password hidden as xxxxx", what, s)
+		}
+	}
+	// Nothing listens on port 1: the client's own error names the URL too.
+	p, _ = HTTP("http://probe:s3cret@127.0.0.1:1/ready")
+	if err := p.Check(context.Background()); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("unreachable: %v, want an error without the password", err)
+	}
+	if _, err := HTTP("http://probe:s3cret@127.0.0.1:99999/"); err == nil || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad port: %v, want an error without the password", err)
+	}
+}
