@@ -83,6 +83,7 @@ image:
 
 # make bench: handoff, takeover, herd and footprint on a local ZooKeeper; writes docs/benchmarks.md.
 # make bench ONLY=handoff: the handoff and its floor alone, printed, no report.
+# make bench ONLY=size: the stripped binary's size, and before the Kubernetes mode.
 ONLY ?=
 bench: deps-test
 	LOCKEX_BENCH=1 LOCKEX_BENCH_ONLY=$(ONLY) LOCKEX_BENCH_VERSION=$(VERSION) $(GO) test -count=1 -timeout 15m -run '^TestBench$$' -v ./bench/

@@ -101,6 +101,10 @@ func TestBench(t *testing.T) {
 	}
 	b := &bench{t: t, began: time.Now(), helper: helper, tmp: t.TempDir(), machine: readMachine()}
 	b.build()
+	if os.Getenv("LOCKEX_BENCH_ONLY") == "size" {
+		fmt.Printf("stripped binary: %d B now, %d B before the Kubernetes mode (%s)\n", b.r.binSize, b.r.binSizeBeforeKube, beforeKubeMode)
+		return
+	}
 	b.startZK()
 	b.zkVersion = b.serverVersion()
 	fmt.Printf("lockex %s (%s), ZooKeeper %s at %s; load average %s\n",
@@ -130,29 +134,53 @@ func TestBench(t *testing.T) {
 	b.report()
 }
 
+// beforeKubeMode is the commit before the one that taught lockex to patch
+// its pod (--active-label, then --deletion-cost): issue 15 asks what that
+// costs in binary size, so the bench builds both.
+const beforeKubeMode = "45cd57c^"
+
 // build makes lockex exactly as `make build` does: static, trimmed paths,
-// no symbol table or debug information.
+// no symbol table or debug information; and lockex as it was before the
+// Kubernetes mode, from the repository's history, the same way.
 func (b *bench) build() {
 	version := os.Getenv("LOCKEX_BENCH_VERSION")
 	if version == "" {
 		version = "bench"
 	}
 	b.bin = filepath.Join(b.tmp, "lockex")
+	b.r.binSize = b.buildAt("..", b.bin, version)
+
+	old := filepath.Join(b.tmp, "before-kube-mode")
+	if err := os.Mkdir(old, 0o755); err != nil {
+		b.t.Fatal(err)
+	}
+	// git archive | tar: the tree of that commit, without touching the
+	// work tree the bench runs from.
+	export := exec.Command("sh", "-c", `git -C .. archive --format=tar "$1" | tar -x -C "$2"`, "sh", beforeKubeMode, old)
+	if out, err := export.CombinedOutput(); err != nil {
+		b.t.Fatalf("exporting %s for the size before the Kubernetes mode (a shallow clone lacks it): %v\n%s", beforeKubeMode, err, out)
+	}
+	b.r.binSizeBeforeKube = b.buildAt(old, filepath.Join(b.tmp, "lockex-before-kube-mode"), version)
+}
+
+// buildAt builds ./cmd/lockex of the module at dir into bin and returns
+// its size.
+func (b *bench) buildAt(dir, bin, version string) int64 {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
 		goTool = "/usr/local/go/bin/go"
 	}
 	cmd := exec.Command(goTool, "build", "-trimpath",
 		"-ldflags", "-s -w -X github.com/lockex/lockex/internal/app.Version="+version,
-		"-o", b.bin, "./cmd/lockex")
-	cmd.Dir = ".." // the module's root
+		"-o", bin, "./cmd/lockex")
+	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
-		b.t.Fatalf("building lockex: %v\n%s", err, out)
+		b.t.Fatalf("building lockex in %s: %v\n%s", dir, err, out)
 	}
-	st, err := os.Stat(b.bin)
+	st, err := os.Stat(bin)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	b.r.binSize = st.Size()
+	return st.Size()
 }

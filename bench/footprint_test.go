@@ -75,6 +75,8 @@ func (b *bench) measureFootprint() {
 	}
 	b.add(figure{name: "stripped binary size", unit: bytes, values: []float64{float64(b.r.binSize)},
 		how: "The lockex binary the bench built as `make build` does: `CGO_ENABLED=0 go build -trimpath -ldflags '-s -w -X …Version=…'`."})
+	b.add(figure{name: "stripped binary size before the Kubernetes mode", unit: bytes, values: []float64{float64(b.r.binSizeBeforeKube)},
+		how: "The same build of lockex at " + beforeKubeMode + ", the parent of the commit that added its pod patches (--active-label, later --deletion-cost), from the repository's history. The difference is an upper bound on what the Kubernetes mode costs: it includes everything built since."})
 }
 
 // cpuTicks is utime+stime of pid, from /proc/PID/stat.

@@ -48,8 +48,9 @@ func (b *bench) closingNote() string {
 	fmt.Fprintf(&s, "- Semaphore of %d with %d contenders and a %s workload: %.0f leases/s (the workload alone would allow %.0f/s); one grant every %s (%.1f round trips), since lease taking is serialised by the semaphore's `-__lock__` mutex.\n",
 		semaphoreSize, semaphoreContenders, semaphoreWork, r.leaseRate.median, float64(semaphoreSize)/semaphoreWork.Seconds(),
 		formatDuration(r.leaseGap.median), r.leaseGap.median/rtt)
-	fmt.Fprintf(&s, "- Footprint: peak RSS %.1f MiB (limit %.0f MiB): %s; %.0f ms of CPU per idle minute; stripped binary %.1f MiB.\n",
-		r.hwm.median, rssLimitMiB, verdict(r.hwm.median <= rssLimitMiB), r.cpu.median, float64(r.binSize)/(1<<20))
+	fmt.Fprintf(&s, "- Footprint: peak RSS %.1f MiB (limit %.0f MiB): %s; %.0f ms of CPU per idle minute; stripped binary %.1f MiB (%d B; %d B before the Kubernetes mode, %+d B).\n",
+		r.hwm.median, rssLimitMiB, verdict(r.hwm.median <= rssLimitMiB), r.cpu.median, float64(r.binSize)/(1<<20),
+		r.binSize, r.binSizeBeforeKube, r.binSize-r.binSizeBeforeKube)
 
 	if r.handoffRT.median > handoffLimitRT {
 		b.handoffNote(&s)

@@ -12,6 +12,7 @@ import (
 // results are the figures the closing note reasons about.
 type results struct {
 	binSize                         int64
+	binSizeBeforeKube               int64 // at beforeKubeMode
 	exists, rtt, coldRTT            summary
 	createDelete, bare, forkExec    summary
 	workloadExit                    summary // the hold helper's own exit, without lockex
