@@ -328,7 +328,7 @@ func (m *Mutex) abandon(node string) {
 // listing's cause, as a second one would be, and a node's owner and czxid
 // (the fencing token) never change.
 func (m *Mutex) held(own ownStat, start time.Time) (*Lease, <-chan zk.Event, error) {
-	return newLease(m.s, m.path, join(m.path, own.name), m.data, own.stat, time.Since(start)), nil, nil
+	return newLease(m.s, m.path, join(m.path, own.name), m.data, own.stat, time.Since(start), m.s.opts.HeldSince), nil, nil
 }
 
 // predecessor returns the contender just ahead of own and how many are

@@ -186,7 +186,8 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time, stop <-cha
 		held++
 	}
 	m.s.obs.Contenders(held)
-	return newLease(m.s, m.path, p, m.data, stat, time.Since(start)), nil, nil
+	// No stamp: a lease is created as it is taken, so its ctime says when.
+	return newLease(m.s, m.path, p, m.data, stat, time.Since(start), nil), nil, nil
 }
 
 // watchTurn returns a channel that fires when the turn's node goes, by a
