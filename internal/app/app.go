@@ -107,10 +107,12 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()
+	locker := newLocker(cfg, log, rec)
+	defer locker.Close()
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
-		srv, err = httpapi.Start(cfg.HTTPAddr, rec.Snapshot, registry, log)
+		srv, err = httpapi.Start(cfg.HTTPAddr, rec.Snapshot, locker.readLock, registry, log)
 		if err != nil {
 			log.Error("cannot serve probes and metrics", "err", err)
 			return exitcode.Usage
@@ -118,8 +120,6 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		defer srv.Close()
 	}
 
-	locker := newLocker(cfg, log, rec)
-	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
 		Start: func(env []string) (supervisor.Process, error) {
