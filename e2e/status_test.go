@@ -23,14 +23,14 @@ type statusJSON struct {
 }
 
 type statusNode struct {
-	Node         string    `json:"node"`
-	Identifier   string    `json:"identifier"`
-	Host         string    `json:"host"`
-	PID          int       `json:"pid"`
-	Version      string    `json:"lockex_version"`
-	PodNamespace string    `json:"pod_namespace"`
-	PodName      string    `json:"pod_name"`
-	PodUID       string    `json:"pod_uid"`
+	Node         string     `json:"node"`
+	Identifier   string     `json:"identifier"`
+	Host         string     `json:"host"`
+	PID          int        `json:"pid"`
+	Version      string     `json:"lockex_version"`
+	PodNamespace string     `json:"pod_namespace"`
+	PodName      string     `json:"pod_name"`
+	PodUID       string     `json:"pod_uid"`
 	Container    string     `json:"container"`
 	IP           string     `json:"ip"`
 	Created      time.Time  `json:"created"`
@@ -217,7 +217,9 @@ func saysSince(t *testing.T, conn *zk.Conn, p string) {
 	t.Helper()
 	eventually(t, 20*time.Second, "the holder says since when", func() bool {
 		kids := children(t, conn, p)
-		slices.SortFunc(kids, func(a, b string) int { return strings.Compare(a[strings.LastIndex(a, "__"):], b[strings.LastIndex(b, "__"):]) })
+		slices.SortFunc(kids, func(a, b string) int {
+			return strings.Compare(a[strings.LastIndex(a, "__"):], b[strings.LastIndex(b, "__"):])
+		})
 		if len(kids) == 0 {
 			return false
 		}
