@@ -1,5 +1,6 @@
-// Package httpapi serves lockex's probes and metrics (docs/design.md §8) from
-// a status snapshot and a registry; it decides nothing itself.
+// Package httpapi serves lockex's probes, metrics and /status (docs/design.md
+// §8) from a status snapshot, a registry and a read of the lock; it decides
+// nothing itself.
 package httpapi
 
 import (

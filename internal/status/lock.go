@@ -100,7 +100,8 @@ func nodes(cs []zklock.Contender, holders, leases bool) []Node {
 		switch {
 		case !holders:
 		case leases:
-			n.Since = &n.Created
+			created := n.Created
+			n.Since = &created
 		case ok && !id.Since.IsZero():
 			since := id.Since.UTC()
 			n.Since = &since
