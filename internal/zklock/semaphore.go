@@ -28,6 +28,7 @@ func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 	mutex := NewMutex(s, path+"-__lock__", identifier)
 	mutex.obs = nopObserver{}
 	mutex.sizeCheck = false
+	mutex.stamp = nil
 	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
 }
 

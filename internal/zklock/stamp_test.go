@@ -114,21 +114,48 @@ func TestStampReleasedNode(t *testing.T) {
 	}
 }
 
-// TestSemaphoreLeaseNotStamped: a lease is created as it is taken, so its
-// ctime says since when; its data stays as created.
-func TestSemaphoreLeaseNotStamped(t *testing.T) {
+// TestSemaphoreNotStamped: a lease is created as it is taken, so its
+// ctime says since when; its data stays as created. Nor does the turn's
+// holder, waiting for a lease, say since when it holds the turn: it holds
+// nothing a reader asks about.
+func TestSemaphoreNotStamped(t *testing.T) {
 	zkc := zktest.Start(t)
-	s := connectWith(t, zkc.Hosts(), withSince)
+	s, w := connectWith(t, zkc.Hosts(), withSince), connectWith(t, zkc.Hosts(), withSince)
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
-	l, err := NewSemaphore(s, "/sem", "h:1 lockex/v1", 2).Acquire(ctx, false)
-	if err != nil {
-		t.Fatal(err)
+	var leases []*Lease
+	for range 2 {
+		l, err := NewSemaphore(s, "/sem", "h:1 lockex/v1", 2).Acquire(ctx, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Release()
+		leases = append(leases, l)
 	}
-	defer l.Release()
+	got := make(chan acquired, 1)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	contend(wctx, "third", func(ctx context.Context) (*Lease, error) {
+		return NewSemaphore(w, "/sem", "h:2 lockex/v1", 2).Acquire(ctx, true)
+	}, got)
+	var turn string
+	waitUntil(t, "the third contender holds the turn", func() bool {
+		kids, err := s.children("/sem-__lock__")
+		if err != nil || len(kids) != 1 {
+			return false
+		}
+		turn = "/sem-__lock__/" + kids[0]
+		return true
+	})
 	time.Sleep(5 * s.Granted() / heartbeats) // a few beats
-	data, stat, err := s.conn.Get(s.abs(l.Node()))
-	if err != nil || string(data) != "h:1 lockex/v1" || stat.Version == 0 || strings.Contains(string(data), "since=") {
-		t.Errorf("lease data %q (version %d), %v; want it beaten, as created", data, stat.Version, err)
+	for _, node := range []string{leases[0].Node(), leases[1].Node(), turn} {
+		data, stat, err := s.conn.Get(s.abs(node))
+		if err != nil {
+			t.Fatalf("%s: %v", node, err)
+		}
+		// Beaten (version > 0), so a stamp would have shown by now.
+		if !strings.HasPrefix(string(data), "h:") || strings.Contains(string(data), "since=") || stat.Version == 0 {
+			t.Errorf("%s holds %q (version %d); want its data as created, beaten", node, data, stat.Version)
+		}
 	}
 }
