@@ -108,7 +108,6 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	active.start(ctx, rec)
 	defer active.stop()
 	locker := newLocker(cfg, log, rec)
-	defer locker.Close()
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
@@ -119,7 +118,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		}
 		defer srv.Close()
 	}
-
+	// Closed before the server, as before /status read through it: the
+	// session's end does not wait for a request in flight.
+	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,
 		Start: func(env []string) (supervisor.Process, error) {
