@@ -89,6 +89,7 @@ func TestLockexExcludesKazooAndShowsInContenders(t *testing.T) {
 	conn := zkClient(t, zk.Hosts())
 	holder := startLockex(t, env, "--", "sleep", "60")
 	eventually(t, 10*time.Second, "lockex holds", func() bool { return len(children(t, conn, "/lockex/interop")) == 1 })
+	saysSince(t, conn, "/lockex/interop")
 	waiter := startLockex(t, env, "--", "true")
 	eventually(t, 10*time.Second, "lockex waits", func() bool { return len(children(t, conn, "/lockex/interop")) == 2 })
 
@@ -101,10 +102,15 @@ func TestLockexExcludesKazooAndShowsInContenders(t *testing.T) {
 		t.Fatalf("contenders output %q: %v", out, err)
 	}
 	host, _ := os.Hostname()
-	// hostname:pid, as the original tool wrote, then lockex's version.
-	want := []string{fmt.Sprintf("%s:%d lockex/%s", host, holder.cmd.Process.Pid, lockexVersion), fmt.Sprintf("%s:%d lockex/%s", host, waiter.cmd.Process.Pid, lockexVersion)}
-	if strings.Join(contenders, ",") != strings.Join(want, ",") {
-		t.Errorf("kazoo contenders() = %q, want holder then waiter %q", contenders, want)
+	// hostname:pid, as the original tool wrote, then lockex's version, and
+	// for the holder since when it holds, which it wrote into its node.
+	holderID := fmt.Sprintf("%s:%d lockex/%s since=", host, holder.cmd.Process.Pid, lockexVersion)
+	want := fmt.Sprintf("%s:%d lockex/%s", host, waiter.cmd.Process.Pid, lockexVersion)
+	if len(contenders) != 2 || !strings.HasPrefix(contenders[0], holderID) || contenders[1] != want {
+		t.Fatalf("kazoo contenders() = %q, want holder %q… then waiter %q", contenders, holderID, want)
+	}
+	if since, err := time.Parse("2006-01-02T15:04:05.000Z", strings.TrimPrefix(contenders[0], holderID)); err != nil || time.Since(since) > time.Minute || time.Since(since) < 0 {
+		t.Errorf("the holder's since in %q: %v, want a time of this test", contenders[0], err)
 	}
 	_ = holder.cmd.Process.Signal(syscall.SIGTERM)
 	holder.wait(t, 10*time.Second)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-zookeeper/zk"
 )
 
 // statusJSON is what --status --output json prints, as a script reads it.
@@ -21,18 +23,20 @@ type statusJSON struct {
 }
 
 type statusNode struct {
-	Node         string    `json:"node"`
-	Identifier   string    `json:"identifier"`
-	Host         string    `json:"host"`
-	PID          int       `json:"pid"`
-	Version      string    `json:"lockex_version"`
-	PodNamespace string    `json:"pod_namespace"`
-	PodName      string    `json:"pod_name"`
-	PodUID       string    `json:"pod_uid"`
-	Container    string    `json:"container"`
-	Created      time.Time `json:"created"`
-	Token        int64     `json:"token"`
-	Position     int       `json:"position"`
+	Node         string     `json:"node"`
+	Identifier   string     `json:"identifier"`
+	Host         string     `json:"host"`
+	PID          int        `json:"pid"`
+	Version      string     `json:"lockex_version"`
+	PodNamespace string     `json:"pod_namespace"`
+	PodName      string     `json:"pod_name"`
+	PodUID       string     `json:"pod_uid"`
+	Container    string     `json:"container"`
+	IP           string     `json:"ip"`
+	Created      time.Time  `json:"created"`
+	Since        *time.Time `json:"since"`
+	Token        int64      `json:"token"`
+	Position     int        `json:"position"`
 }
 
 // statusOf runs --status --output json with args and decodes its answer.
@@ -132,6 +136,7 @@ func TestStatusHeld(t *testing.T) {
 		pids = append(pids, c.cmd.Process.Pid)
 		eventually(t, 20*time.Second, fmt.Sprintf("contender %d queued", i+1), func() bool { return len(children(t, conn, "/lockex/held")) == i+1 })
 	}
+	saysSince(t, conn, "/lockex/held")
 
 	r := lockex(t, env, "--status")
 	if r.code != 0 {
@@ -154,7 +159,7 @@ func TestStatusHeld(t *testing.T) {
 	if st.Lock != "/lockex/held" || st.Kind != "lock" || st.Size != 1 || !*st.Held || len(st.Holders) != 1 || len(st.Waiting) != 2 {
 		t.Fatalf("status %+v, want a held lock with 2 waiting", st)
 	}
-	checkNodes(t, "holder", st.Holders, "/lockex/held/", pids[:1])
+	checkNodes(t, "lock holder", st.Holders, "/lockex/held/", pids[:1])
 	checkNodes(t, "waiting", st.Waiting, "/lockex/held/", pids[1:])
 	if st.Holders[0].Token >= st.Waiting[0].Token || st.Waiting[0].Token >= st.Waiting[1].Token {
 		t.Errorf("tokens not in queue order: %+v", st)
@@ -200,13 +205,33 @@ func TestStatusSemaphore(t *testing.T) {
 		if st.Kind != "semaphore" || st.Size != 2 || !*st.Held || len(st.Holders) != 2 || len(st.Waiting) != 1 {
 			t.Fatalf("status %+v, want a semaphore of 2, both held, 1 waiting", st)
 		}
-		checkNodes(t, "holder", st.Holders, "/lockex/sem/", pids[:2])
+		checkNodes(t, "lease holder", st.Holders, "/lockex/sem/", pids[:2])
 		checkNodes(t, "waiting", st.Waiting, "/lockex/sem-__lock__/", pids[2:])
 	}
 }
 
+// saysSince waits until the holder of the lock at p, the lowest
+// sequence, has written since when it holds into its node (within a beat
+// of taking the lock).
+func saysSince(t *testing.T, conn *zk.Conn, p string) {
+	t.Helper()
+	eventually(t, 20*time.Second, "the holder says since when", func() bool {
+		kids := children(t, conn, p)
+		slices.SortFunc(kids, func(a, b string) int {
+			return strings.Compare(a[strings.LastIndex(a, "__"):], b[strings.LastIndex(b, "__"):])
+		})
+		if len(kids) == 0 {
+			return false
+		}
+		data, _, err := conn.Get(p + "/" + kids[0])
+		return err == nil && strings.Contains(string(data), " since=")
+	})
+}
+
 // checkNodes compares the nodes of one list with the lockex processes
-// expected there, in order.
+// expected there, in order. A lock's holder says since when it holds in
+// its identifier (since=, the server's time of its first write after it
+// got the lock); a lease's since is its creation; a waiter has none.
 func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pids []int) {
 	t.Helper()
 	if len(nodes) != len(pids) {
@@ -214,7 +239,21 @@ func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pid
 	}
 	host, _ := os.Hostname()
 	for i, n := range nodes {
-		if !strings.HasPrefix(n.Node, under) || n.Identifier != fmt.Sprintf("%s:%d lockex/%s", host, pids[i], lockexVersion) ||
+		ident := fmt.Sprintf("%s:%d lockex/%s", host, pids[i], lockexVersion)
+		switch {
+		case role == "lock holder" && n.Since != nil:
+			ident += " since=" + n.Since.UTC().Format("2006-01-02T15:04:05.000Z")
+			if n.Since.Before(n.Created) || time.Since(*n.Since) < 0 {
+				t.Errorf("%s %d: since %s, created %s: want since between its creation and now", role, i+1, n.Since, n.Created)
+			}
+		case role == "lock holder":
+			t.Errorf("%s %d = %+v: no since", role, i+1, n)
+		case role == "lease holder" && (n.Since == nil || !n.Since.Equal(n.Created)):
+			t.Errorf("%s %d = %+v: want since = created", role, i+1, n)
+		case role == "waiting" && n.Since != nil:
+			t.Errorf("%s %d = %+v: a waiter has no since", role, i+1, n)
+		}
+		if !strings.HasPrefix(n.Node, under) || n.Identifier != ident ||
 			n.Host != host || n.PID != pids[i] || n.Version != lockexVersion ||
 			n.Position != i+1 || n.Token <= 0 || time.Since(n.Created) > 5*time.Minute || time.Since(n.Created) < -time.Minute {
 			t.Errorf("%s %d = %+v, want a node under %s of lockex pid %d", role, i+1, n, under, pids[i])
@@ -222,16 +261,26 @@ func checkNodes(t *testing.T, role string, nodes []statusNode, under string, pid
 	}
 }
 
-// TestStatusPodIdentity: a holder told its pod and container shows them,
-// in the table's POD and CONTAINER columns and in the JSON; a waiter
-// without them shows "-" and none.
+// TestStatusPodIdentity: a holder told its pod, container and IP shows
+// them, in the table's POD, IP and CONTAINER columns and in the JSON, and
+// since when it holds; a waiter without them shows "-" and none.
 func TestStatusPodIdentity(t *testing.T) {
 	zk := startZK(t)
 	env := []string{"LOCKEX_ZKHOSTS=" + zk.Hosts(), "LOCKEX_LOCKID=pod"}
 	conn := zkClient(t, zk.Hosts())
-	pod := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app"}
+	// The IP is only written into the node, never connected to: an
+	// address of the documentation range (RFC 5737).
+	pod := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app", "LOCKEX_POD_IP=192.0.2.10"}
+	start := time.Now().Truncate(time.Millisecond)
 	holder := startLockex(t, append(slices.Clone(env), pod...), "--", "sleep", "60")
-	eventually(t, 20*time.Second, "the holder holds", func() bool { return len(children(t, conn, "/lockex/pod")) == 1 })
+	eventually(t, 20*time.Second, "the holder holds and says since when", func() bool {
+		kids := children(t, conn, "/lockex/pod")
+		if len(kids) != 1 {
+			return false
+		}
+		data, _, err := conn.Get("/lockex/pod/" + kids[0])
+		return err == nil && strings.Contains(string(data), " since=")
+	})
 	waiter := startLockex(t, env, "--", "sleep", "60")
 	eventually(t, 20*time.Second, "the waiter queued", func() bool { return len(children(t, conn, "/lockex/pod")) == 2 })
 	host, _ := os.Hostname()
@@ -239,26 +288,35 @@ func TestStatusPodIdentity(t *testing.T) {
 	r := lockex(t, env, "--status")
 	t.Logf("table:\n%s", r.stdout)
 	lines := strings.Split(strings.TrimRight(r.stdout, "\n"), "\n")
-	if r.code != 0 || len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "ROLE NODE IDENTIFIER POD CONTAINER SINCE TOKEN" {
+	if r.code != 0 || len(lines) != 4 || strings.Join(strings.Fields(lines[1]), " ") != "ROLE NODE IDENTIFIER POD IP CONTAINER SINCE TOKEN" {
 		t.Fatalf("exit %d; want a title, a header and 2 rows:\n%s", r.code, r.stdout)
 	}
-	for i, want := range [][3]string{
-		{fmt.Sprintf("%s:%d", host, holder.cmd.Process.Pid), "prod/web-0", "app"},
-		{fmt.Sprintf("%s:%d", host, waiter.cmd.Process.Pid), "-", "-"},
+	for i, want := range [][4]string{
+		{fmt.Sprintf("%s:%d", host, holder.cmd.Process.Pid), "prod/web-0", "192.0.2.10", "app"},
+		{fmt.Sprintf("%s:%d", host, waiter.cmd.Process.Pid), "-", "-", "-"},
 	} {
-		if row := strings.Fields(lines[2+i]); len(row) < 5 || [3]string(row[2:5]) != want {
-			t.Errorf("row %d = %q, want IDENTIFIER, POD, CONTAINER %q", i+1, lines[2+i], want)
+		row := strings.Fields(lines[2+i])
+		if len(row) != 9 || [4]string(row[2:6]) != want {
+			t.Errorf("row %d = %q, want IDENTIFIER, POD, IP, CONTAINER %q, then SINCE (age) and TOKEN", i+1, lines[2+i], want)
+			continue
+		}
+		if since, err := time.Parse(time.RFC3339, row[6]); err != nil || since.Before(start.Truncate(time.Second)) || time.Since(since) < 0 {
+			t.Errorf("row %d: SINCE %q (%v), want a time within the test", i+1, row[6], err)
 		}
 	}
 
 	st := statusOf(t, env, 0)
 	h, w := st.Holders[0], st.Waiting[0]
-	if h.Host != host || h.PID != holder.cmd.Process.Pid || h.Version != lockexVersion || h.PodNamespace != "prod" || h.PodName != "web-0" ||
-		h.PodUID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || h.Container != "app" ||
-		h.Identifier != fmt.Sprintf("%s:%d lockex/%s pod=prod/web-0 uid=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b container=app", host, holder.cmd.Process.Pid, lockexVersion) {
-		t.Errorf("holder %+v, want its pod and container", h)
+	if h.Since == nil || h.Since.Before(h.Created) || h.Since.Before(start) || time.Since(*h.Since) < 0 {
+		t.Fatalf("holder %+v: want since between its creation and now", h)
 	}
-	if w.PID != waiter.cmd.Process.Pid || w.PodName != "" || w.PodUID != "" || w.Container != "" {
-		t.Errorf("waiter %+v, want no pod", w)
+	if h.Host != host || h.PID != holder.cmd.Process.Pid || h.Version != lockexVersion || h.PodNamespace != "prod" || h.PodName != "web-0" ||
+		h.PodUID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || h.Container != "app" || h.IP != "192.0.2.10" ||
+		h.Identifier != fmt.Sprintf("%s:%d lockex/%s pod=prod/web-0 uid=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b container=app ip=192.0.2.10 since=%s",
+			host, holder.cmd.Process.Pid, lockexVersion, h.Since.UTC().Format("2006-01-02T15:04:05.000Z")) {
+		t.Errorf("holder %+v, want its pod, container and IP", h)
+	}
+	if w.PID != waiter.cmd.Process.Pid || w.PodName != "" || w.PodUID != "" || w.Container != "" || w.IP != "" || w.Since != nil {
+		t.Errorf("waiter %+v, want no pod and no since", w)
 	}
 }

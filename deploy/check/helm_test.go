@@ -203,7 +203,7 @@ func checkIdentity(t *testing.T, spec *corev1.PodSpec, main *corev1.Container) {
 			fields[e.Name] = e.ValueFrom.FieldRef.FieldPath
 		}
 	}
-	for name, path := range map[string]string{"LOCKEX_POD_NAME": "metadata.name", "LOCKEX_POD_NAMESPACE": "metadata.namespace", "LOCKEX_POD_UID": "metadata.uid"} {
+	for name, path := range map[string]string{"LOCKEX_POD_NAME": "metadata.name", "LOCKEX_POD_NAMESPACE": "metadata.namespace", "LOCKEX_POD_UID": "metadata.uid", "LOCKEX_POD_IP": "status.podIP"} {
 		if fields[name] != path {
 			t.Errorf("%s: want the downward API's %s, got env %+v", name, path, main.Env)
 		}

@@ -280,6 +280,9 @@ const (
 	podName      = "rel-lockex-5d8f7c9b6-x2x4q"
 	podNamespace = "ns"
 	podUID       = "0b6f3c2e-8d4a-4f1b-9c7e-5a2d1e3f4b6c"
+	// podIP is only written into lock nodes, never connected to: an
+	// address of the documentation range (RFC 5737).
+	podIP = "192.0.2.7"
 )
 
 func newPodRun(t *testing.T, spec *corev1.PodSpec, objs manifests, secrets map[string]map[string]string) *podRun {
@@ -380,6 +383,8 @@ func (r *podRun) env(c *corev1.Container) map[string]string {
 			env[e.Name] = podNamespace
 		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "metadata.uid":
 			env[e.Name] = podUID
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "status.podIP":
+			env[e.Name] = podIP
 		default:
 			t.Fatalf("env %s: valueFrom %+v is not simulated", e.Name, e.ValueFrom)
 		}

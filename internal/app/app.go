@@ -107,18 +107,19 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	rec := status.New(log, cfg.Path, cfg.Concurrent, active.observe(m.Observe))
 	active.start(ctx, rec)
 	defer active.stop()
+	locker := newLocker(cfg, log, rec)
 	var srv *httpapi.Server
 	if cfg.HTTPAddr != "" {
 		// Before the lock is sought: a waiting standby answers its probes.
-		srv, err = httpapi.Start(cfg.HTTPAddr, rec.Snapshot, registry, log)
+		srv, err = httpapi.Start(cfg.HTTPAddr, rec.Snapshot, locker.readLock, registry, log)
 		if err != nil {
 			log.Error("cannot serve probes and metrics", "err", err)
 			return exitcode.Usage
 		}
 		defer srv.Close()
 	}
-
-	locker := newLocker(cfg, log, rec)
+	// Closed before the server, as before /status read through it: the
+	// session's end does not wait for a request in flight.
 	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
@@ -28,6 +29,9 @@ type zkLocker struct {
 	obs     zklock.SessionObserver
 	session *zklock.Session
 	data    string // the identity written into this lockex's nodes
+	// shared guards session for readers beside the supervisor (/status);
+	// the supervisor's own goroutine alone changes it.
+	shared sync.Mutex
 }
 
 func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
@@ -48,7 +52,9 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	if err != nil {
 		return classify(err)
 	}
+	l.shared.Lock()
 	l.session = s
+	l.shared.Unlock()
 	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
 			"--kill-grace %s leaves no room: it must be less than %s, 57.5%% of the session timeout the server granted, %s (asked for %s)",
@@ -121,6 +127,7 @@ func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObse
 		Password:       cfg.ZKPassword,
 		WorldRead:      cfg.ZKACLWorldRead,
 		TLS:            cfg.TLS,
+		HeldSince:      identity.WithSince,
 	}
 }
 
@@ -128,7 +135,9 @@ func sessionOptions(cfg *config.Config, log *slog.Logger, obs zklock.SessionObse
 func (l *zkLocker) Close() {
 	if l.session != nil {
 		l.session.Close()
+		l.shared.Lock()
 		l.session = nil
+		l.shared.Unlock()
 	}
 }
 

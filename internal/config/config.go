@@ -65,6 +65,7 @@ type Config struct {
 	PodNamespace   string   `env:"POD_NAMESPACE"`
 	PodUID         string   `env:"POD_UID"`
 	ContainerName  string   `env:"CONTAINER_NAME"`
+	PodIP          string   `env:"POD_IP"`
 	ServiceAccount string   `env:"SERVICEACCOUNT_DIR" envDefault:"/var/run/secrets/kubernetes.io/serviceaccount"`
 	LogFormat      string   `env:"LOG_FORMAT" envDefault:"text"`
 	LogLevel       string   `env:"LOG_LEVEL" envDefault:"info"`

@@ -332,7 +332,7 @@ func TestActiveLabel(t *testing.T) {
 // from the downward API; the pod UID and the container name go together,
 // or the takeover of a dead earlier incarnation would be off unsaid.
 func TestIdentity(t *testing.T) {
-	env := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app"}
+	env := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app", "LOCKEX_POD_IP=10.1.2.3"}
 	c, err := Parse([]string{"cmd"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -340,8 +340,11 @@ func TestIdentity(t *testing.T) {
 	host, _ := os.Hostname()
 	id := c.Identity("v1.2.3")
 	if id.Host != host || id.PID != os.Getpid() || id.Version != "v1.2.3" || id.Namespace != "prod" || id.Pod != "web-0" ||
-		id.UID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || id.Container != "app" {
+		id.UID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || id.Container != "app" || id.IP != "10.1.2.3" {
 		t.Errorf("Identity = %+v", id)
+	}
+	if c, err := Parse([]string{"--pod-ip", "FD00:0::1", "cmd"}, nil, io.Discard); err != nil || c.Identity("v").IP != "fd00::1" {
+		t.Errorf("--pod-ip FD00:0::1: %v, want it written as fd00::1", err)
 	}
 	for _, tc := range []struct {
 		args, env []string
@@ -349,6 +352,8 @@ func TestIdentity(t *testing.T) {
 	}{
 		{[]string{"--pod-uid", "u", "cmd"}, nil, `--container-name "": want --pod-uid and --container-name together`},
 		{[]string{"cmd"}, []string{"LOCKEX_CONTAINER_NAME=app"}, `LOCKEX_CONTAINER_NAME "app": want --pod-uid and --container-name together`},
+		{[]string{"cmd"}, []string{"LOCKEX_POD_IP=10.1.2"}, `LOCKEX_POD_IP "10.1.2": want an IPv4 or IPv6 address, as the downward API's status.podIP gives it`},
+		{[]string{"--pod-ip", "fe80::1%eth0", "cmd"}, nil, `--pod-ip "fe80::1%eth0": want an IPv4 or IPv6 address, as the downward API's status.podIP gives it`},
 	} {
 		if _, err := Parse(tc.args, tc.env, io.Discard); err == nil || err.Error() != tc.want {
 			t.Errorf("Parse(%q, %q) = %v, want %s", tc.args, tc.env, err, tc.want)

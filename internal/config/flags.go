@@ -51,6 +51,7 @@ func (c *Config) flags() *pflag.FlagSet {
 	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's `namespace`, shown with the holder (the downward API's metadata.namespace)")
 	fs.StringVar(&c.PodUID, "pod-uid", c.PodUID, "the pod's `UID` (the downward API's metadata.uid); with --container-name, as PID 1, a restart takes over from its dead earlier incarnation at once")
 	fs.StringVar(&c.ContainerName, "container-name", c.ContainerName, "the `name` of lockex's container in its pod (the downward API cannot give it)")
+	fs.StringVar(&c.PodIP, "pod-ip", c.PodIP, "the pod's IP `address`, shown with the holder (the downward API's status.podIP)")
 	fs.StringVar(&c.ServiceAccount, "serviceaccount-dir", c.ServiceAccount, "`dir` of the service account token, CA and namespace, for --active-label and --deletion-cost")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")

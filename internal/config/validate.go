@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -55,6 +56,7 @@ func (c *Config) validate() error {
 		// One without the other turns the takeover of a dead earlier
 		// incarnation off without a word: a mistake to say at once.
 		{(c.PodUID == "") != (c.ContainerName == ""), "container-name", c.ContainerName, "--pod-uid and --container-name together"},
+		{c.PodIP != "" && !isIP(c.PodIP), "pod-ip", c.PodIP, "an IPv4 or IPv6 address, as the downward API's status.podIP gives it"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
 		// evidence that lags; a grace of 57.5% of the timeout or more
@@ -279,5 +281,21 @@ func (c *Config) Identity(version string) identity.Identity {
 	return identity.Identity{
 		Host: host, PID: os.Getpid(), Version: version,
 		Namespace: c.PodNamespace, Pod: c.PodName, UID: c.PodUID, Container: c.ContainerName,
+		IP: canonicalIP(c.PodIP),
 	}
+}
+
+// isIP reports whether s is an address a pod can have: no zone, which
+// would only name an interface of the host that reads it.
+func isIP(s string) bool {
+	ip, err := netip.ParseAddr(s)
+	return err == nil && ip.Zone() == ""
+}
+
+// canonicalIP is s as identity.Parse reads it back ("" stays "").
+func canonicalIP(s string) string {
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return ip.String()
+	}
+	return s
 }

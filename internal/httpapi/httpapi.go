@@ -1,5 +1,6 @@
-// Package httpapi serves lockex's probes and metrics (docs/design.md §8) from
-// a status snapshot and a registry; it decides nothing itself.
+// Package httpapi serves lockex's probes, metrics and /status (docs/design.md
+// §8) from a status snapshot, a registry and a read of the lock; it decides
+// nothing itself.
 package httpapi
 
 import (
@@ -29,8 +30,9 @@ type Server struct {
 }
 
 // Start listens on addr at once, so that a bad or taken address is an error
-// before the lock is sought, and serves in the background.
-func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+// before the lock is sought, and serves in the background. readLock, if
+// not nil, gives /status the lock as ZooKeeper has it.
+func Start(addr string, snapshot func() status.Snapshot, readLock ReadLock, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--http-addr %s: %w", addr, err)
@@ -49,6 +51,11 @@ func Start(addr string, snapshot func() status.Snapshot, reg *prometheus.Registr
 	mux.Handle("GET /healthz", probe(snapshot, func(s status.Snapshot) bool { return !s.SessionGone() }))
 	mux.Handle("GET /readyz", probe(snapshot, func(s status.Snapshot) bool { return s.Connected }))
 	mux.Handle("GET /active", probe(snapshot, status.Snapshot.Active))
+	var view *lockView
+	if readLock != nil {
+		view = &lockView{read: readLock}
+	}
+	mux.Handle("GET /status", statusPage(snapshot, view))
 	mux.Handle("GET /metrics", s.counted(promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	go func() {
 		defer close(s.done)

@@ -19,7 +19,7 @@ import (
 func TestProbes(t *testing.T) {
 	var mu sync.Mutex
 	var snap status.Snapshot
-	srv, err := Start("127.0.0.1:0", func() status.Snapshot { mu.Lock(); defer mu.Unlock(); return snap },
+	srv, err := Start("127.0.0.1:0", func() status.Snapshot { mu.Lock(); defer mu.Unlock(); return snap }, nil,
 		prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +64,7 @@ func TestProbes(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Start(srv.Addr(), nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "--http-addr") {
+	if _, err := Start(srv.Addr(), nil, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "--http-addr") {
 		t.Errorf("a taken address: %v, want an error naming --http-addr", err)
 	}
 }

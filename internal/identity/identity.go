@@ -7,10 +7,13 @@
 // kazoo's contenders(), which shows a node's data as text, and anyone who
 // reads the first word still see who it is:
 //
-//	HOST:PID lockex/VERSION [pod=[NAMESPACE/]NAME] [uid=UID] [container=NAME]
+//	HOST:PID lockex/VERSION [pod=[NAMESPACE/]NAME] [uid=UID] [container=NAME] [ip=ADDR] [since=TIME]
 //
 // Words are separated by one space and come in this order; each optional
-// word is there when its value is known. A byte of a value outside the
+// word is there when its value is known. since is not who but when: a
+// mutex holder adds it to its node once it knows when it got the lock
+// (WithSince), because the node's own times cannot say it (docs/design.md
+// §3.2). A byte of a value outside the
 // printable ASCII range, a space, '%', or a separator of that word (':' in
 // HOST, '/' in NAMESPACE) is written as %XX, so the line stays one line of
 // ASCII whatever the environment holds.
@@ -18,8 +21,10 @@ package identity
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Identity is what a node's data says about the process that created it.
@@ -33,7 +38,16 @@ type Identity struct {
 	Pod       string // the pod's name, "" if not known
 	UID       string // the pod's UID (metadata.uid), "" if not known
 	Container string // the container's name in the pod, "" if not known
+	IP        string // the pod's IP (status.podIP), "" if not known
+	// Since is when the node's creator got the lock, on the ZooKeeper
+	// leader's clock, to the millisecond; zero if not known (a waiter, or
+	// a holder that has not said yet).
+	Since time.Time
 }
+
+// sinceLayout is the one form of since: UTC, milliseconds, so that a
+// person reading kazoo's contenders() reads it too.
+const sinceLayout = "2006-01-02T15:04:05.000Z"
 
 // String is the node data for id, in the one form Parse accepts back.
 func (id Identity) String() string {
@@ -57,6 +71,12 @@ func (id Identity) String() string {
 	}
 	if id.Container != "" {
 		b.WriteString(" container=" + escape(id.Container, ""))
+	}
+	if id.IP != "" {
+		b.WriteString(" ip=" + escape(id.IP, ""))
+	}
+	if !id.Since.IsZero() {
+		b.WriteString(" since=" + id.Since.UTC().Format(sinceLayout))
 	}
 	return b.String()
 }
@@ -109,6 +129,13 @@ func Parse(data string) (id Identity, ok bool) {
 			id.UID, err = unescape(v)
 		case "container":
 			id.Container, err = unescape(v)
+		case "ip":
+			var ip netip.Addr
+			if ip, err = netip.ParseAddr(v); err == nil {
+				id.IP = ip.String()
+			}
+		case "since":
+			id.Since, err = time.Parse(sinceLayout, v)
 		default:
 			return Identity{}, false
 		}
@@ -124,13 +151,26 @@ func Parse(data string) (id Identity, ok bool) {
 	return id, true
 }
 
+// WithSince is data, a node's identity, with since set to when the node's
+// holder got the lock; data that is not an identity is returned as it is,
+// so that nothing but an identity is ever written for one.
+func WithSince(data []byte, since time.Time) []byte {
+	id, ok := Parse(string(data))
+	if !ok || id.Version == "" {
+		return data
+	}
+	id.Since = since
+	return []byte(id.String())
+}
+
 // CanTakeOver reports whether self, a lockex just started, may delete a
 // node whose data is other's: the node was written by an earlier
 // incarnation of the same container, which is dead. It holds only when
 // both know the pod's UID and the container's name and were PID 1 of
 // their PID namespace, and agree on host, pod and container: a container
 // has one PID 1 at a time, and is restarted only once all its processes
-// are gone. The versions may differ (a new image in the same pod).
+// are gone. The versions may differ (a new image in the same pod), and
+// so may IP and Since, which say where and since when, not who.
 // Whether the node's session is another than self's is for the caller.
 func (self Identity) CanTakeOver(other Identity) bool {
 	return self.UID != "" && self.Container != "" && self.PID == 1 && self.Version != "" &&

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-zookeeper/zk"
@@ -27,11 +28,14 @@ var (
 type Lease struct {
 	s          *Session
 	path, node string
-	data       []byte // node's data, written again by every beat
-	token      int64
-	waited     time.Duration
-	session    int64 // the ephemeralOwner of node
-	expiries   int   // the session's expiry count when the node was held
+	data       atomic.Pointer[[]byte] // node's data, written again by every beat
+	// stamp, if set, is Options.HeldSince: a mutex holder's node says when
+	// it got the lock (docs/design.md §3.2).
+	stamp    func(data []byte, since time.Time) []byte
+	token    int64
+	waited   time.Duration
+	session  int64 // the ephemeralOwner of node
+	expiries int   // the session's expiry count when the node was held
 
 	done     chan struct{}
 	lost     sync.Once
@@ -40,13 +44,15 @@ type Lease struct {
 	released sync.Once
 }
 
-func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited time.Duration) *Lease {
+func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited time.Duration,
+	stamp func([]byte, time.Time) []byte) *Lease {
 	_, expiries, _ := s.current()
 	l := &Lease{
-		s: s, path: path, node: node, data: data, token: stat.Czxid, waited: waited,
-		session: stat.EphemeralOwner, expiries: expiries,
+		s: s, path: path, node: node, token: stat.Czxid, waited: waited,
+		session: stat.EphemeralOwner, expiries: expiries, stamp: stamp,
 		done: make(chan struct{}), release: make(chan struct{}),
 	}
+	l.data.Store(&data)
 	// A waiter's session sends syncs but no writes, so the evidence is as
 	// old as its last write (its create, in a mutex), and after a long
 	// wait the deadline may be near or past: then one beat, before the
@@ -62,11 +68,11 @@ func newLease(s *Session, path, node string, data []byte, stat *zk.Stat, waited 
 	// would fire on the beat's own write and be set again. The beat's
 	// answer shows the node's owner meanwhile.
 	if l.s.live.aging(time.Now()) {
-		l.beat()
+		l.firstBeat()
 		go l.watchNode()
 	} else {
 		go func() {
-			l.beat()
+			l.firstBeat()
 			l.watchNode()
 		}()
 	}
@@ -257,19 +263,40 @@ func (l *Lease) suspendedTooLong(evidence time.Time) error {
 // heartbeats is how many times a session timeout a holder writes its node.
 const heartbeats = 20
 
-// beat writes the node's data again, unchanged: a write the leader must
-// commit, which is what lets the wire layer count evidence (wire.go, W in
-// E1 and E2). Its answer also shows the node's owner.
-func (l *Lease) beat() {
-	stat, err := l.s.conn.Set(l.s.abs(l.node), l.data, -1)
+// beat writes the node's data again: a write the leader must commit, which
+// is what lets the wire layer count evidence (wire.go, W in E1 and E2).
+// Its answer also shows the node's owner. It returns the node's stat
+// after the write, nil if the write failed.
+func (l *Lease) beat() *zk.Stat {
+	stat, err := l.s.conn.Set(l.s.abs(l.node), *l.data.Load(), -1)
 	switch {
 	case errors.Is(err, zk.ErrNoNode):
 		l.lose(l.check(false, nil))
 	case err == nil:
 		if err := l.check(true, stat); err != nil {
 			l.lose(err)
+			return nil
 		}
+		return stat
 	}
+	return nil
+}
+
+// firstBeat is the beat that goes out as the lease is handed out. With a
+// stamp, its write's mtime, the leader's clock as it committed the write,
+// is when this holder held (a round trip after it got the lock, never
+// before), and the beats after it write the data that says so: a mutex
+// node's own times cannot, its ctime being when it queued and its mtime
+// the last beat's. No write of its own: the stamp costs the handoff
+// nothing, and reaches the node within one heartbeat. A first beat that
+// fails leaves the node unstamped for good rather than stamped late.
+func (l *Lease) firstBeat() {
+	stat := l.beat()
+	if stat == nil || l.stamp == nil {
+		return
+	}
+	data := l.stamp(*l.data.Load(), time.UnixMilli(stat.Mtime))
+	l.data.Store(&data)
 }
 
 // KillBy is the latest moment by which everything run under the lease must

@@ -33,6 +33,10 @@ type Mutex struct {
 	// obs is told of contenders and waiting; a semaphore's inner mutex
 	// reports nothing, the semaphore reports its leases.
 	obs SessionObserver
+	// stamp is Options.HeldSince for a lock's holder; nil for a
+	// semaphore's turn, whose holder holds no lease, so since when it
+	// holds the turn is nobody's business.
+	stamp func([]byte, time.Time) []byte
 	// created is set once a create of a node with prefix was sent: from
 	// then on a node of ours may exist that no answer named.
 	created bool
@@ -40,7 +44,8 @@ type Mutex struct {
 
 // NewMutex returns a mutex at path whose node carries identifier.
 func NewMutex(s *Session, path, identifier string) *Mutex {
-	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true, obs: s.obs}
+	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true, obs: s.obs,
+		stamp: s.opts.HeldSince}
 }
 
 // giveUpFunc decides, while a contender waits, whether to stop waiting
@@ -328,7 +333,7 @@ func (m *Mutex) abandon(node string) {
 // listing's cause, as a second one would be, and a node's owner and czxid
 // (the fencing token) never change.
 func (m *Mutex) held(own ownStat, start time.Time) (*Lease, <-chan zk.Event, error) {
-	return newLease(m.s, m.path, join(m.path, own.name), m.data, own.stat, time.Since(start)), nil, nil
+	return newLease(m.s, m.path, join(m.path, own.name), m.data, own.stat, time.Since(start), m.stamp), nil, nil
 }
 
 // predecessor returns the contender just ahead of own and how many are

@@ -28,6 +28,7 @@ func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 	mutex := NewMutex(s, path+"-__lock__", identifier)
 	mutex.obs = nopObserver{}
 	mutex.sizeCheck = false
+	mutex.stamp = nil
 	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
 }
 
@@ -186,7 +187,8 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time, stop <-cha
 		held++
 	}
 	m.s.obs.Contenders(held)
-	return newLease(m.s, m.path, p, m.data, stat, time.Since(start)), nil, nil
+	// No stamp: a lease is created as it is taken, so its ctime says when.
+	return newLease(m.s, m.path, p, m.data, stat, time.Since(start), nil), nil, nil
 }
 
 // watchTurn returns a channel that fires when the turn's node goes, by a

@@ -62,6 +62,11 @@ type Options struct {
 	// recipe deletes such nodes of other sessions before it queues
 	// (takeOver). Nil: no node is ever taken over.
 	EarlierSelf func(data []byte) bool
+	// HeldSince, when set, is the data a mutex holder writes into its node
+	// from its second beat on: its data as created, with since, when the
+	// first beat's write was committed, the moment it held. Nil: the data
+	// stays as created.
+	HeldSince func(data []byte, since time.Time) []byte
 }
 
 // SessionObserver is told what the session and the recipes see, for logs, metrics

@@ -157,6 +157,10 @@ in line takes over at once, not a session timeout later (docs/design.md
   valueFrom:
     fieldRef:
       fieldPath: metadata.uid
+- name: LOCKEX_POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
 - name: LOCKEX_CONTAINER_NAME
   value: {{ .Values.containerName | quote }}
 {{- end }}
