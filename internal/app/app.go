@@ -118,6 +118,10 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		defer srv.Close()
 	}
 
+	standby := newStandbyCheck(cfg, reaper, env)
+	standby.start(ctx, rec)
+	defer standby.stop()
+
 	locker := newLocker(cfg, log, rec)
 	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
@@ -128,6 +132,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Env:          env,
 		Signals:      signals,
 		Health:       health.Verdicts(),
+		Standby:      standby.forSupervisor(),
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),
