@@ -1,0 +1,322 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-zookeeper/zk"
+)
+
+// standbyTest is a directory of marker files: a standby's check passes
+// while its file exists, and each run of the check is counted in
+// <name>.checks; a workload started by waitFor runs until its file exists.
+type standbyTest struct {
+	t   *testing.T
+	dir string
+}
+
+func newStandbyTest(t *testing.T) *standbyTest { return &standbyTest{t: t, dir: t.TempDir()} }
+
+func (s *standbyTest) path(name string) string { return filepath.Join(s.dir, name) }
+
+func (s *standbyTest) touch(name string) { touch(s.t, s.path(name)) }
+
+func (s *standbyTest) remove(name string) {
+	if err := os.Remove(s.path(name)); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// flags are a standby check that passes while name exists, checked every
+// 100ms, two failures in a row to leave the queue.
+func (s *standbyTest) flags(name string) []string {
+	cmd := "sh -c 'echo x >> " + s.path(name+".checks") + "; test -f " + s.path(name) + "'"
+	return []string{"--standby-cmd", cmd, "--health-period", "100ms", "--health-timeout", "5s", "--health-failure-threshold", "2"}
+}
+
+// checks counts the runs of name's check so far.
+func (s *standbyTest) checks(name string) int { return countLines(s.path(name+".checks"), "x") }
+
+// waitFor is a workload that notes its start in <name>.ran and runs until
+// the file name exists.
+func (s *standbyTest) waitFor(name string) []string {
+	return []string{"sh", "-c", "echo $LOCKEX_FENCING_TOKEN >> " + s.path(name+".ran") + "; while ! test -f " + s.path(name) + "; do sleep 0.05; done"}
+}
+
+// ran counts the starts of the workload waitFor(name).
+func (s *standbyTest) ran(name string) int {
+	b, _ := os.ReadFile(s.path(name + ".ran"))
+	return strings.Count(string(b), "\n")
+}
+
+// lockStat is the lock node's children, sorted by their sequence (the
+// queue's order), and its cversion, which every create and delete of a
+// child bumps: a node made and deleted between two looks still shows.
+func lockStat(t *testing.T, conn *zk.Conn, p string) ([]string, int32) {
+	t.Helper()
+	names, stat, err := conn.Children(p)
+	if err != nil {
+		t.Fatalf("children %s: %v", p, err)
+	}
+	seq := func(n string) string { return n[strings.LastIndex(n, "__")+2:] }
+	slices.SortFunc(names, func(a, b string) int { return strings.Compare(seq(a), seq(b)) })
+	return names, stat.Cversion
+}
+
+// holderOf starts a plain lockex holding lock id whose workload runs until
+// the file name exists, and waits for it to hold.
+func (s *standbyTest) holderOf(zkHosts, id, name string) *started {
+	s.t.Helper()
+	h := startLockex(s.t, nil, append([]string{"-z", zkHosts, "-i", id, "--"}, s.waitFor(name)...)...)
+	eventually(s.t, 15*time.Second, "the holder runs", func() bool { return s.ran(name) == 1 })
+	return h
+}
+
+// TestStandbyCheckGatesQueue: a standby whose check fails creates no node
+// while the holder runs, check after check (the lock node's cversion does
+// not move); once the check passes it queues, and takes over when the
+// holder ends. A holder whose own standby check fails once it holds keeps
+// its lock: the check stops once the lock is held.
+func TestStandbyCheckGatesQueue(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-gate"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+
+	s.touch("a-fit")
+	a := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id}, s.flags("a-fit")...), append([]string{"--"}, s.waitFor("a-done")...)...)...)
+	eventually(t, 15*time.Second, "a holds", func() bool { return s.ran("a-done") == 1 })
+	s.remove("a-fit") // a's standby check would fail now: it no longer runs
+	aChecks := s.checks("a-fit")
+
+	b := startObserved(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id}, s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	eventually(t, 15*time.Second, "b checks", func() bool { return s.checks("b-fit") >= 1 })
+	kids, cv := lockStat(t, conn, p)
+	eventually(t, 15*time.Second, "b failed ten checks", func() bool { return s.checks("b-fit") >= 10 })
+	if kids2, cv2 := lockStat(t, conn, p); cv2 != cv || len(kids2) != 1 || kids2[0] != kids[0] {
+		t.Fatalf("while b's check failed: children %v (cversion %d), before %v (cversion %d); want a's node alone, untouched", kids2, cv2, kids, cv)
+	}
+	if code, body := b.get(t, "/readyz"); code != 200 {
+		t.Errorf("b checking: /readyz %d %q, want 200 (connected)", code, body)
+	}
+	if _, body := b.get(t, "/healthz"); !strings.Contains(body, "checking this standby before it queues for "+p) {
+		t.Errorf("b checking: probe body %q", body)
+	}
+	m := b.metrics(t)
+	if v := value(t, m, "lockex_standby_ready"); v != 0 {
+		t.Errorf("b checking: lockex_standby_ready %v, want 0", v)
+	}
+	if v := value(t, m, "lockex_standby_check_failures_total"); v < 10 {
+		t.Errorf("b checking: lockex_standby_check_failures_total %v, want at least 10", v)
+	}
+
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	eventually(t, 15*time.Second, "b is ready", func() bool { return value(t, b.metrics(t), "lockex_standby_ready") == 1 })
+	if n := s.checks("a-fit"); n > aChecks+1 {
+		t.Errorf("a's standby check ran %d more times while a held the lock", n-aChecks)
+	}
+	select {
+	case <-a.done:
+		t.Fatalf("a ended (%d) while its workload ran:\n%s", a.code, a.stderr)
+	default:
+	}
+	if s.ran("b-done") != 0 {
+		t.Fatal("b's workload started while a held the lock")
+	}
+
+	s.touch("a-done")
+	if code := a.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("a: exit %d, want 0:\n%s", code, a.stderr)
+	}
+	eventually(t, 15*time.Second, "b takes over", func() bool { return s.ran("b-done") == 1 })
+	if v := value(t, b.metrics(t), "lockex_standby_ready"); v != 0 {
+		t.Errorf("b holding: lockex_standby_ready %v, want 0 (the check no longer decides)", v)
+	}
+	s.touch("b-done")
+	if code := b.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("b: exit %d, want 0:\n%s", code, b.stderr)
+	}
+	checkLog(t, b.started, p, map[string][]string{
+		"checking this standby before it queues":      {"check"},
+		"standby check passed; queueing for the lock": {"check"},
+	})
+	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
+
+// TestStandbyLeavesQueue: a queued standby whose check starts failing
+// leaves the queue (its node gone), and the contender behind it keeps its
+// node and takes over next; once the check passes again it queues again,
+// at the back, and takes over after that one.
+func TestStandbyLeavesQueue(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-leave"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+
+	s.touch("b-fit")
+	b := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id, "--log-format", "json"}, s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	c := startLockex(t, nil, append([]string{"-z", zkc.Hosts(), "-i", id, "--"}, s.waitFor("c-done")...)...)
+	eventually(t, 15*time.Second, "c queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 3 })
+	queued, _ := lockStat(t, conn, p)
+
+	s.remove("b-fit")
+	eventually(t, 15*time.Second, "b leaves the queue", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	if kids, _ := lockStat(t, conn, p); kids[0] != queued[0] || kids[1] != queued[2] {
+		t.Fatalf("after b left: %v, want a's and c's nodes of %v", kids, queued)
+	}
+	eventually(t, 15*time.Second, "b checks again", func() bool { return countIn(b, `"msg":"checking this standby before it queues"`) == 2 })
+	lineWith(t, b, "left the queue: the standby failed its check; its node is deleted and its session replaced")
+
+	s.touch("a-done")
+	if code := a.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("a: exit %d:\n%s", code, a.stderr)
+	}
+	eventually(t, 15*time.Second, "c takes over", func() bool { return s.ran("c-done") == 1 })
+	if s.ran("b-done") != 0 {
+		t.Fatal("b's workload ran: it had left the queue")
+	}
+
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b queues again, behind c", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	if kids, _ := lockStat(t, conn, p); kids[0] != queued[2] {
+		t.Fatalf("after b came back: %v, want c's node %s first", kids, queued[2])
+	}
+	s.touch("c-done")
+	if code := c.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("c: exit %d:\n%s", code, c.stderr)
+	}
+	eventually(t, 15*time.Second, "b takes over", func() bool { return s.ran("b-done") == 1 })
+	s.touch("b-done")
+	if code := b.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("b: exit %d:\n%s", code, b.stderr)
+	}
+	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
+
+// TestStandbyLockTimeout: -t counts the checks: a standby whose check
+// never passes exits with the busy code once -t passes, having created
+// no node (the lock node's cversion does not move); -t 0 looks at the
+// check once.
+func TestStandbyLockTimeout(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-timeout"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+	_, cv := lockStat(t, conn, p)
+
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		least time.Duration
+	}{
+		{"-t 1.5", []string{"-t", "1.5"}, 1500 * time.Millisecond},
+		{"-t 0", []string{"-t", "0"}, 0},
+		{"--no-blocking, own code", []string{"--no-blocking", "--busy-exit-code", "3"}, 0},
+	} {
+		r := lockex(t, nil, append(append(append([]string{"-z", zkc.Hosts(), "-i", id}, tc.flags...), s.flags("b-fit")...), "--", "true")...)
+		want := 75
+		if strings.Contains(tc.name, "own code") {
+			want = 3
+		}
+		if r.code != want || r.took < tc.least {
+			t.Errorf("%s: exit %d after %s, want %d after at least %s:\n%s", tc.name, r.code, r.took, want, tc.least, r.stderr)
+		}
+		if !strings.Contains(r.stderr, "lock not acquired") {
+			t.Errorf("%s: no line says the lock was not acquired:\n%s", tc.name, r.stderr)
+		}
+	}
+	if kids, cv2 := lockStat(t, conn, p); len(kids) != 1 || cv2 != cv {
+		t.Errorf("after the standbys gave up: %v (cversion %d, was %d), want the holder's node alone, untouched", kids, cv2, cv)
+	}
+	s.touch("a-done")
+	a.wait(t, 15*time.Second)
+}
+
+// TestStandbySignal: TERM while the standby checks, and while it is
+// queued, ends lockex at once (143), with nothing left in ZooKeeper.
+func TestStandbySignal(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-signal"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+
+	for _, fit := range []bool{false, true} {
+		name := map[bool]string{false: "checking", true: "queued"}[fit]
+		if fit {
+			s.touch("b-fit")
+		}
+		b := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id}, s.flags("b-fit")...), "--", "true")...)
+		if fit {
+			eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+		} else {
+			eventually(t, 15*time.Second, "b checks three times", func() bool { return s.checks("b-fit") >= 3 })
+		}
+		_ = b.cmd.Process.Signal(syscall.SIGTERM)
+		if code := b.wait(t, 5*time.Second); code != 143 {
+			t.Errorf("%s: exit %d, want 143:\n%s", name, code, b.stderr)
+		}
+		if !strings.Contains(b.stderr.String(), "stopped while waiting for the lock") {
+			t.Errorf("%s: no line says it was stopped:\n%s", name, b.stderr)
+		}
+		if kids, _ := lockStat(t, conn, p); len(kids) != 1 {
+			t.Errorf("%s: after b's exit: %v, want the holder's node alone", name, kids)
+		}
+	}
+	s.touch("a-done")
+	a.wait(t, 15*time.Second)
+}
+
+// TestStandbyRequeue: with --requeue each round checks before it queues:
+// a round whose check fails queues nothing, and one whose check passes
+// again takes the lock again.
+func TestStandbyRequeue(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-requeue"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	s.touch("b-fit")
+	b := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id, "--log-format", "json", "--requeue", "--requeue-backoff", "0.2"},
+		s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	eventually(t, 15*time.Second, "b's first round runs", func() bool { return s.ran("b-done") == 1 })
+	s.remove("b-fit")
+	s.touch("b-done") // the workload ends, and the next one at once
+	eventually(t, 15*time.Second, "b's second round checks", func() bool {
+		return countIn(b, `"msg":"checking this standby before it queues"`) == 2
+	})
+	before := s.checks("b-fit")
+	eventually(t, 15*time.Second, "five more failed checks", func() bool { return s.checks("b-fit") >= before+5 })
+	if kids := children(t, conn, p); len(kids) != 0 {
+		t.Fatalf("round 2 queued while its check failed: %v", kids)
+	}
+	if n := s.ran("b-done"); n != 1 {
+		t.Fatalf("the workload ran %d times, want once", n)
+	}
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b's second round runs", func() bool { return s.ran("b-done") >= 2 })
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	if code := b.wait(t, 15*time.Second); code != 143 && code != 0 {
+		t.Fatalf("b: exit %d, want 143 (stopped between rounds or while checking) or 0 (the workload's):\n%s", code, b.stderr)
+	}
+	if kids := children(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
