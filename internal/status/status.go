@@ -209,6 +209,8 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 			s.Round = ch.Round
 			if errors.Is(ch.Err, supervisor.ErrStandbyUnfit) {
 				s.StandbyFit, s.StandbyLeft, s.StandbyLeftErr = false, s.StandbyLeft+1, ch.Err.Error()
+				// Its session is being replaced: closed first, quietly.
+				s.Connected, s.Suspended = false, false
 			}
 			if ch.From == supervisor.Backoff {
 				r.started = now

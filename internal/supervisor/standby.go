@@ -67,6 +67,9 @@ func (r *run) onStandby(res StandbyResult) {
 	if res.Round != r.rounds {
 		return
 	}
+	if res.Err != nil {
+		r.standbyErr = res.Err
+	}
 	switch r.state {
 	case Checking:
 		if res.Fit {

@@ -133,8 +133,8 @@ func TestStandbyLockTimeout(t *testing.T) {
 		if code := h.exitCode(); code != busyCode {
 			t.Errorf("exit code %d, want the busy code %d", code, busyCode)
 		}
-		if ch := h.obs.last(); !errors.Is(ch.Err, ErrLockTimeout) {
-			t.Errorf("gave up as %+v, want the lock timeout", ch)
+		if ch := h.obs.last(); !errors.Is(ch.Err, ErrLockTimeout) || !errors.Is(ch.Err, errNotFit) {
+			t.Errorf("gave up as %+v, want the lock timeout and the check's failure", ch)
 		}
 	})
 	t.Run("reconnecting", func(t *testing.T) {

@@ -192,6 +192,8 @@ type round struct {
 	fit     bool  // the standby's check passed (and has not failed since)
 	leaving bool  // the Acquire under way was told to leave the queue
 	unfit   error // why the standby left the queue last
+	// standbyErr is the standby check's last failure, for a give-up.
+	standbyErr error
 
 	lease      Lease
 	heldSince  time.Time
@@ -264,10 +266,17 @@ func (r *run) loop(parent context.Context) int {
 			r.onAcquired(res)
 		case <-timerC(r.lockTimer):
 			r.lockTimer = nil
-			r.endWait(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 			if r.state == Checking {
-				r.giveUp(nil) // no Acquire to end: the cause says why
+				// No Acquire to end: the cause says why.
+				why := fmt.Errorf("%w: --locktimeout %s passed before the standby passed its check", ErrLockTimeout, r.c.LockTimeout)
+				if r.standbyErr != nil {
+					why = fmt.Errorf("%w: %w", why, r.standbyErr)
+				}
+				r.endWait(why)
+				r.giveUp(nil)
+				continue
 			}
+			r.endWait(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 		case sig := <-r.c.Signals:
 			r.onSignal(sig.(syscall.Signal))
 		case hf := <-r.c.Health:
