@@ -51,6 +51,7 @@ func (r *run) standbyResults() <-chan StandbyResult {
 func (r *run) queueOrCheck() {
 	if r.c.Standby != nil && !r.fit {
 		r.to(Change{To: Checking})
+		r.timeWait()
 		return
 	}
 	r.join()
@@ -109,6 +110,7 @@ func (r *run) leftQueue() {
 // cancels.
 func (r *run) join() {
 	r.to(Change{To: Waiting})
+	r.timeWait()
 	r.queue, r.leave = context.WithCancelCause(r.wait)
 	acq := make(chan acquired, 1)
 	r.acquired = acq

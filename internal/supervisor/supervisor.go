@@ -194,6 +194,7 @@ type round struct {
 	unfit   error // why the standby left the queue last
 	// standbyErr is the standby check's last failure, for a give-up.
 	standbyErr error
+	waitTimed  bool // --locktimeout's timer was started for this round
 
 	lease      Lease
 	heldSince  time.Time
@@ -359,12 +360,20 @@ func (r *run) onConnected(err error) {
 	r.hadSession = true
 	// The round's first session starts its wait; one made after the
 	// standby left the queue (standby.go) waits on within the same limit.
-	first := r.wait == nil
-	if first {
+	if r.wait == nil {
 		r.wait, r.endWait = context.WithCancelCause(r.ctx)
 	}
 	r.queueOrCheck()
-	if first && r.c.LockTimeout > 0 {
+}
+
+// timeWait starts --locktimeout once per round, as the round's wait
+// begins (queued, or checking before it queues).
+func (r *run) timeWait() {
+	if r.waitTimed {
+		return
+	}
+	r.waitTimed = true
+	if r.c.LockTimeout > 0 {
 		r.lockTimer = r.c.Clock.NewTimer(r.c.LockTimeout)
 	}
 }
