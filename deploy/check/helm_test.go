@@ -758,7 +758,9 @@ func TestHelmHealthCheck(t *testing.T) {
 				t.Errorf("no healthCheck: flags %q", got)
 			}
 			if slices.ContainsFunc(got, func(f string) bool { return strings.HasPrefix(f, "--health-start-period") }) !=
-				slices.ContainsFunc(got, func(f string) bool { return strings.HasPrefix(f, "--health-url") || strings.HasPrefix(f, "--health-cmd") }) {
+				slices.ContainsFunc(got, func(f string) bool {
+					return strings.HasPrefix(f, "--health-url") || strings.HasPrefix(f, "--health-cmd")
+				}) {
 				t.Errorf("flags %q: --health-start-period only with the workload's health check", got)
 			}
 			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
