@@ -280,7 +280,7 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		}
 	case supervisor.Connecting:
 		if errors.Is(ch.Err, supervisor.ErrStandbyUnfit) {
-			r.log.Warn("left the queue: the standby failed its check; its node is deleted and its session replaced", "err", ch.Err)
+			r.log.Warn("standby check failed; left the queue", "err", ch.Err)
 		}
 	case supervisor.Stopping:
 		var minHold []any
