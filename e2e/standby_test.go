@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -319,4 +322,79 @@ func TestStandbyRequeue(t *testing.T) {
 	if kids := children(t, conn, p); len(kids) != 0 {
 		t.Errorf("nodes left: %v", kids)
 	}
+}
+
+// TestStandbyCmdReaped: --standby-cmd runs through lockex's reaper, as PID
+// 1 and with --subreaper: a failing check, one that hangs past its
+// timeout (killed), and one that passes leave neither zombies nor what
+// they started in their process group, and the standby queues and takes
+// over once its check passes.
+func TestStandbyCmdReaped(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	check, err := filepath.Abs("testdata/health_check.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			id := "standby-reaped-" + m.name
+			p := "/lockex/" + id
+			s := newStandbyTest(t)
+			mark := strconv.Itoa(800000 + rand.IntN(99999))
+			sleep, err := exec.LookPath("sleep")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(sleep, s.path("lo-"+mark)); err != nil {
+				t.Fatal(err)
+			}
+			a := s.holderOf(zkc.Hosts(), id, "a-done")
+			s.touch("sick")
+			b := m.start(t, nil, "-z", zkc.Hosts(), "-i", id, "--standby-cmd", check+" "+s.dir+" "+mark,
+				"--health-period", "100ms", "--health-timeout", "1s", "--health-failure-threshold", "2",
+				"--", "sh", "-c", "echo $LOCKEX_FENCING_TOKEN >> "+s.path("b.ran"))
+			pid := b.lockexPid(t, m)
+			checks := func() int { return countLines(s.path("checks"), "check") }
+			eventually(t, 15*time.Second, "five failed checks", func() bool { return checks() >= 5 })
+			// Checks run every 100ms: between two, nothing of them is left.
+			eventually(t, 10*time.Second, "between failed checks, nothing of them left, no zombies", func() bool {
+				return leftovers(mark) == 0 && zombiesOf(pid) == 0
+			})
+			s.touch("hang")
+			s.remove("sick")
+			seen := checks()
+			eventually(t, 15*time.Second, "two hung checks", func() bool { return checks() >= seen+2 })
+			if kids, _ := lockStat(t, conn, p); len(kids) != 1 {
+				t.Fatalf("while b's check failed: %v, want a's node alone", kids)
+			}
+			s.remove("hang")
+			eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+			// The hung checks were killed at their timeout, with what they
+			// started: else their sleeps would still be there.
+			eventually(t, 10*time.Second, "between passed checks, nothing of the checks left, no zombies", func() bool {
+				return leftovers(mark) == 0 && zombiesOf(pid) == 0
+			})
+			s.touch("a-done")
+			a.wait(t, 15*time.Second)
+			if code := b.wait(t, 15*time.Second); code != 0 {
+				t.Fatalf("b: exit %d:\n%s", code, b.stderr)
+			}
+			if s.ran("b") != 1 {
+				t.Errorf("b's workload ran %d times, want once", s.ran("b"))
+			}
+			eventually(t, 10*time.Second, "nothing left of the checks after lockex", func() bool { return leftovers(mark) == 0 })
+		})
+	}
+}
+
+// zombiesOf counts pid's children that have exited and are not yet reaped.
+func zombiesOf(pid int) int {
+	n := 0
+	for _, kid := range childrenOf(pid) {
+		if _, state := statOf(kid); state == 'Z' {
+			n++
+		}
+	}
+	return n
 }
