@@ -398,3 +398,61 @@ func zombiesOf(pid int) int {
 	}
 	return n
 }
+
+// TestStandbySemaphore: -c 2: a standby waiting for a lease leaves the
+// semaphore's queue when its check fails (its node under P-__lock__ gone,
+// the leases and the contender behind it untouched), and comes back to
+// take a lease once its check passes.
+func TestStandbySemaphore(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-sem"
+	p, q := "/lockex/"+id, "/lockex/"+id+"-__lock__"
+	s := newStandbyTest(t)
+	sem := func(extra []string, name string) *started {
+		return startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id, "-c", "2"}, extra...), append([]string{"--"}, s.waitFor(name)...)...)...)
+	}
+	a1, a2 := sem(nil, "a-done"), sem(nil, "a-done")
+	eventually(t, 15*time.Second, "two leases held", func() bool { return s.ran("a-done") == 2 })
+	leases, _ := lockStat(t, conn, p)
+
+	s.touch("b-fit")
+	b := sem(s.flags("b-fit"), "b-done")
+	eventually(t, 15*time.Second, "b waits for a lease", func() bool { kids, _ := lockStat(t, conn, q); return len(kids) == 1 })
+	c := sem(nil, "c-done")
+	eventually(t, 15*time.Second, "c waits behind b", func() bool { kids, _ := lockStat(t, conn, q); return len(kids) == 2 })
+	queued, _ := lockStat(t, conn, q)
+
+	s.remove("b-fit")
+	eventually(t, 15*time.Second, "b leaves", func() bool { kids, _ := lockStat(t, conn, q); return len(kids) == 1 })
+	if kids, _ := lockStat(t, conn, q); kids[0] != queued[1] {
+		t.Fatalf("after b left: %v, want c's node of %v", kids, queued)
+	}
+	if now, _ := lockStat(t, conn, p); !slices.Equal(now, leases) {
+		t.Fatalf("leases %v, were %v", now, leases)
+	}
+	s.touch("a-done")
+	for _, a := range []*started{a1, a2} {
+		if code := a.wait(t, 15*time.Second); code != 0 {
+			t.Fatalf("a: exit %d:\n%s", code, a.stderr)
+		}
+	}
+	eventually(t, 15*time.Second, "c takes a lease", func() bool { return s.ran("c-done") == 1 })
+	if s.ran("b-done") != 0 {
+		t.Fatal("b's workload ran while its check failed")
+	}
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b takes a lease", func() bool { return s.ran("b-done") == 1 })
+	s.touch("b-done")
+	s.touch("c-done")
+	for _, x := range []*started{b, c} {
+		if code := x.wait(t, 15*time.Second); code != 0 {
+			t.Fatalf("exit %d:\n%s", code, x.stderr)
+		}
+	}
+	for _, path := range []string{p, q} {
+		if kids, _ := lockStat(t, conn, path); len(kids) != 0 {
+			t.Errorf("nodes left under %s: %v", path, kids)
+		}
+	}
+}
