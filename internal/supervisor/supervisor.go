@@ -380,7 +380,7 @@ func (r *run) timeWait() {
 
 func (r *run) onAcquired(res acquired) {
 	r.acquired = nil
-	if r.leaving && res.err != nil && r.cause() == nil {
+	if r.leaving && res.err != nil && res.lease == nil && r.cause() == nil {
 		// Left the queue for the standby's check, not for the round's
 		// end: check until it passes, then queue again at the back.
 		r.leftQueue()
