@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/go-zookeeper/zk"
+
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 // standbyTest is a directory of marker files: a standby's check passes
@@ -454,5 +456,56 @@ func TestStandbySemaphore(t *testing.T) {
 		if kids, _ := lockStat(t, conn, path); len(kids) != 0 {
 			t.Errorf("nodes left under %s: %v", path, kids)
 		}
+	}
+}
+
+// TestStandbyLeavesCutOff: a queued standby cut off from ZooKeeper when
+// its check starts failing cannot delete its node; it replaces its
+// session, cannot make one either, and exits 69 (no --requeue). Its node
+// goes with its old session's expiry: the contender behind it, whose node
+// is untouched, takes over when the holder ends, and nothing is left.
+func TestStandbyLeavesCutOff(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-cut"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+	proxy := zktest.StartProxy(t, zkc.Hosts())
+
+	s.touch("b-fit")
+	b := startLockex(t, nil, append(append([]string{"-z", proxy.Addr(), "-i", id, "-T", "1s", "--session-timeout", "2s", "--kill-grace", "0.5s"},
+		s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	c := startLockex(t, nil, append([]string{"-z", zkc.Hosts(), "-i", id, "--"}, s.waitFor("c-done")...)...)
+	eventually(t, 15*time.Second, "c queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 3 })
+	queued, _ := lockStat(t, conn, p)
+
+	proxy.Cut()
+	s.remove("b-fit")
+	if code := b.wait(t, 30*time.Second); code != 69 {
+		t.Fatalf("b: exit %d, want 69 (no new session):\n%s", code, b.stderr)
+	}
+	for _, line := range []string{"could not delete own lock node", "standby check failed; left the queue", "lock not acquired"} {
+		if !strings.Contains(b.stderr.String(), line) {
+			t.Errorf("b's log lacks %q:\n%s", line, b.stderr)
+		}
+	}
+	eventually(t, 15*time.Second, "b's node goes with its session", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	if kids, _ := lockStat(t, conn, p); kids[0] != queued[0] || kids[1] != queued[2] {
+		t.Fatalf("after b's session expired: %v, want a's and c's nodes of %v", kids, queued)
+	}
+	s.touch("a-done")
+	a.wait(t, 15*time.Second)
+	eventually(t, 15*time.Second, "c takes over", func() bool { return s.ran("c-done") == 1 })
+	s.touch("c-done")
+	if code := c.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("c: exit %d:\n%s", code, c.stderr)
+	}
+	if s.ran("b-done") != 0 {
+		t.Error("b's workload ran")
+	}
+	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
 	}
 }
