@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -504,6 +505,55 @@ func TestStandbyLeavesCutOff(t *testing.T) {
 	}
 	if s.ran("b-done") != 0 {
 		t.Error("b's workload ran")
+	}
+	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
+
+// TestStandbySessionExpiresWhileChecking: a standby whose session expires
+// while its check fails (it has no node then) queues in the session that
+// replaces it once its check passes, and takes over.
+func TestStandbySessionExpiresWhileChecking(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-expired"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+	proxy := zktest.StartProxy(t, zkc.Hosts())
+	b := startLockex(t, nil, append(append([]string{"-z", proxy.Addr(), "-i", id, "--session-timeout", "1s", "--kill-grace", "0.2s"},
+		s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	eventually(t, 15*time.Second, "b checks", func() bool { return s.checks("b-fit") >= 2 })
+	m := regexp.MustCompile(`session_id=0x([0-9a-f]+)`).FindStringSubmatch(b.stderr.String())
+	if m == nil {
+		t.Fatalf("no session id in b's log:\n%s", b.stderr)
+	}
+	dump := func() string {
+		out, err := zktest.FourLetter(zkc.Hosts(), "dump")
+		if err != nil {
+			t.Fatalf("dump: %v", err)
+		}
+		return out
+	}
+	if !strings.Contains(dump(), m[1]) {
+		t.Fatalf("b's session %s not in the server's dump:\n%s", m[1], dump())
+	}
+	proxy.Cut()
+	eventually(t, 15*time.Second, "the server expires b's session", func() bool { return !strings.Contains(dump(), m[1]) })
+	proxy.Pass()
+	eventually(t, 15*time.Second, "b sees the expiry", func() bool { return strings.Contains(b.stderr.String(), "zookeeper session expired") })
+	if kids, _ := lockStat(t, conn, p); len(kids) != 1 {
+		t.Fatalf("b queued while its check failed: %v", kids)
+	}
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	s.touch("a-done")
+	a.wait(t, 15*time.Second)
+	eventually(t, 15*time.Second, "b takes over", func() bool { return s.ran("b-done") == 1 })
+	s.touch("b-done")
+	if code := b.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("b: exit %d:\n%s", code, b.stderr)
 	}
 	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
 		t.Errorf("nodes left: %v", kids)
