@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -555,6 +558,52 @@ func TestStandbySessionExpiresWhileChecking(t *testing.T) {
 	if code := b.wait(t, 15*time.Second); code != 0 {
 		t.Fatalf("b: exit %d:\n%s", code, b.stderr)
 	}
+	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
+		t.Errorf("nodes left: %v", kids)
+	}
+}
+
+// TestStandbyURL: --standby-url against a real HTTP server: 503 keeps the
+// standby out of the queue, 200 queues it, 503 twice in a row takes it
+// out again.
+func TestStandbyURL(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-url"
+	p := "/lockex/" + id
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+	var fit atomic.Bool
+	var asked atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		asked.Add(1)
+		if !fit.Load() {
+			http.Error(w, "replica behind", http.StatusServiceUnavailable)
+		}
+	}))
+	defer srv.Close()
+	b := startObserved(t, nil, "-z", zkc.Hosts(), "-i", id, "--standby-url", srv.URL+"/fit", "--health-period", "100ms",
+		"--health-timeout", "5s", "--health-failure-threshold", "2", "--", "true")
+	eventually(t, 15*time.Second, "five checks", func() bool { return asked.Load() >= 5 })
+	if kids, _ := lockStat(t, conn, p); len(kids) != 1 {
+		t.Fatalf("b queued while its URL answered 503: %v", kids)
+	}
+	if _, body := b.get(t, "/readyz"); !strings.Contains(body, "GET "+srv.URL+"/fit: 503 Service Unavailable") {
+		t.Errorf("probe body %q lacks the check's failure", body)
+	}
+	fit.Store(true)
+	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	fit.Store(false)
+	eventually(t, 15*time.Second, "b leaves", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 1 })
+	eventually(t, 15*time.Second, "b left once", func() bool {
+		return value(t, b.metrics(t), "lockex_standby_ready") == 0 && strings.Contains(b.stderr.String(), "standby check failed; left the queue")
+	})
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	if code := b.wait(t, 10*time.Second); code != 143 {
+		t.Fatalf("b: exit %d, want 143:\n%s", code, b.stderr)
+	}
+	s.touch("a-done")
+	a.wait(t, 15*time.Second)
 	if kids, _ := lockStat(t, conn, p); len(kids) != 0 {
 		t.Errorf("nodes left: %v", kids)
 	}
