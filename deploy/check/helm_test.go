@@ -489,6 +489,8 @@ func TestHelmRefuses(t *testing.T) {
 		{"two health checks", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.port=80", "--set", "healthCheck.exec.command={/check}"}, "give httpGet or exec, not both"},
 		{"health check without port", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.path=/healthz"}, "healthCheck.httpGet.port is required"},
 		{"health check path relative", []string{"--set", "command={/app}", "--set", "healthCheck.httpGet.port=80", "--set", "healthCheck.httpGet.path=healthz"}, `healthCheck.httpGet.path "healthz": want an absolute path`},
+		{"two standby checks", []string{"--set", "command={/app}", "--set", "healthCheck.standby.httpGet.port=80", "--set", "healthCheck.standby.exec.command={/check}"}, "healthCheck.standby: give httpGet or exec, not both"},
+		{"standby check without port", []string{"--set", "command={/app}", "--set", "healthCheck.standby.httpGet.path=/fit"}, "healthCheck.standby.httpGet.port is required"},
 		{"health check threshold 0", []string{"--set", "command={/app}", "--set", "healthCheck.exec.command={/check}", "--set", "healthCheck.failureThreshold=0"}, "failureThreshold"},
 		{"tls without secret", []string{"--set", "command={/app}", "--set", "zookeeper.tls.enabled=true"}, "zookeeper.tls.enabled needs zookeeper.tls.secretName"},
 		{"bad digest", []string{"--set", "command={/app}", "--set", "image.digest=latest"}, "digest"},
@@ -731,6 +733,11 @@ func TestHelmHealthCheck(t *testing.T) {
 			"--set", "healthCheck.startPeriodSeconds=60"},
 			[]string{`--health-cmd='/app/check' '--say' 'it'\''s $ok | fine'`,
 				"--health-period=5s", "--health-timeout=2s", "--health-failure-threshold=1", "--health-start-period=60s"}},
+		{"standby alone", []string{"--set-json", `healthCheck.standby.exec.command=["test","-d","/data/it's"]`, "--set", "healthCheck.periodSeconds=2"},
+			[]string{`--standby-cmd='test' '-d' '/data/it'\''s'`, "--health-period=2s", "--health-timeout=1s", "--health-failure-threshold=3"}},
+		{"standby by url, with a health check", []string{"--set", "healthCheck.standby.httpGet.path=/fit", "--set", "healthCheck.standby.httpGet.port=9000",
+			"--set", "healthCheck.httpGet.path=/healthz", "--set", "healthCheck.httpGet.port=http"},
+			[]string{"--standby-url=http://127.0.0.1:9000/fit", "--health-url=http://127.0.0.1:8080/healthz", "--health-period=10s", "--health-start-period=0s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs := helmTemplate(t, "rel", "ns", append(slices.Clone(base), tc.args...)...)
@@ -738,7 +745,7 @@ func TestHelmHealthCheck(t *testing.T) {
 			a := argv(&dep.Spec.Template.Spec.Containers[0])
 			var got []string
 			for _, f := range a[:slices.Index(a, "--")] {
-				if strings.HasPrefix(f, "--health-") {
+				if strings.HasPrefix(f, "--health-") || strings.HasPrefix(f, "--standby-") {
 					got = append(got, f)
 				}
 			}
@@ -749,6 +756,12 @@ func TestHelmHealthCheck(t *testing.T) {
 			}
 			if len(tc.want) == 0 && len(got) != 0 {
 				t.Errorf("no healthCheck: flags %q", got)
+			}
+			if slices.ContainsFunc(got, func(f string) bool { return strings.HasPrefix(f, "--health-start-period") }) !=
+				slices.ContainsFunc(got, func(f string) bool {
+					return strings.HasPrefix(f, "--health-url") || strings.HasPrefix(f, "--health-cmd")
+				}) {
+				t.Errorf("flags %q: --health-start-period only with the workload's health check", got)
 			}
 			r := newPodRun(t, &dep.Spec.Template.Spec, objs, nil)
 			r.install()

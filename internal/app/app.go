@@ -118,6 +118,11 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		}
 		defer srv.Close()
 	}
+
+	standby := newStandbyCheck(cfg, reaper, env)
+	standby.start(ctx, rec)
+	defer standby.stop()
+
 	// Closed before the server, as before /status read through it: the
 	// session's end does not wait for a request in flight.
 	defer locker.Close()
@@ -129,6 +134,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		Env:          env,
 		Signals:      signals,
 		Health:       health.Verdicts(),
+		Standby:      standby.forSupervisor(),
 		LockTimeout:  cfg.LockWait(),
 		BusyExitCode: cfg.BusyExitCode,
 		MinHold:      cfg.MinHold.D(),

@@ -60,6 +60,8 @@ type Config struct {
 	HealthTimeout  Duration `env:"HEALTH_TIMEOUT" envDefault:"1s"`
 	HealthFailures int      `env:"HEALTH_FAILURE_THRESHOLD" envDefault:"3"`
 	HealthStart    Duration `env:"HEALTH_START_PERIOD" envDefault:"0"`
+	StandbyURL     string   `env:"STANDBY_URL"`
+	StandbyCmd     string   `env:"STANDBY_CMD"`
 	DeletionCost   bool     `env:"DELETION_COST"`
 	PodName        string   `env:"POD_NAME"`
 	PodNamespace   string   `env:"POD_NAMESPACE"`
@@ -102,6 +104,12 @@ type Config struct {
 	HealthCheck       activecheck.Probe `env:"-"`
 	HealthCommand     []string          `env:"-"`
 	HealthCommandPath string            `env:"-"`
+	// StandbyCheck, StandbyCommand and StandbyCommandPath are the same
+	// for the standby's own check before and while it queues
+	// (--standby-url, --standby-cmd; docs/design.md §4.7).
+	StandbyCheck       activecheck.Probe `env:"-"`
+	StandbyCommand     []string          `env:"-"`
+	StandbyCommandPath string            `env:"-"`
 	// PodLabel is what --active-label and --deletion-cost keep on the pod
 	// and how to reach the API server; nil without either.
 	PodLabel *podlabel.Config `env:"-"`

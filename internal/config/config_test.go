@@ -119,6 +119,10 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"--health-period", "0", "x"}, nil, `--health-period "0s": want more than 0`},
 		{[]string{"--health-cmd", "no-such-check-command --now", "x"}, nil, `--health-cmd "no-such-check-command --now": command not found`},
 		{[]string{"--health-timeout", "-1", "x"}, nil, `--health-timeout`},
+		{[]string{"--standby-url", "localhost:8080/fit", "x"}, nil, `--standby-url: "localhost:8080/fit": want an http:// or https:// URL`},
+		{[]string{"--standby-url", "http://127.0.0.1/", "--standby-cmd", "true", "x"}, nil, `--standby-cmd "true": want not together with --standby-url`},
+		{[]string{"--standby-cmd", "test -f a; true", "x"}, nil, `--standby-cmd: "test -f a; true": ';' is shell syntax`},
+		{[]string{"x"}, []string{"LOCKEX_STANDBY_CMD=no-such-standby-check"}, `LOCKEX_STANDBY_CMD "no-such-standby-check": command not found`},
 		{[]string{"x"}, []string{"LOCKEX_HEALTH_FAILURE_THRESHOLD=0"}, `LOCKEX_HEALTH_FAILURE_THRESHOLD "0": want at least 1`},
 		{[]string{"x"}, []string{"LOCKEX_HEALTH_START_PERIOD=soon"}, `LOCKEX_HEALTH_START_PERIOD="soon"`},
 		{[]string{"--active-label", "Lockex.io/active=true", "x"}, nil, `prefix "Lockex.io" is not a DNS subdomain`},
@@ -276,6 +280,30 @@ func TestHealthCheck(t *testing.T) {
 	}
 	if strings.Join(c.HealthCommand, "|") != "sh|-c|test -f /tmp/ok" || !strings.HasSuffix(c.HealthCommandPath, "/sh") || c.HealthCheck != nil || c.HealthTimeout.D() != 500*time.Millisecond {
 		t.Errorf("command: %q, %v, timeout %s", c.HealthCommand, c.HealthCheck, c.HealthTimeout)
+	}
+}
+
+// TestStandbyCheck: --standby-url and --standby-cmd from flags or the
+// environment; the timing is the health check's.
+func TestStandbyCheck(t *testing.T) {
+	c, err := Parse([]string{"--", "x"}, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.StandbyCheck != nil || c.StandbyCommand != nil {
+		t.Errorf("defaults: %v %q", c.StandbyCheck, c.StandbyCommand)
+	}
+	if c, err = Parse([]string{"x"}, []string{"LOCKEX_STANDBY_URL=http://127.0.0.1:9000/fit"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if c.StandbyCheck == nil || c.StandbyCheck.String() != "GET http://127.0.0.1:9000/fit" || c.HealthCheck != nil {
+		t.Errorf("from the environment: %v, health %v", c.StandbyCheck, c.HealthCheck)
+	}
+	if c, err = Parse([]string{"--standby-cmd", `test -f '/data/ready'`, "x"}, nil, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.StandbyCommand, "|") != "test|-f|/data/ready" || !strings.HasSuffix(c.StandbyCommandPath, "/test") || c.StandbyCheck != nil || c.HealthCommand != nil {
+		t.Errorf("command: %q at %q, %v", c.StandbyCommand, c.StandbyCommandPath, c.StandbyCheck)
 	}
 }
 

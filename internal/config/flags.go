@@ -45,6 +45,8 @@ func (c *Config) flags() *pflag.FlagSet {
 	fs.Var(&c.HealthPeriod, "health-period", "time between health checks, while the workload runs")
 	fs.Var(&c.HealthTimeout, "health-timeout", "time a health check may take before it counts as failed (a command is killed)")
 	fs.IntVar(&c.HealthFailures, "health-failure-threshold", c.HealthFailures, "consecutive failed health `checks` that stop the workload")
+	fs.StringVar(&c.StandbyURL, "standby-url", c.StandbyURL, "queue for the lock only while a GET of this `URL` passes (200-399), checked every --health-period; leave the queue after --health-failure-threshold failures in a row")
+	fs.StringVar(&c.StandbyCmd, "standby-cmd", c.StandbyCmd, "as --standby-url, with this `command` (split as --health-cmd is; fit on exit 0)")
 	fs.Var(&c.HealthStart, "health-start-period", "time the workload gets to start: failures before its first passed check are not counted within it")
 	fs.BoolVar(&c.DeletionCost, "deletion-cost", c.DeletionCost, "in Kubernetes, keep lockex's own pod's deletion cost high while it holds the lock and low while not, so a ReplicaSet deletes standbys first")
 	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's `name`, shown with the holder; the pod --active-label and --deletion-cost patch (default for that: the host name, which is the pod's name)")

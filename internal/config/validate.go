@@ -50,6 +50,7 @@ func (c *Config) validate() error {
 		{c.RequeueBackoff <= 0, "requeue-backoff", c.RequeueBackoff, "more than 0: a workload that fails at once must not be restarted in a tight loop"},
 		{c.RequeueMax < c.RequeueBackoff, "requeue-backoff-max", c.RequeueMax, fmt.Sprintf("at least %s (%s)", c.name("requeue-backoff"), c.RequeueBackoff)},
 		{c.HealthURL != "" && c.HealthCmd != "", "health-cmd", c.HealthCmd, "not together with --health-url: one check decides the workload's health"},
+		{c.StandbyURL != "" && c.StandbyCmd != "", "standby-cmd", c.StandbyCmd, "not together with --standby-url: one check decides whether this standby queues"},
 		{c.HealthPeriod <= 0, "health-period", c.HealthPeriod, "more than 0"},
 		{c.HealthTimeout <= 0, "health-timeout", c.HealthTimeout, "more than 0"},
 		{c.HealthFailures < 1, "health-failure-threshold", c.HealthFailures, "at least 1"},
@@ -86,6 +87,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.healthCheck(); err != nil {
+		return err
+	}
+	if err := c.standbyCheck(); err != nil {
 		return err
 	}
 	if c.PodLabel, err = c.podLabel(); err != nil {
@@ -197,6 +201,29 @@ func (c *Config) healthCheck() error {
 		// ZooKeeper is asked, not a failing check that stops the workload.
 		if c.HealthCommandPath, err = proc.Resolve(c.HealthCommand[0], c.getenv("PATH")); err != nil {
 			return fmt.Errorf("%s %q: %w", c.name("health-cmd"), c.HealthCmd, err)
+		}
+	}
+	return nil
+}
+
+// standbyCheck makes the probe of --standby-url, or splits --standby-cmd,
+// as healthCheck does for the workload's.
+func (c *Config) standbyCheck() error {
+	var err error
+	switch {
+	case c.StandbyURL != "":
+		if c.StandbyCheck, err = activecheck.HTTP(c.StandbyURL); err != nil {
+			return fmt.Errorf("%s: %w", c.name("standby-url"), err)
+		}
+	case c.StandbyCmd != "":
+		if c.StandbyCommand, err = activecheck.ParseCommand(c.StandbyCmd); err != nil {
+			return fmt.Errorf("%s: %w", c.name("standby-cmd"), err)
+		}
+		if c.IsMode() {
+			return nil
+		}
+		if c.StandbyCommandPath, err = proc.Resolve(c.StandbyCommand[0], c.getenv("PATH")); err != nil {
+			return fmt.Errorf("%s %q: %w", c.name("standby-cmd"), c.StandbyCmd, err)
 		}
 	}
 	return nil

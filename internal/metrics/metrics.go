@@ -16,10 +16,12 @@ import (
 // Metrics keeps the metrics; status.Recorder tells it of every change.
 type Metrics struct {
 	held, contenders, maxHolders, connected, running, ready, healthy prometheus.Gauge
+	standbyReady                                                     prometheus.Gauge
 	wait                                                             prometheus.Observer
 	lost                                                             *prometheus.CounterVec
 	disconnects, expirations, maxRuntime, requeues                   prometheus.Counter
 	healthFailures, unhealthy, earlierDeleted, podPatchFailures      prometheus.Counter
+	standbyFailures                                                  prometheus.Counter
 }
 
 // New registers lockex's metrics for lock P, and the Go and process
@@ -37,6 +39,10 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		running:    f.gauge("lockex_workload_running", "1 while the workload runs."),
 		ready:      f.gauge("lockex_workload_ready", "1 while /active answers 200: the workload runs and passes --active-http or --active-tcp (runs, without a check)."),
 		healthy:    f.gauge("lockex_workload_healthy", "1 while the workload runs and passed its last --health-url or --health-cmd check (runs, without a check)."),
+		standbyReady: f.gauge("lockex_standby_ready",
+			"1 while this standby, checking or queued, passes its --standby-url or --standby-cmd check: it may queue, or stays queued."),
+		standbyFailures: f.counter("lockex_standby_check_failures_total",
+			"Failed standby checks (--standby-url, --standby-cmd), before queueing and while queued."),
 		wait: f.histogram("lockex_lock_wait_seconds", "Time from lockex's start (the round's, with --requeue) until the lock was held.",
 			prometheus.ExponentialBuckets(0.01, 4, 10)), // 10ms to about 45 minutes
 		lost:        f.counterVec("lockex_lock_lost_total", "Locks lost, by reason.", "reason"),
@@ -79,6 +85,7 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	m.running.Set(bool01(s.State == supervisor.Running))
 	m.ready.Set(bool01(s.Active()))
 	m.healthy.Set(bool01(s.Healthy()))
+	m.standbyReady.Set(bool01(s.StandbyReady()))
 	m.connected.Set(bool01(s.Connected))
 	m.contenders.Set(float64(s.Contenders))
 	switch ev {
@@ -98,6 +105,8 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 		m.healthFailures.Inc()
 	case status.EvUnhealthy:
 		m.unhealthy.Inc()
+	case status.EvStandbyFailed:
+		m.standbyFailures.Inc()
 	case status.EvEarlierDeleted:
 		m.earlierDeleted.Inc()
 	}

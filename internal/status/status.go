@@ -65,6 +65,29 @@ type Snapshot struct {
 	// Unhealthy is set once the workload was stopped for failing its
 	// health check, and stays set.
 	Unhealthy bool
+	// StandbyCheck names the standby's own check (--standby-url or
+	// --standby-cmd, docs/design.md §4.7), "" without one. Of the round
+	// under way, while it is checked (states checking and waiting; kept
+	// as they were once the lock is held): StandbyOK, its last check
+	// passed; StandbyFit, it passed one and has not failed
+	// StandbyThreshold in a row since, so it may queue; StandbyFailures,
+	// its consecutive failures; StandbyErr, its last failure.
+	StandbyCheck     string
+	StandbyThreshold int
+	StandbyOK        bool
+	StandbyFit       bool
+	StandbyFailures  int
+	StandbyErr       string
+	// StandbyLeft counts the times this run left the queue for its
+	// standby check; StandbyLeftErr is why it left last.
+	StandbyLeft    int
+	StandbyLeftErr string
+}
+
+// StandbyReady reports whether the standby's own check lets it queue, in
+// the states where that check decides: lockex_standby_ready.
+func (s Snapshot) StandbyReady() bool {
+	return s.StandbyCheck != "" && s.StandbyFit && (s.State == supervisor.Checking || s.State == supervisor.Waiting)
 }
 
 // Healthy reports whether the workload runs and, with a health check,
@@ -104,6 +127,7 @@ const (
 	EvHealthFailed   // one failed health check
 	EvUnhealthy      // lockex began to stop a workload that failed its health check
 	EvEarlierDeleted // a node of this container's dead earlier incarnation was deleted
+	EvStandbyFailed  // one failed standby check
 )
 
 // Recorder owns the state. It is the supervisor's Observer and the
@@ -183,6 +207,11 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		switch ch.To {
 		case supervisor.Connecting:
 			s.Round = ch.Round
+			if errors.Is(ch.Err, supervisor.ErrStandbyUnfit) {
+				s.StandbyFit, s.StandbyLeft, s.StandbyLeftErr = false, s.StandbyLeft+1, ch.Err.Error()
+				// Its session is being replaced: closed first, quietly.
+				s.Connected, s.Suspended = false, false
+			}
 			if ch.From == supervisor.Backoff {
 				r.started = now
 				// A new round, with a session of its own: what was
@@ -191,6 +220,8 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 				// being closed.
 				s.Queued, s.LockLost, s.Loss, s.SessionLost, s.Node, s.Token = false, false, 0, false, "", 0
 				s.Unhealthy, s.StopReason = false, ""
+				// The standby is checked afresh in each round.
+				s.StandbyOK, s.StandbyFit, s.StandbyFailures, s.StandbyErr = false, false, 0, ""
 				s.Connected, s.Suspended = false, false
 			}
 		case supervisor.Backoff:
@@ -241,6 +272,16 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 		r.log.Info("workload exited", attrs...)
 	case supervisor.Running:
 		r.log.Info("workload started", "pid", ch.Pid)
+	case supervisor.Checking:
+		r.log.Info("checking this standby before it queues", "check", r.Snapshot().StandbyCheck)
+	case supervisor.Waiting:
+		if ch.From == supervisor.Checking {
+			r.log.Info("standby check passed; queueing for the lock", "check", r.Snapshot().StandbyCheck)
+		}
+	case supervisor.Connecting:
+		if errors.Is(ch.Err, supervisor.ErrStandbyUnfit) {
+			r.log.Warn("standby check failed; left the queue", "err", ch.Err)
+		}
 	case supervisor.Stopping:
 		var minHold []any
 		if ch.MinHold > 0 {
@@ -284,7 +325,7 @@ func (r *Recorder) logChange(ch supervisor.Change) {
 			r.log.Warn("stopped between rounds", "signal", stop.Signal.String())
 		case errors.As(ch.Err, &stop):
 			r.log.Warn("stopped while waiting for the lock", "signal", stop.Signal.String())
-		case errors.Is(ch.Err, supervisor.ErrLockTimeout):
+		case errors.Is(ch.Err, supervisor.ErrLockTimeout), errors.Is(ch.Err, supervisor.ErrStandbyUnfit):
 			r.log.Warn("lock not acquired", "reason", ch.Err)
 		case exitcode.Of(ch.Err) == exitcode.Busy:
 			r.log.Warn("lock not acquired", "reason", "taken, and --no-blocking or -t 0", "err", ch.Err)
@@ -365,6 +406,35 @@ func (r *Recorder) HealthChecked(pid, failures int, err error) {
 	}
 }
 
+// StandbyCheckWith names the standby's own check and the failures in a row
+// that take it out of the queue. Called before the run starts.
+func (r *Recorder) StandbyCheckWith(check string, threshold int) {
+	r.update(EvOther, func(s *Snapshot) { s.StandbyCheck, s.StandbyThreshold = check, threshold })
+}
+
+// StandbyChecked records a standby check of round: fit, whether it may
+// queue after it; failures, its consecutive failures; err, this check's
+// failure. A result of another round, or one that comes once the check no
+// longer decides (the lock held, the round over), is dropped. Nothing is
+// logged: the supervisor's changes (checking, queueing, leaving) are.
+func (r *Recorder) StandbyChecked(round int, fit bool, failures int, err error) {
+	ev := EvOther
+	if err != nil {
+		ev = EvStandbyFailed
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := r.s.State
+	if r.s.Round != round || (st != supervisor.Checking && st != supervisor.Waiting && st != supervisor.Connecting) {
+		return
+	}
+	r.s.StandbyOK, r.s.StandbyFit, r.s.StandbyFailures, r.s.StandbyErr = err == nil, fit, failures, ""
+	if err != nil {
+		r.s.StandbyErr = err.Error()
+	}
+	r.changed(ev, r.s)
+}
+
 // Connecting, Connected, Disconnected, Reconnected, Expired, Contenders,
 // Waiting and EarlierDeleted implement zklock.SessionObserver.
 
@@ -425,6 +495,11 @@ func (s Snapshot) Describe() string {
 	switch s.State {
 	case supervisor.Starting, supervisor.Connecting:
 		d = "connecting to zookeeper for " + s.Lock
+	case supervisor.Checking:
+		d = "checking this standby before it queues for " + s.Lock
+		if s.StandbyErr != "" {
+			d += fmt.Sprintf(" (failed %d in a row: %s)", s.StandbyFailures, s.StandbyErr)
+		}
 	case supervisor.Waiting:
 		switch {
 		case !s.Queued:

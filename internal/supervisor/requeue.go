@@ -80,7 +80,7 @@ func (r *run) backOff() {
 	// r.releaseErr too: a lock taken just as --locktimeout passed is
 	// given back on the way to GaveUp, and its node may not have gone.
 	clean := r.releaseErr == nil && (ch.To == Released && ch.From != Lost ||
-		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || exitcode.Of(ch.Err) == exitcode.Busy))
+		ch.To == GaveUp && (errors.Is(ch.Err, ErrLockTimeout) || errors.Is(ch.Err, ErrStandbyUnfit) || exitcode.Of(ch.Err) == exitcode.Busy))
 	if !clean {
 		r.c.Locker.Close()
 	}

@@ -21,9 +21,10 @@ const (
 	GaveUp           // the round ends without the lock; lockex exits, or with --requeue backs off
 	Stopping         // lock held; lockex stops the workload for a reason of its own (--max-runtime, a failed health check)
 	Backoff          // --requeue: a round ended, the next begins after a backoff
+	Checking         // connected; the standby's own check has not passed: not queued
 )
 
-var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping", "backoff"}
+var stateNames = [...]string{"starting", "connecting", "waiting", "holding", "running", "lost", "released", "gave_up", "stopping", "backoff", "checking"}
 
 func (s State) String() string {
 	if s < 0 || int(s) >= len(stateNames) {
@@ -59,7 +60,9 @@ type Change struct {
 	// → Stopping: Err is why lockex stops the workload (ErrMaxRuntime, ErrUnhealthy).
 	// → Lost: Err is why. Late is set when the loss was noticed after
 	// the lease's KillBy had passed: everything was sent SIGKILL at once.
-	// → GaveUp: Err is why (ErrLockTimeout, StoppedBy, a locker error).
+	// → GaveUp: Err is why (ErrLockTimeout, ErrStandbyUnfit, StoppedBy, a
+	// locker error). Waiting → Connecting: Err is why the standby left the
+	// queue (ErrStandbyUnfit).
 	// → Released: Err is why the workload never started (StoppedBy, or
 	// its start failed), ReleaseErr why the lock's node was not deleted.
 	Err        error

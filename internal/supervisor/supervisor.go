@@ -100,6 +100,10 @@ type Config struct {
 	// a check): one for a running workload stops it as a loss would, and
 	// the run ends with exitcode.Unhealthy.
 	Health <-chan HealthFailure
+	// Standby, if not nil, is the standby's own check (standby.go): the
+	// run queues only while it passes. LockTimeout counts across the
+	// checks too.
+	Standby Standby
 	// LockTimeout bounds the wait for the lock (not for ZooKeeper, which
 	// the locker bounds): negative waits for ever, 0 looks once (flock
 	// -w 0 is flock -n), more gives up after that long.
@@ -180,6 +184,17 @@ type round struct {
 	endWait   context.CancelCauseFunc
 	acquired  chan acquired
 	lockTimer Timer
+	// queue is one stay in the queue, within wait: a standby that fails
+	// its own check leaves it (standby.go), and queues again later in
+	// the same round.
+	queue   context.Context
+	leave   context.CancelCauseFunc
+	fit     bool  // the standby's check passed (and has not failed since)
+	leaving bool  // the Acquire under way was told to leave the queue
+	unfit   error // why the standby left the queue last
+	// standbyErr is the standby check's last failure, for a give-up.
+	standbyErr error
+	waitTimed  bool // --locktimeout's timer was started for this round
 
 	lease      Lease
 	heldSince  time.Time
@@ -252,11 +267,23 @@ func (r *run) loop(parent context.Context) int {
 			r.onAcquired(res)
 		case <-timerC(r.lockTimer):
 			r.lockTimer = nil
+			if r.state == Checking {
+				// No Acquire to end: the cause says why.
+				why := fmt.Errorf("%w: --locktimeout %s passed before the standby passed its check", ErrLockTimeout, r.c.LockTimeout)
+				if r.standbyErr != nil {
+					why = fmt.Errorf("%w: %w", why, r.standbyErr)
+				}
+				r.endWait(why)
+				r.giveUp(nil)
+				continue
+			}
 			r.endWait(fmt.Errorf("%w: --locktimeout %s passed", ErrLockTimeout, r.c.LockTimeout))
 		case sig := <-r.c.Signals:
 			r.onSignal(sig.(syscall.Signal))
 		case hf := <-r.c.Health:
 			r.onUnhealthy(hf)
+		case res := <-r.standbyResults():
+			r.onStandby(res)
 		case <-r.leaseDone():
 			r.onLoss()
 		case <-r.exited:
@@ -292,6 +319,16 @@ func (r *run) loop(parent context.Context) int {
 func (r *run) to(ch Change) {
 	ch.From, ch.At = r.state, r.c.Clock.Now()
 	r.state = ch.To
+	if r.c.Standby != nil {
+		// The standby's check runs only while it decides something:
+		// before the run queues and while it is queued, never once the
+		// lock is held (then the workload's own check, if any, decides).
+		if ch.To == Checking || ch.To == Waiting {
+			r.c.Standby.Check(r.rounds)
+		} else {
+			r.c.Standby.Check(0)
+		}
+	}
 	if ch.To == Released || ch.To == GaveUp {
 		ch.Code = r.code
 		r.ended = ch
@@ -314,29 +351,47 @@ func (r *run) connect() {
 func (r *run) onConnected(err error) {
 	r.connected = nil
 	if err == nil {
-		err = context.Cause(r.ctx) // a signal came as the session did
+		err = r.cause() // a signal (or the timeout) came as the session did
 	}
 	if err != nil {
 		r.giveUp(err)
 		return
 	}
 	r.hadSession = true
-	r.to(Change{To: Waiting})
-	r.wait, r.endWait = context.WithCancelCause(r.ctx)
+	// The round's first session starts its wait; one made after the
+	// standby left the queue (standby.go) waits on within the same limit.
+	if r.wait == nil {
+		r.wait, r.endWait = context.WithCancelCause(r.ctx)
+	}
+	r.queueOrCheck()
+}
+
+// timeWait starts --locktimeout once per round, as the round's wait
+// begins (queued, or checking before it queues).
+func (r *run) timeWait() {
+	if r.waitTimed {
+		return
+	}
+	r.waitTimed = true
 	if r.c.LockTimeout > 0 {
 		r.lockTimer = r.c.Clock.NewTimer(r.c.LockTimeout)
 	}
-	acq := make(chan acquired, 1)
-	r.acquired = acq
-	ctx, wait := r.wait, r.c.LockTimeout != 0
-	go func() {
-		lease, err := r.c.Locker.Acquire(ctx, wait)
-		acq <- acquired{lease, err}
-	}()
 }
 
 func (r *run) onAcquired(res acquired) {
 	r.acquired = nil
+	if r.leaving && res.err != nil && res.lease == nil && r.cause() == nil {
+		// Left the queue for the standby's check, not for the round's
+		// end: check until it passes, then queue again at the back.
+		r.leftQueue()
+		return
+	}
+	if r.leaving && res.err == nil {
+		// The lock came as the standby was leaving the queue: it is
+		// held, and kept (docs/design.md §4.7).
+		r.c.Log.Warn("the lock came as the standby left the queue for its check; holding it", "err", r.unfit)
+	}
+	r.leaving = false
 	stopTimer(&r.lockTimer)
 	if res.err != nil {
 		if res.lease != nil {
@@ -433,7 +488,7 @@ func (r *run) giveUp(err error) {
 	switch {
 	case errors.As(err, &stop):
 		r.code = exitcode.Signal(stop.Signal)
-	case errors.Is(err, ErrLockTimeout), exitcode.Of(err) == exitcode.Busy:
+	case errors.Is(err, ErrLockTimeout), errors.Is(err, ErrStandbyUnfit), exitcode.Of(err) == exitcode.Busy:
 		r.code = r.c.BusyExitCode
 	default:
 		r.code = exitcode.Of(err)
@@ -473,6 +528,13 @@ func (r *run) onSignal(sig syscall.Signal) {
 	case Backoff:
 		if stops {
 			stopTimer(&r.backoffTimer)
+			r.giveUp(StoppedBy{sig})
+		}
+	case Checking:
+		// No Acquire to end (nothing queued); a connect or an Acquire
+		// under way ends with ctx, and gives up then.
+		if stops {
+			stopTimer(&r.lockTimer)
 			r.giveUp(StoppedBy{sig})
 		}
 	case Holding, Stopping:

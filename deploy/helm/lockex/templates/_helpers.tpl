@@ -325,37 +325,51 @@ then needs its service account's token and the Role that allows it.
 
 {{/*
 lockex.healthFlags: the workload's health check (healthCheck), whose
-failures stop the workload and give the lock up. An exec command's words
-are single-quoted for --health-cmd, which splits them back as a shell
-would and runs them without one.
+failures stop the workload and give the lock up, and the standby's own
+check (healthCheck.standby), which keeps an unfit standby out of the
+queue; both with healthCheck's timing.
 */}}
 {{- define "lockex.healthFlags" -}}
 {{- $c := .Values.healthCheck }}
+{{- $s := $c.standby | default dict }}
+{{- include "lockex.checkFlag" (dict "check" $c "what" "healthCheck" "flag" "health" "ports" .Values.ports) }}
+{{- include "lockex.checkFlag" (dict "check" $s "what" "healthCheck.standby" "flag" "standby" "ports" .Values.ports) }}
+{{- if or $c.httpGet $c.exec $s.httpGet $s.exec }}
+- {{ printf "--health-period=%ds" (int $c.periodSeconds) | quote }}
+- {{ printf "--health-timeout=%ds" (int $c.timeoutSeconds) | quote }}
+- {{ printf "--health-failure-threshold=%d" (int $c.failureThreshold) | quote }}
+{{- end }}
+{{- if or $c.httpGet $c.exec }}
+- {{ printf "--health-start-period=%ds" (int $c.startPeriodSeconds) | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+lockex.checkFlag: --<flag>-url or --<flag>-cmd for a check of httpGet or
+exec. An exec command's words are single-quoted, which lockex splits back
+as a shell would and runs without one.
+*/}}
+{{- define "lockex.checkFlag" -}}
+{{- $c := .check }}
 {{- if and $c.httpGet $c.exec }}
-{{- fail "healthCheck: give httpGet or exec, not both" }}
+{{- fail (printf "%s: give httpGet or exec, not both" .what) }}
 {{- end }}
 {{- if $c.httpGet }}
 {{- $scheme := $c.httpGet.scheme | default "HTTP" | lower }}
 {{- $path := $c.httpGet.path | default "/" }}
 {{- if not (hasPrefix "/" $path) }}
-{{- fail (printf "healthCheck.httpGet.path %q: want an absolute path, like /healthz" $path) }}
+{{- fail (printf "%s.httpGet.path %q: want an absolute path, like /healthz" .what $path) }}
 {{- end }}
-- {{ printf "--health-url=%s://%s/%s" $scheme (include "lockex.checkAddr" (dict "check" $c.httpGet "what" "healthCheck.httpGet" "ports" .Values.ports)) (trimPrefix "/" $path) | quote }}
+- {{ printf "--%s-url=%s://%s/%s" .flag $scheme (include "lockex.checkAddr" (dict "check" $c.httpGet "what" (printf "%s.httpGet" .what) "ports" .ports)) (trimPrefix "/" $path) | quote }}
 {{- else if $c.exec }}
 {{- if not $c.exec.command }}
-{{- fail "healthCheck.exec.command is required" }}
+{{- fail (printf "%s.exec.command is required" .what) }}
 {{- end }}
 {{- $words := list }}
 {{- range $c.exec.command }}
 {{- $words = append $words (printf "'%s'" (replace "'" "'\\''" .)) }}
 {{- end }}
-- {{ printf "--health-cmd=%s" (join " " $words) | quote }}
-{{- end }}
-{{- if or $c.httpGet $c.exec }}
-- {{ printf "--health-period=%ds" (int $c.periodSeconds) | quote }}
-- {{ printf "--health-timeout=%ds" (int $c.timeoutSeconds) | quote }}
-- {{ printf "--health-failure-threshold=%d" (int $c.failureThreshold) | quote }}
-- {{ printf "--health-start-period=%ds" (int $c.startPeriodSeconds) | quote }}
+- {{ printf "--%s-cmd=%s" .flag (join " " $words) | quote }}
 {{- end }}
 {{- end }}
 
