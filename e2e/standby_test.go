@@ -164,7 +164,8 @@ func TestStandbyCheckGatesQueue(t *testing.T) {
 // TestStandbyLeavesQueue: a queued standby whose check starts failing
 // leaves the queue (its node gone), and the contender behind it keeps its
 // node and takes over next; once the check passes again it queues again,
-// at the back, and takes over after that one.
+// at the back, and takes over after that one. b's /status shows its
+// check's state throughout.
 func TestStandbyLeavesQueue(t *testing.T) {
 	zkc := startZK(t)
 	conn := zkClient(t, zkc.Hosts())
@@ -174,8 +175,12 @@ func TestStandbyLeavesQueue(t *testing.T) {
 	a := s.holderOf(zkc.Hosts(), id, "a-done")
 
 	s.touch("b-fit")
-	b := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id, "--log-format", "json"}, s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
+	bHTTP := freePort(t)
+	b := startLockex(t, nil, append(append([]string{"-z", zkc.Hosts(), "-i", id, "--log-format", "json", "--http-addr", bHTTP}, s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)...)
 	eventually(t, 15*time.Second, "b queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 2 })
+	if sb := getStatus(t, bHTTP).Instance.Standby; sb == nil || !sb.Fit || !sb.OK || sb.Left != 0 || sb.Threshold != 2 || !strings.Contains(sb.Check, "b-fit") {
+		t.Errorf("b queued: /status standby %+v, want fit, ok, left 0, threshold 2, its command", sb)
+	}
 	c := startLockex(t, nil, append([]string{"-z", zkc.Hosts(), "-i", id, "--"}, s.waitFor("c-done")...)...)
 	eventually(t, 15*time.Second, "c queues", func() bool { kids, _ := lockStat(t, conn, p); return len(kids) == 3 })
 	queued, _ := lockStat(t, conn, p)
@@ -187,6 +192,9 @@ func TestStandbyLeavesQueue(t *testing.T) {
 	}
 	eventually(t, 15*time.Second, "b checks again", func() bool { return countIn(b, `"msg":"checking this standby before it queues"`) == 2 })
 	lineWith(t, b, "standby check failed; left the queue")
+	if sb := getStatus(t, bHTTP).Instance.Standby; sb == nil || sb.Fit || sb.OK || sb.Left != 1 || sb.Error == "" || sb.LeftError == "" {
+		t.Errorf("b left: /status standby %+v, want unfit, failing, left 1, with the failure", sb)
+	}
 
 	s.touch("a-done")
 	if code := a.wait(t, 15*time.Second); code != 0 {

@@ -34,6 +34,16 @@ type statusPage struct {
 			Error     string `json:"error"`
 			Unhealthy bool   `json:"unhealthy"`
 		} `json:"health"`
+		Standby *struct {
+			Check     string `json:"check"`
+			OK        bool   `json:"ok"`
+			Fit       bool   `json:"fit"`
+			Failures  int    `json:"failures"`
+			Threshold int    `json:"threshold"`
+			Error     string `json:"error"`
+			Left      int    `json:"left"`
+			LeftError string `json:"left_error"`
+		} `json:"standby"`
 	} `json:"instance"`
 	Lock           *statusJSON `json:"lock"`
 	ZooKeeperError string      `json:"zookeeper_error"`

@@ -23,6 +23,7 @@ type Instance struct {
 	Lost        string     `json:"lost,omitempty"`
 	Readiness   *Readiness `json:"readiness"`
 	Health      *Health    `json:"health"`
+	Standby     *Standby   `json:"standby"`
 }
 
 // Readiness is the workload's readiness check (--active-http,
@@ -42,6 +43,23 @@ type Health struct {
 	Threshold int    `json:"threshold"`
 	Error     string `json:"error,omitempty"`
 	Unhealthy bool   `json:"unhealthy"`
+}
+
+// Standby is the standby's own check (--standby-url, --standby-cmd, §4.7);
+// null without one.
+type Standby struct {
+	Check string `json:"check"`
+	// OK: the last check passed. Fit: it may queue (passed once and has
+	// not failed Threshold times in a row since).
+	OK        bool   `json:"ok"`
+	Fit       bool   `json:"fit"`
+	Failures  int    `json:"failures"`
+	Threshold int    `json:"threshold"`
+	Error     string `json:"error,omitempty"`
+	// Left counts the times this run left the queue for failing it;
+	// LeftError is why it left last.
+	Left      int    `json:"left"`
+	LeftError string `json:"left_error,omitempty"`
 }
 
 // Instance is s as /status shows it.
@@ -65,6 +83,10 @@ func (s Snapshot) Instance() Instance {
 	if s.HealthCheck != "" {
 		in.Health = &Health{Check: s.HealthCheck, OK: s.HealthOK, Failures: s.HealthFailures,
 			Threshold: s.HealthThreshold, Error: s.HealthErr, Unhealthy: s.Unhealthy}
+	}
+	if s.StandbyCheck != "" {
+		in.Standby = &Standby{Check: s.StandbyCheck, OK: s.StandbyOK, Fit: s.StandbyFit, Failures: s.StandbyFailures,
+			Threshold: s.StandbyThreshold, Error: s.StandbyErr, Left: s.StandbyLeft, LeftError: s.StandbyLeftErr}
 	}
 	return in
 }
