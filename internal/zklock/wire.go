@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 )
@@ -344,14 +345,42 @@ type history struct {
 }
 
 // maxNoted bounds noted and syncs when no write comes to prune them:
-// dropping the oldest can only make the evidence older.
+// dropping any answer can only make the evidence older (R0 becomes an
+// earlier one), never newer.
 const maxNoted = 1024
 
-func (h *history) note(e exchange) {
-	if len(h.noted) == maxNoted {
-		h.noted = h.noted[1:]
-	}
+// note records e, answered; m is the margin. When noted is full, one
+// answer goes. The oldest, if the one after it was answered by the last
+// sync's send time less m: every later S1 was sent no earlier, so R0 is
+// that one or a later one. Otherwise all are recent, as after a burst
+// (/status reads a crowded lock, one request per contender): the later of
+// the two answered closest together goes, which costs the evidence at
+// most that gap, while dropping the oldest would leave a write no R0 at
+// all until the burst is m old.
+func (h *history) note(e exchange, m time.Duration) {
 	h.noted = append(h.noted, e)
+	if len(h.noted) <= maxNoted {
+		return
+	}
+	drop := 0
+	if cut := h.lastSyncSent().Add(-m); h.noted[1].answered.After(cut) {
+		drop = 1
+		for i := 2; i < len(h.noted); i++ {
+			if h.noted[i].answered.Sub(h.noted[i-1].answered) < h.noted[drop].answered.Sub(h.noted[drop-1].answered) {
+				drop = i
+			}
+		}
+	}
+	h.noted = slices.Delete(h.noted, drop, drop+1)
+}
+
+// lastSyncSent is when the last sync answered without error was sent;
+// zero if none was.
+func (h *history) lastSyncSent() time.Time {
+	if len(h.syncs) == 0 {
+		return time.Time{}
+	}
+	return h.syncs[len(h.syncs)-1].sent
 }
 
 // synced records sync s, answered without error (it was noted already).
@@ -501,7 +530,7 @@ func (w *wireConn) answered(head []byte, now time.Time) {
 		return // not noted for the session (F1)
 	}
 	e := exchange{sent: r.sent, answered: now}
-	w.hist.note(e)
+	w.hist.note(e, w.live.margin())
 	switch {
 	case code != 0:
 	case r.op == opSync:

@@ -161,7 +161,7 @@ func TestEvidenceFromASyncAndAWrite(t *testing.T) {
 			got, ok := time.Time{}, false
 			for _, r := range tc.reqs {
 				e := exchange{sent: at(r.sent), answered: at(r.answered)}
-				h.note(e)
+				h.note(e, time.Second)
 				switch r.kind {
 				case 's':
 					h.synced(e)
@@ -176,6 +176,53 @@ func TestEvidenceFromASyncAndAWrite(t *testing.T) {
 				t.Errorf("evidence %s (%v), want %dms", got.Sub(at(0)), ok, tc.want)
 			}
 		})
+	}
+}
+
+// TestEvidenceAfterABurst: a burst of answers, more than maxNoted within
+// m (a /status read of a crowded lock through the session), leaves the
+// answers before it that a write needs for R0; the burst is thinned.
+func TestEvidenceAfterABurst(t *testing.T) {
+	var h history
+	sync := func(ms int) {
+		e := exchange{sent: at(ms), answered: at(ms + 5)}
+		h.note(e, time.Second)
+		h.synced(e)
+	}
+	for ms := 0; ms <= 2000; ms += 100 {
+		sync(ms)
+	}
+	for i := range 2 * maxNoted {
+		sent := at(2010).Add(time.Duration(i) * 100 * time.Microsecond)
+		h.note(exchange{sent: sent, answered: sent.Add(50 * time.Microsecond)}, time.Second)
+	}
+	sync(2250)
+	w := exchange{sent: at(2300), answered: at(2310)}
+	h.note(w, time.Second)
+	// S1 is the sync sent at 2250ms; R0 the last answered by 1250ms.
+	if got, ok := h.written(w, time.Second); !ok || !got.Equal(at(1200)) {
+		t.Errorf("evidence %s (%v), want 1200ms", got.Sub(at(0)), ok)
+	}
+	if len(h.noted) > maxNoted {
+		t.Errorf("%d answers kept, want at most %d", len(h.noted), maxNoted)
+	}
+}
+
+// TestEvidenceAfterALongWait: a standby's syncs, many more than maxNoted
+// and evenly spaced, keep the newest answers, which the first write needs.
+func TestEvidenceAfterALongWait(t *testing.T) {
+	var h history
+	last := 0
+	for ms := 0; ms <= 3*maxNoted*100; ms += 100 {
+		e := exchange{sent: at(ms), answered: at(ms + 5)}
+		h.note(e, time.Second)
+		h.synced(e)
+		last = ms
+	}
+	w := exchange{sent: at(last + 50), answered: at(last + 60)}
+	h.note(w, time.Second)
+	if got, ok := h.written(w, time.Second); !ok || !got.Equal(at(last-1100)) {
+		t.Errorf("evidence %s (%v), want %dms", got.Sub(at(0)), ok, last-1100)
 	}
 }
 
