@@ -15,10 +15,12 @@ import (
 const controllerManagerUser = "system:kube-controller-manager"
 
 // controllers are the only ones ControllerManager runs: what a Deployment
-// of lockex pods needs to roll, scale and keep a disruption budget. No
+// of lockex pods needs to roll, scale and keep a disruption budget, and
+// what turns a Service's selector into the EndpointSlices a proxy routes
+// by. No
 // node, namespace or garbage-collector controller runs, so nothing here
 // evicts, taints or collects behind the test's back.
-var controllers = []string{"deployment-controller", "replicaset-controller", "disruption-controller"}
+var controllers = []string{"deployment-controller", "replicaset-controller", "disruption-controller", "endpointslice-controller"}
 
 // ControllerManager also starts a real kube-controller-manager, with the
 // controllers of a Deployment: a Deployment then makes ReplicaSets and a
