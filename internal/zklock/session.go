@@ -62,6 +62,11 @@ type Options struct {
 	// recipe deletes such nodes of other sessions before it queues
 	// (takeOver). Nil: no node is ever taken over.
 	EarlierSelf func(data []byte) bool
+	// Behind, when set, is told the data of every node a mutex contender
+	// waits directly behind, as it sets its watch on it: the holder it
+	// takes over from is the last one it was told of. It must not block.
+	// Not told for a semaphore.
+	Behind func(data []byte)
 }
 
 // SessionObserver is told what the session and the recipes see, for logs, metrics
