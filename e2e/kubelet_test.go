@@ -108,7 +108,7 @@ func (k *kubelet) start(p kubetest.Pod) {
 	env := []string{
 		"KUBERNETES_SERVICE_HOST=" + k.api.Host(), "KUBERNETES_SERVICE_PORT=" + k.api.Port(),
 		"LOCKEX_SERVICEACCOUNT_DIR=" + k.api.serviceAccountDir(t, k.ns, p.Spec.ServiceAccountName, r.name, r.uid),
-		"LOCKEX_POD_NAME=" + r.name,
+		"LOCKEX_POD_NAMESPACE=" + k.ns, "LOCKEX_POD_NAME=" + r.name,
 	}
 	args := append(append([]string{"-z", k.zk}, k.args...), "--")
 	r.lockex = startObserved(t, env, append(args, ticker(k.logPath, r.name, 0, false)...)...)

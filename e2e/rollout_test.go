@@ -17,7 +17,7 @@ const defaultRollouts = 20
 
 // startDeploymentCluster is a real kube-apiserver and kube-controller-manager
 // with namespace ns, the service account web bound to the chart's Role
-// (patch pods), a Deployment "web" of replicas singleton pods (lockex with
+// (get and patch pods), a Deployment "web" of replicas singleton pods (lockex with
 // --active-label and --deletion-cost around a ticker), and a kubelet
 // stand-in running them against a real ZooKeeper.
 func startDeploymentCluster(t *testing.T, ns string, replicas int) (*kubeAPI, *kubelet) {
@@ -27,7 +27,7 @@ func startDeploymentCluster(t *testing.T, ns string, replicas int) (*kubeAPI, *k
 	api.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
 	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
-		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"patch"}}},
+		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
 	})
 	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},

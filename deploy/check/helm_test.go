@@ -270,9 +270,9 @@ func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 }
 
 // checkPodPatching: lockex patches its own pod (the label of
-// routeToActive, the deletion cost): it is told its pod's name by the
-// downward API, and the pod's service account may patch pods, and nothing
-// more.
+// routeToActive, the deletion cost) and reads and patches the pod of a
+// holder it took over from: it is told its pod's name by the downward API,
+// and the pod's service account may get and patch pods, and nothing more.
 func checkPodPatching(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	t.Helper()
 	main := &dep.Spec.Template.Spec.Containers[0]
@@ -290,17 +290,19 @@ func checkPodPatching(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 		len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != sa {
 		t.Errorf("RoleBinding %+v does not bind Role %s to ServiceAccount %s", binding, role.Name, sa)
 	}
-	var patch bool
+	var patch, get bool
 	for _, rule := range role.Rules {
-		if slices.Contains(rule.APIGroups, "") && slices.Contains(rule.Resources, "pods") && slices.Contains(rule.Verbs, "patch") {
-			patch = true
+		if slices.Contains(rule.APIGroups, "") && slices.Contains(rule.Resources, "pods") {
+			patch = patch || slices.Contains(rule.Verbs, "patch")
+			get = get || slices.Contains(rule.Verbs, "get")
 		}
-		if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || len(rule.Verbs) != 1 {
-			t.Errorf("Role rule %+v grants more than patching pods", rule)
+		extra := slices.DeleteFunc(slices.Clone(rule.Verbs), func(v string) bool { return v == "get" || v == "patch" })
+		if len(extra) > 0 || !slices.Equal(rule.APIGroups, []string{""}) || !slices.Equal(rule.Resources, []string{"pods"}) {
+			t.Errorf("Role rule %+v grants more than getting and patching pods", rule)
 		}
 	}
-	if !patch {
-		t.Errorf("Role %+v: lockex cannot patch its pod", role.Rules)
+	if !patch || !get {
+		t.Errorf("Role %+v: lockex cannot get and patch pods (get %v, patch %v)", role.Rules, get, patch)
 	}
 }
 

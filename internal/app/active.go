@@ -97,6 +97,16 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 	}
 }
 
+// behind is zklock.Options.Behind: the labeler learns whose pods it may
+// have to correct once it holds (podlabel.Labeler.Behind). Nil without a
+// labeler.
+func (f *activeFollowers) behind() func(data []byte) {
+	if f.labeler == nil {
+		return nil
+	}
+	return f.labeler.Behind
+}
+
 // drain is the supervisor's Drain: nil unless lockex keeps a label that
 // routes traffic to its pod.
 func (f *activeFollowers) drain(log *slog.Logger) func() <-chan struct{} {

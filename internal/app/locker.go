@@ -27,7 +27,8 @@ type zkLocker struct {
 	log     *slog.Logger
 	obs     zklock.SessionObserver
 	session *zklock.Session
-	data    string // the identity written into this lockex's nodes
+	data    string            // the identity written into this lockex's nodes
+	behind  func(data []byte) // zklock.Options.Behind; nil for none
 }
 
 func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
@@ -41,6 +42,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	l.Close()
 	opts := sessionOptions(c, l.log, l.obs)
+	opts.Behind = l.behind
 	var self identity.Identity
 	opts.EarlierSelf, self = earlierSelf(c.Identity(version()), l.log)
 	l.data = self.String()

@@ -117,6 +117,9 @@ type Labeler struct {
 	// recheckAfter is how long after a streak of failures ends Run sends
 	// its wish once more.
 	recheckAfter time.Duration
+	// corrector clears what a holder that died without a word left on its
+	// pod (correct.go).
+	corrector
 }
 
 // requestTimeout bounds one call to the API server.
@@ -148,6 +151,7 @@ func New(cfg Config, log *slog.Logger, failed func()) *Labeler {
 // Set says what the pod should carry. It never blocks: the status recorder
 // calls it while it holds its lock.
 func (l *Labeler) Set(w Wish) {
+	l.holdChanged(w.Held)
 	w = l.relevant(w)
 	for {
 		select {
