@@ -1,14 +1,19 @@
 package e2e
 
 import (
+	"encoding/json"
+	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lockex/lockex/internal/kubetest"
 	"github.com/lockex/lockex/internal/podlabel"
+	"github.com/lockex/lockex/internal/zktest"
 )
 
 // labelledNamespace makes namespace ns with the service account web bound
@@ -98,6 +103,126 @@ func TestKilledHolderLabelCorrected(t *testing.T) {
 	if log := b.stderr.String(); !strings.Contains(log, "cleared the label and cost the previous holder's pod kept") || !strings.Contains(log, "pod=web-a") {
 		t.Errorf("b does not say it corrected web-a:\n%s", log)
 	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	if code := b.wait(t, 15*time.Second); code != 143 {
+		t.Errorf("b exit %d after SIGTERM, want 143; log:\n%s", code, b.stderr)
+	}
+	mustBeOneAtATime(t, logPath)
+}
+
+// labelWatch polls which pods of ns carry the label, with one list call
+// (one state of the API server) every 20ms, until stop is called.
+type labelWatch struct {
+	mu    sync.Mutex
+	polls []labelPoll
+	stop  chan struct{}
+	done  chan struct{}
+}
+
+type labelPoll struct {
+	at       time.Time // when the answer came: the state is no younger
+	labelled []string
+}
+
+func (a *kubeAPI) watchLabels(ns string) *labelWatch {
+	w := &labelWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for {
+			var list struct {
+				Items []kubetest.Pod `json:"items"`
+			}
+			code, body, err := a.Do(http.MethodGet, "/api/v1/namespaces/"+ns+"/pods?labelSelector="+activeLabel+"%3Dtrue", a.AdminToken(), nil)
+			if err == nil && code == http.StatusOK && json.Unmarshal(body, &list) == nil {
+				p := labelPoll{at: time.Now()}
+				for _, pod := range list.Items {
+					p.labelled = append(p.labelled, pod.Metadata.Name)
+				}
+				w.mu.Lock()
+				w.polls = append(w.polls, p)
+				w.mu.Unlock()
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+func (w *labelWatch) end() []labelPoll {
+	close(w.stop)
+	<-w.done
+	return w.polls
+}
+
+// TestLabelDrainsBeforeLoss: a holder cut off from ZooKeeper (a stall),
+// still reaching the API server, takes its pod's label off when it has
+// heard nothing for half its budget, before its workload is stopped at
+// the deadline: the API server shows the pod unlabelled before the
+// workload's last record. The next holder gets the label; no state of the
+// API server ever shows two pods labelled; the workloads never overlap.
+func TestLabelDrainsBeforeLoss(t *testing.T) {
+	api := startKubeAPI(t)
+	zk := startZK(t)
+	conn := zkClient(t, zk.Hosts())
+	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
+	const ns = "team-a"
+	uids := labelledNamespace(t, api, ns, "web-a", "web-b")
+	logPath := filepath.Join(t.TempDir(), "log")
+	start := func(pod, hosts, who string) *started {
+		args := append([]string{"--active-label", activeLabel + "=true", "--deletion-cost"},
+			lossArgs(hosts, "drain-loss", ticker(logPath, who, 0, false))...)
+		return startLockex(t, api.podEnv(t, ns, pod, uids[pod]), args...)
+	}
+	a := start("web-a", proxy.Addr(), "a")
+	waitRecord(t, logPath, "a")
+	eventually(t, 15*time.Second, "web-a tells the holder", func() bool { return api.tellsHolder(t, ns, "web-a", true) })
+	b := start("web-b", zk.Hosts(), "b")
+	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/drain-loss")) == 2 })
+	eventually(t, 15*time.Second, "web-b tells a standby", func() bool { return api.tellsHolder(t, ns, "web-b", false) })
+
+	watch := api.watchLabels(ns)
+	proxy.Stall()
+	stalled := time.Now()
+	if code := a.wait(t, 15*time.Second); code != 76 {
+		t.Fatalf("holder exit %d, want 76; log:\n%s", code, a.stderr)
+	}
+	waitRecord(t, logPath, "b")
+	eventually(t, 15*time.Second, "web-b tells the holder", func() bool { return api.tellsHolder(t, ns, "web-b", true) })
+	polls := watch.end()
+
+	var lastA int64
+	for _, r := range readRuns(t, logPath) {
+		if r.who == "a" {
+			lastA = r.last
+		}
+	}
+	var unlabelled time.Time
+	for _, p := range polls {
+		if p.at.After(stalled) && !slices.Contains(p.labelled, "web-a") {
+			unlabelled = p.at
+			break
+		}
+	}
+	switch {
+	case unlabelled.IsZero():
+		t.Errorf("web-a never seen unlabelled; log:\n%s", a.stderr)
+	case unlabelled.UnixNano() >= lastA:
+		t.Errorf("web-a seen unlabelled %s after the stall, %s after its workload's last record: the label came off after the stop; log:\n%s",
+			unlabelled.Sub(stalled).Round(time.Millisecond), time.Duration(unlabelled.UnixNano()-lastA).Round(time.Millisecond), a.stderr)
+	default:
+		t.Logf("web-a seen unlabelled %s after the stall, %s before its workload's last record",
+			unlabelled.Sub(stalled).Round(time.Millisecond), time.Duration(lastA-unlabelled.UnixNano()).Round(time.Millisecond))
+	}
+	for _, p := range polls {
+		if len(p.labelled) > 1 {
+			t.Errorf("%s after the stall the API server showed %v labelled", p.at.Sub(stalled).Round(time.Millisecond), p.labelled)
+		}
+	}
+	t.Logf("%d states of the API server polled", len(polls))
 	_ = b.cmd.Process.Signal(syscall.SIGTERM)
 	if code := b.wait(t, 15*time.Second); code != 143 {
 		t.Errorf("b exit %d after SIGTERM, want 143; log:\n%s", code, b.stderr)

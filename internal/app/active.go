@@ -73,7 +73,10 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 			f.health.checker.Running(pid)
 		}
 		if f.labeler != nil {
-			f.labeler.Set(podlabel.Wish{Active: s.Active(), Held: s.Held()})
+			// A holder that has not heard from zookeeper for half its
+			// budget may soon have to stop: traffic leaves first, while
+			// the workload still runs (design.md §8).
+			f.labeler.Set(podlabel.Wish{Active: s.Active() && !s.Silent, Held: s.Held()})
 		}
 	}
 }

@@ -218,6 +218,11 @@ func (l *Lease) watchDeadline() {
 	defer heartbeat.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// silent is what the observer was last told (Silent): half the
+	// budget without evidence warns of the deadline while there is time
+	// to act on it (a pod's label drained before the stop), checked at
+	// each heartbeat.
+	silent := false
 	for {
 		select {
 		case <-timer.C:
@@ -230,6 +235,10 @@ func (l *Lease) watchDeadline() {
 			l.lose(l.suspendedTooLong(evidence))
 			return
 		case <-heartbeat.C:
+			if aging := l.s.live.aging(time.Now()); aging != silent {
+				silent = aging
+				l.s.obs.Silent(silent)
+			}
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
 				go l.beat()
 			}

@@ -85,6 +85,11 @@ type SessionObserver interface {
 	// EarlierDeleted: the node of an earlier incarnation at node, with
 	// data identifier and owned by session, was deleted (takeOver).
 	EarlierDeleted(node, identifier string, session int64)
+	// Silent, while a lease is held: true once the evidence that the
+	// session lives is older than half the holder's budget, so the lease
+	// may be lost before long; false once it is fresh again. Nothing is
+	// said as the lease ends.
+	Silent(silent bool)
 }
 
 type nopObserver struct{}
@@ -97,6 +102,7 @@ func (nopObserver) Expired()                               {}
 func (nopObserver) Contenders(int)                         {}
 func (nopObserver) Waiting(int)                            {}
 func (nopObserver) EarlierDeleted(string, string, int64)   {}
+func (nopObserver) Silent(bool)                            {}
 
 // Session is one ZooKeeper session. The recipes built on it never watch the
 // connection themselves; they ask the session to wait for it.
