@@ -415,7 +415,12 @@ func checkSelectors(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	services := all[*corev1.Service](objs)
 	// An active pod: what lockex labels with --active-label.
 	active := maps.Clone(podLabels)
-	if key, value, ok := strings.Cut(flagValue(argv(&dep.Spec.Template.Spec.Containers[0]), "--active-label"), "="); ok {
+	label := flagValue(argv(&dep.Spec.Template.Spec.Containers[0]), "--active-label")
+	if label == "" && len(main.EnvFrom) == 1 && main.EnvFrom[0].ConfigMapRef != nil {
+		// kustomize's: in the ConfigMap lockex reads its variables from.
+		label = lockexConfig(t, objs, main).Data["LOCKEX_ACTIVE_LABEL"]
+	}
+	if key, value, ok := strings.Cut(label, "="); ok {
 		active[key] = value
 	}
 	for _, svc := range services {
