@@ -192,6 +192,7 @@ func TestLabelDrainsBeforeLoss(t *testing.T) {
 	}
 	waitRecord(t, logPath, "b")
 	eventually(t, 15*time.Second, "web-b tells the holder", func() bool { return api.tellsHolder(t, ns, "web-b", true) })
+	eventually(t, 15*time.Second, "web-a tells a standby", func() bool { return api.tellsHolder(t, ns, "web-a", false) })
 	polls := watch.end()
 
 	var lastA int64
