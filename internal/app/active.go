@@ -100,14 +100,16 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 	}
 }
 
-// behind is zklock.Options.Behind: the labeler learns whose pods it may
-// have to correct once it holds (podlabel.Labeler.Behind). Nil without a
+// lockHooks are what the labeler learns from the lock: whose pods it may
+// have to correct once it holds (zklock.Options.Behind), and each
+// session's SureUntil, which bounds when a read of such a pod still counts
+// as made while holding (podlabel.Labeler.Behind, Session). Nil without a
 // labeler.
-func (f *activeFollowers) behind() func(data []byte) {
+func (f *activeFollowers) lockHooks() (behind func(data []byte), sessionUp func(sureUntil func() time.Time)) {
 	if f.labeler == nil {
-		return nil
+		return nil, nil
 	}
-	return f.labeler.Behind
+	return f.labeler.Behind, f.labeler.Session
 }
 
 // drain is the supervisor's Drain: nil unless lockex keeps a label that

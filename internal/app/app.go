@@ -119,7 +119,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	}
 
 	locker := newLocker(cfg, log, rec)
-	locker.behind = active.behind()
+	locker.behind, locker.sessionUp = active.lockHooks()
 	defer locker.Close()
 	code := supervisor.Run(ctx, supervisor.Config{
 		Locker: locker,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
@@ -29,6 +30,8 @@ type zkLocker struct {
 	session *zklock.Session
 	data    string            // the identity written into this lockex's nodes
 	behind  func(data []byte) // zklock.Options.Behind; nil for none
+	// sessionUp, if not nil, is given each new session's SureUntil.
+	sessionUp func(sureUntil func() time.Time)
 }
 
 func newLocker(cfg *config.Config, log *slog.Logger, obs zklock.SessionObserver) *zkLocker {
@@ -51,6 +54,9 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 		return classify(err)
 	}
 	l.session = s
+	if l.sessionUp != nil {
+		l.sessionUp(s.SureUntil)
+	}
 	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
 			"--kill-grace %s leaves no room: it must be less than %s, 57.5%% of the session timeout the server granted, %s (asked for %s)",

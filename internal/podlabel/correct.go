@@ -56,6 +56,16 @@ func (l *Labeler) Behind(data []byte) {
 	l.behind = append(l.behind, id)
 }
 
+// Session is told each new ZooKeeper session's SureUntil
+// (zklock.Session.SureUntil): a pod's read counts as made while this
+// lockex held only if it was answered before that instant, however long
+// the process was paused meanwhile.
+func (l *Labeler) Session(sureUntil func() time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sureUntil = sureUntil
+}
+
 // holdChanged is told whether the lock is held, at every change of the
 // status: when the lock is newly held, the pods of the holders it waited
 // behind are corrected, from a goroutine of their own.
@@ -72,11 +82,14 @@ func (l *Labeler) holdChanged(held bool) {
 	go l.correct(pods)
 }
 
-// holding reports whether the lock is held as far as the status says.
-func (l *Labeler) holding() bool {
+// surelyHolding reports whether the lock is held as far as the status
+// says, and the session surely alive now: a read answered before this
+// call was answered while this lockex held the lock, even if the process
+// was paused past the session's expiry and the status does not know yet.
+func (l *Labeler) surelyHolding() (held, sure bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.held
+	return l.held, l.held && l.sureUntil != nil && time.Now().Before(l.sureUntil())
 }
 
 // correct clears what pods may carry as stale holders.
@@ -146,9 +159,15 @@ func (l *Labeler) correctOnce(id identity.Identity, attrs []any) (done bool, err
 	}
 	// Read while this lockex held, so no other pod rightly carried either:
 	// the label and cost were stale then. Should the hold have ended
-	// before the answer came, the pod may hold since.
-	if !l.holding() {
+	// before the answer came, the pod may hold since. Answered too late to
+	// be sure of the session (a pause, a slow answer): read again.
+	held, sure := l.surelyHolding()
+	if !held {
 		return true, nil
+	}
+	if !sure {
+		l.log.Debug("the previous holder's pod was read too late to be sure the lock was held then", attrs...)
+		return false, nil
 	}
 	if l.beforeCorrect != nil {
 		l.beforeCorrect()
@@ -218,6 +237,8 @@ type corrector struct {
 	mu     sync.Mutex
 	held   bool                // the lock is held, as the status last said
 	behind []identity.Identity // pods of nodes waited behind since the last hold
+	// sureUntil is the session's SureUntil; nil before the first session.
+	sureUntil func() time.Time
 	// beforeCorrect, in tests, runs between the read and the patch.
 	beforeCorrect func()
 }

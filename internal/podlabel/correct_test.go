@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/lockex/lockex/internal/identity"
 	"github.com/lockex/lockex/internal/kubetest"
@@ -73,8 +74,9 @@ func podMeta(t *testing.T, c *kubetest.ControlPlane, name string) (label string,
 // server, with the chart's rights: a pod that relabelled itself between
 // the read and the patch (its lockex holds since this one's hold ended)
 // answers 409 and keeps its label; a pod read after this lockex's hold
-// ended is not written; a pod read while this lockex holds loses the
-// label and gets the standby's cost, its other labels kept.
+// ended, or after the session's SureUntil (a pause), is not written; a pod
+// read while this lockex holds loses the label and gets the standby's
+// cost, its other labels kept.
 func TestCorrectClearsOnlyWhatIsStale(t *testing.T) {
 	failures := 0
 	c, l, web0 := correctCluster(t, func() { failures++ })
@@ -83,6 +85,8 @@ func TestCorrectClearsOnlyWhatIsStale(t *testing.T) {
 		defer l.mu.Unlock()
 		l.held = held
 	}
+	sureUntil := time.Now().Add(time.Hour)
+	l.Session(func() time.Time { return sureUntil })
 	patch := func(name string, meta map[string]any) {
 		t.Helper()
 		if code, body, err := c.Do(http.MethodPatch, "/api/v1/namespaces/team-a/pods/"+name, c.AdminToken(),
@@ -116,6 +120,17 @@ func TestCorrectClearsOnlyWhatIsStale(t *testing.T) {
 	if label, _, cost := podMeta(t, c, "web-0"); label != "true" || cost != HolderCost {
 		t.Errorf("web-0 now has label %q and cost %s; want true and %s", label, cost, HolderCost)
 	}
+
+	// Paused past the session's expiry, the status not yet told: the read
+	// may have been answered after the lock passed to web-0, so nothing is
+	// written.
+	hold(true)
+	sureUntil = time.Now().Add(-time.Second)
+	l.correctOne(web0)
+	if label, _, cost := podMeta(t, c, "web-0"); label != "true" || cost != HolderCost {
+		t.Errorf("read past the session's sure life: web-0 now has label %q and cost %s; want true and %s", label, cost, HolderCost)
+	}
+	sureUntil = time.Now().Add(time.Hour)
 
 	// Another pod of the same name (a StatefulSet's new web-0) carries
 	// nothing of the dead holder's.

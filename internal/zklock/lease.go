@@ -287,11 +287,7 @@ func (l *Lease) beat() {
 // for the difference between its clock and ours. A holder that learns of a
 // loss late (it was frozen) must not wait out a whole stop grace past it.
 // It moves on as the evidence does.
-func (l *Lease) KillBy() time.Time {
-	_, evidence := l.s.live.snapshot()
-	granted := l.s.Granted()
-	return evidence.Add(granted - granted/10)
-}
+func (l *Lease) KillBy() time.Time { return l.s.SureUntil() }
 
 // MaxStopGrace is the longest stop grace a session timeout leaves a holder
 // any time to run with: the evidence that the leader renewed the session

@@ -294,6 +294,18 @@ func (s *Session) heartbeat() {
 	}
 }
 
+// SureUntil is the instant until which the server cannot have expired the
+// session, as far as the evidence shows (wire.go), less a tenth of the
+// granted timeout: a Lease's KillBy. A clock reading before it, taken
+// after an answer arrived, shows that the answer was given while the
+// session, and any lease of it, was alive, even across a pause of the
+// process that no goroutine saw yet.
+func (s *Session) SureUntil() time.Time {
+	_, evidence := s.live.snapshot()
+	granted := s.Granted()
+	return evidence.Add(granted - granted/10)
+}
+
 // Granted is the session timeout the server granted, which may differ from
 // the one asked for (the server clamps it to its own bounds).
 func (s *Session) Granted() time.Duration {
