@@ -24,7 +24,9 @@ var controllers = []string{"deployment-controller", "replicaset-controller", "di
 
 // ControllerManager also starts a real kube-controller-manager, with the
 // controllers of a Deployment: a Deployment then makes ReplicaSets and a
-// ReplicaSet makes and deletes pods, choosing which as a cluster would.
+// ReplicaSet makes and deletes pods, choosing which as a cluster would; and
+// a Service's EndpointSlices list the Ready pods it selects, by the IP
+// their status reports (SetPodRunning).
 // No scheduler or kubelet runs: the test binds pods to a node (CreateNode,
 // BindPod), reports them running (SetPodReady) and finishes their
 // deletion (FinishDeletion), as a kubelet would.
