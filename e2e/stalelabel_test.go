@@ -158,13 +158,26 @@ func (w *labelWatch) end() []labelPoll {
 	return w.polls
 }
 
-// TestLabelDrainsBeforeLoss: a holder cut off from ZooKeeper (a stall),
-// still reaching the API server, takes its pod's label off when it has
-// heard nothing for half its budget, before its workload is stopped at
-// the deadline: the API server shows the pod unlabelled before the
-// workload's last record. The next holder gets the label; no state of the
-// API server ever shows two pods labelled; the workloads never overlap.
+// TestLabelDrainsBeforeLoss: a holder cut off from ZooKeeper (a stall, or
+// its connections cut), still reaching the API server, takes its pod's
+// label off when it has heard nothing for half its budget, before its
+// workload is stopped at the deadline: the API server shows the pod
+// unlabelled before the workload's last record. The next holder gets the
+// label; no state of the API server ever shows two pods labelled; the
+// workloads never overlap.
 func TestLabelDrainsBeforeLoss(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(*zktest.Proxy)
+	}{
+		{"stall", (*zktest.Proxy).Stall},
+		{"cut", (*zktest.Proxy).Cut},
+	} {
+		t.Run(tc.name, func(t *testing.T) { labelDrainsBeforeLoss(t, tc.fault) })
+	}
+}
+
+func labelDrainsBeforeLoss(t *testing.T, fault func(*zktest.Proxy)) {
 	api := startKubeAPI(t)
 	zk := startZK(t)
 	conn := zkClient(t, zk.Hosts())
@@ -185,8 +198,8 @@ func TestLabelDrainsBeforeLoss(t *testing.T) {
 	eventually(t, 15*time.Second, "web-b tells a standby", func() bool { return api.tellsHolder(t, ns, "web-b", false) })
 
 	watch := api.watchLabels(ns)
-	proxy.Stall()
-	stalled := time.Now()
+	fault(proxy)
+	faulted := time.Now()
 	if code := a.wait(t, 15*time.Second); code != 76 {
 		t.Fatalf("holder exit %d, want 76; log:\n%s", code, a.stderr)
 	}
@@ -203,7 +216,7 @@ func TestLabelDrainsBeforeLoss(t *testing.T) {
 	}
 	var unlabelled time.Time
 	for _, p := range polls {
-		if p.at.After(stalled) && !slices.Contains(p.labelled, "web-a") {
+		if p.at.After(faulted) && !slices.Contains(p.labelled, "web-a") {
 			unlabelled = p.at
 			break
 		}
@@ -212,15 +225,15 @@ func TestLabelDrainsBeforeLoss(t *testing.T) {
 	case unlabelled.IsZero():
 		t.Errorf("web-a never seen unlabelled; log:\n%s", a.stderr)
 	case unlabelled.UnixNano() >= lastA:
-		t.Errorf("web-a seen unlabelled %s after the stall, %s after its workload's last record: the label came off after the stop; log:\n%s",
-			unlabelled.Sub(stalled).Round(time.Millisecond), time.Duration(unlabelled.UnixNano()-lastA).Round(time.Millisecond), a.stderr)
+		t.Errorf("web-a seen unlabelled %s after the fault, %s after its workload's last record: the label came off after the stop; log:\n%s",
+			unlabelled.Sub(faulted).Round(time.Millisecond), time.Duration(unlabelled.UnixNano()-lastA).Round(time.Millisecond), a.stderr)
 	default:
-		t.Logf("web-a seen unlabelled %s after the stall, %s before its workload's last record",
-			unlabelled.Sub(stalled).Round(time.Millisecond), time.Duration(lastA-unlabelled.UnixNano()).Round(time.Millisecond))
+		t.Logf("web-a seen unlabelled %s after the fault, %s before its workload's last record",
+			unlabelled.Sub(faulted).Round(time.Millisecond), time.Duration(lastA-unlabelled.UnixNano()).Round(time.Millisecond))
 	}
 	for _, p := range polls {
 		if len(p.labelled) > 1 {
-			t.Errorf("%s after the stall the API server showed %v labelled", p.at.Sub(stalled).Round(time.Millisecond), p.labelled)
+			t.Errorf("%s after the fault the API server showed %v labelled", p.at.Sub(faulted).Round(time.Millisecond), p.labelled)
 		}
 	}
 	t.Logf("%d states of the API server polled", len(polls))
