@@ -113,10 +113,11 @@ func TestKilledHolderLabelCorrected(t *testing.T) {
 // labelWatch polls which pods of ns carry the label, with one list call
 // (one state of the API server) every 20ms, until stop is called.
 type labelWatch struct {
-	mu    sync.Mutex
-	polls []labelPoll
-	stop  chan struct{}
-	done  chan struct{}
+	mu      sync.Mutex
+	polls   []labelPoll
+	stop    chan struct{}
+	stopped sync.Once
+	done    chan struct{}
 }
 
 type labelPoll struct {
@@ -124,8 +125,9 @@ type labelPoll struct {
 	labelled []string
 }
 
-func (a *kubeAPI) watchLabels(ns string) *labelWatch {
+func (a *kubeAPI) watchLabels(t *testing.T, ns string) *labelWatch {
 	w := &labelWatch{stop: make(chan struct{}), done: make(chan struct{})}
+	t.Cleanup(func() { w.end() }) // a test that fails before end
 	go func() {
 		defer close(w.done)
 		for {
@@ -153,7 +155,7 @@ func (a *kubeAPI) watchLabels(ns string) *labelWatch {
 }
 
 func (w *labelWatch) end() []labelPoll {
-	close(w.stop)
+	w.stopped.Do(func() { close(w.stop) })
 	<-w.done
 	return w.polls
 }
@@ -197,7 +199,7 @@ func labelDrainsBeforeLoss(t *testing.T, fault func(*zktest.Proxy)) {
 	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/drain-loss")) == 2 })
 	eventually(t, 15*time.Second, "web-b tells a standby", func() bool { return api.tellsHolder(t, ns, "web-b", false) })
 
-	watch := api.watchLabels(ns)
+	watch := api.watchLabels(t, ns)
 	fault(proxy)
 	faulted := time.Now()
 	if code := a.wait(t, 15*time.Second); code != 76 {
