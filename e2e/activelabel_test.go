@@ -15,7 +15,7 @@ const activeLabel = "lockex.io/active"
 // TestActiveLabel runs two lockex, as two pods of a Deployment with
 // routeToActive would, against a real kube-apiserver: each labels its own
 // pod, through a service account token the API server issued for that pod
-// and only the chart's Role (patch pods), while it is active, so a selector
+// and only the chart's Role (get and patch pods), while it is active, so a selector
 // on the label (a Service's) picks the one pod whose workload serves; a
 // stale label is removed at start; the label moves with the lock; and a
 // refusal by RBAC is retried until the binding exists.
@@ -29,7 +29,7 @@ func TestActiveLabel(t *testing.T) {
 	// meets a refusal.
 	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
-		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"patch"}}},
+		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
 	})
 	pod := func(name string, labels map[string]string) string {
 		p := api.Create(t, "/api/v1/namespaces/"+ns+"/pods", map[string]any{

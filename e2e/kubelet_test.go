@@ -35,6 +35,7 @@ type kubelet struct {
 	logPath string
 	args    []string           // lockex's, before "--"
 	costs   bool               // args has --deletion-cost
+	service string             // a Service whose endpoints describe shows; "" for none
 	pods    map[string]*podRun // by uid
 	order   []string           // uids in the order their lockex started
 }
@@ -43,6 +44,7 @@ type kubelet struct {
 type podRun struct {
 	name, uid string
 	version   string // the pod's "version" label
+	ip        string // reported in the pod's status; never sent to
 	grace     time.Duration
 	lockex    *observed
 	ready     bool      // as last reported
@@ -86,7 +88,7 @@ func (k *kubelet) sync() {
 				ready = code == http.StatusOK
 			}
 			if ready != r.ready {
-				k.api.SetPodReady(t, k.ns, r.name, ready)
+				k.api.SetPodRunning(t, k.ns, r.name, r.ip, ready)
 				r.ready = ready
 			}
 		}
@@ -100,11 +102,13 @@ func (k *kubelet) start(p kubetest.Pod) {
 	if g := p.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = time.Duration(*g) * time.Second
 	}
-	r := &podRun{name: p.Metadata.Name, uid: p.Metadata.UID, version: p.Metadata.Labels["version"], grace: grace}
+	r := &podRun{name: p.Metadata.Name, uid: p.Metadata.UID, version: p.Metadata.Labels["version"], grace: grace,
+		// Distinct among the few pods alive at once.
+		ip: kubetest.PodIP(len(k.order))}
 	env := []string{
 		"KUBERNETES_SERVICE_HOST=" + k.api.Host(), "KUBERNETES_SERVICE_PORT=" + k.api.Port(),
 		"LOCKEX_SERVICEACCOUNT_DIR=" + k.api.serviceAccountDir(t, k.ns, p.Spec.ServiceAccountName, r.name, r.uid),
-		"LOCKEX_POD_NAME=" + r.name,
+		"LOCKEX_POD_NAMESPACE=" + k.ns, "LOCKEX_POD_NAME=" + r.name,
 	}
 	args := append(append([]string{"-z", k.zk}, k.args...), "--")
 	r.lockex = startObserved(t, env, append(args, ticker(k.logPath, r.name, 0, false)...)...)
@@ -212,6 +216,52 @@ func (k *kubelet) settled(n int, version string) bool {
 	return true
 }
 
+// endpoint is one address of a Service's EndpointSlices.
+type endpoint struct {
+	ip, pod string
+	ready   bool
+}
+
+// endpoints lists what the EndpointSlice controller made of Service
+// service's selector: every endpoint of every slice labelled with its name.
+func (k *kubelet) endpoints(service string) []endpoint {
+	k.t.Helper()
+	var list struct {
+		Items []struct {
+			Endpoints []struct {
+				Addresses  []string `json:"addresses"`
+				Conditions struct {
+					Ready *bool `json:"ready"`
+				} `json:"conditions"`
+				TargetRef *struct {
+					Name string `json:"name"`
+				} `json:"targetRef"`
+			} `json:"endpoints"`
+		} `json:"items"`
+	}
+	k.api.Get(k.t, "/apis/discovery.k8s.io/v1/namespaces/"+k.ns+"/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3D"+service, &list)
+	var eps []endpoint
+	for _, slice := range list.Items {
+		for _, e := range slice.Endpoints {
+			ep := endpoint{ip: strings.Join(e.Addresses, ","), ready: e.Conditions.Ready != nil && *e.Conditions.Ready}
+			if e.TargetRef != nil {
+				ep.pod = e.TargetRef.Name
+			}
+			eps = append(eps, ep)
+		}
+	}
+	return eps
+}
+
+// routesToHolder reports whether Service service has exactly one
+// endpoint, ready, at the holder's address.
+func (k *kubelet) routesToHolder(service string) bool {
+	k.t.Helper()
+	h := k.holder()
+	eps := k.endpoints(service)
+	return h != nil && len(eps) == 1 && eps[0].ready && eps[0].pod == h.name && eps[0].ip == h.ip
+}
+
 // runsSince are the workload runs, by pod name, that started at or after
 // t0.
 func (k *kubelet) runsSince(t0 time.Time) []*run {
@@ -243,8 +293,11 @@ func (k *kubelet) versionOf(r *run) string {
 func (k *kubelet) describe() string {
 	var b strings.Builder
 	for _, p := range k.api.Pods(k.t, k.ns, podSelector) {
-		fmt.Fprintf(&b, "%s version=%s ready=%t deleting=%t cost=%s %s=%s\n", p.Metadata.Name, p.Metadata.Labels["version"],
+		fmt.Fprintf(&b, "%s ip=%s version=%s ready=%t deleting=%t cost=%s %s=%s\n", p.Metadata.Name, p.Status.PodIP, p.Metadata.Labels["version"],
 			p.Ready(), p.Deleting(), p.Metadata.Annotations[podlabel.DeletionCostAnnotation], activeLabel, p.Metadata.Labels[activeLabel])
+	}
+	if k.service != "" {
+		fmt.Fprintf(&b, "Service %s's endpoints: %+v\n", k.service, k.endpoints(k.service))
 	}
 	b.WriteString("lockex started, in order:")
 	for _, uid := range k.order {

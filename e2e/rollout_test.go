@@ -17,7 +17,7 @@ const defaultRollouts = 20
 
 // startDeploymentCluster is a real kube-apiserver and kube-controller-manager
 // with namespace ns, the service account web bound to the chart's Role
-// (patch pods), a Deployment "web" of replicas singleton pods (lockex with
+// (get and patch pods), a Deployment "web" of replicas singleton pods (lockex with
 // --active-label and --deletion-cost around a ticker), and a kubelet
 // stand-in running them against a real ZooKeeper.
 func startDeploymentCluster(t *testing.T, ns string, replicas int) (*kubeAPI, *kubelet) {
@@ -27,7 +27,7 @@ func startDeploymentCluster(t *testing.T, ns string, replicas int) (*kubeAPI, *k
 	api.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
 	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
-		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"patch"}}},
+		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
 	})
 	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},
@@ -87,6 +87,10 @@ func (a *kubeAPI) patchDeployment(t *testing.T, ns string, spec map[string]any) 
 //     the holder, which never stops.
 //   - Rolling updates with the chart's strategy under hard anti-affinity
 //     (maxSurge 0, maxUnavailable 1) hand over once too.
+//   - Routing: a Service selecting the label, whose EndpointSlices the
+//     real EndpointSlice controller keeps, lists the holder alone, ready,
+//     after the first pods, after every rolling update and after the
+//     scale-down.
 //   - RBAC: the token lockex patches its pod with (the chart's Role, bound
 //     in the release's namespace) may patch a pod of its namespace and no
 //     pod of another.
@@ -106,6 +110,24 @@ func TestDeploymentHandovers(t *testing.T) {
 		"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": map[string]any{"name": "web"},
 		"spec": map[string]any{"maxUnavailable": 1, "selector": map[string]any{"matchLabels": map[string]any{"app": "web"}}},
 	})
+
+	// The chart's Service for routeToActive: the real EndpointSlice
+	// controller turns its selector into the addresses a proxy routes to.
+	api.Create(t, "/api/v1/namespaces/"+ns+"/services", map[string]any{
+		"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{
+			"selector": map[string]any{"app": "web", activeLabel: "true"},
+			"ports":    []any{map[string]any{"port": 80, "targetPort": 8080}},
+		},
+	})
+	k.service = "web"
+	var routing time.Duration // spent waiting for the Service to follow
+	routesToHolder := func(when string) {
+		t0 := time.Now()
+		k.until(30*time.Second, when+": the Service's EndpointSlices list the holder alone, ready", func() bool { return k.routesToHolder("web") })
+		routing += time.Since(t0)
+	}
+	routesToHolder("first pods")
 
 	rollouts, version := 0, "v1"
 	rollout := func(strategy string) {
@@ -139,6 +161,7 @@ func TestDeploymentHandovers(t *testing.T) {
 			return
 		}
 		t.Logf("rollout %d to %s (%s): %s handed over to %s in %v", rollouts, version, strategy, before.name, whos[0], time.Since(t0).Round(time.Millisecond))
+		routesToHolder("rollout to " + version)
 	}
 	for range n {
 		rollout("maxSurge 1")
@@ -168,6 +191,7 @@ func TestDeploymentHandovers(t *testing.T) {
 	if runs := k.runsSince(t0); len(runs) != 0 {
 		t.Errorf("%d workloads started during the scale-down, want none (the holder kept the lock)", len(runs))
 	}
+	routesToHolder("scaled to 1")
 
 	// The chart's strategy under hard anti-affinity, one node per replica:
 	// an old pod goes before a new one comes. The old standby goes first,
@@ -179,6 +203,24 @@ func TestDeploymentHandovers(t *testing.T) {
 		rollout("maxUnavailable 1")
 	}
 	mustBeOneAtATime(t, k.logPath)
+	// Routing by the label cost the Deployment nothing: it still rolls,
+	// and the disruption budget still stands.
+	var deployment struct {
+		Spec struct {
+			Strategy struct {
+				Type string `json:"type"`
+			} `json:"strategy"`
+		} `json:"spec"`
+	}
+	api.Get(t, "/apis/apps/v1/namespaces/"+ns+"/deployments/web", &deployment)
+	if deployment.Spec.Strategy.Type != "RollingUpdate" {
+		t.Errorf("the Deployment's strategy is %q, want RollingUpdate", deployment.Spec.Strategy.Type)
+	}
+	k.until(30*time.Second, "the disruption budget counts holder and standby healthy", func() bool {
+		api.Get(t, "/apis/policy/v1/namespaces/"+ns+"/poddisruptionbudgets/web", &pdb)
+		return pdb.Status.ExpectedPods == 2 && pdb.Status.CurrentHealthy == 2 && pdb.Status.DisruptionsAllowed == 1
+	})
+	t.Logf("waiting for the Service to follow the holder took %v in all", routing.Round(time.Millisecond))
 
 	// RBAC.
 	api.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "team-b"}})

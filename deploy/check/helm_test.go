@@ -270,9 +270,9 @@ func checkRouteToActive(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 }
 
 // checkPodPatching: lockex patches its own pod (the label of
-// routeToActive, the deletion cost): it is told its pod's name by the
-// downward API, and the pod's service account may patch pods, and nothing
-// more.
+// routeToActive, the deletion cost) and reads and patches the pod of a
+// holder it took over from: it is told its pod's name by the downward API,
+// and the pod's service account may get and patch pods, and nothing more.
 func checkPodPatching(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	t.Helper()
 	main := &dep.Spec.Template.Spec.Containers[0]
@@ -290,17 +290,19 @@ func checkPodPatching(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 		len(binding.Subjects) != 1 || binding.Subjects[0].Kind != "ServiceAccount" || binding.Subjects[0].Name != sa {
 		t.Errorf("RoleBinding %+v does not bind Role %s to ServiceAccount %s", binding, role.Name, sa)
 	}
-	var patch bool
+	var patch, get bool
 	for _, rule := range role.Rules {
-		if slices.Contains(rule.APIGroups, "") && slices.Contains(rule.Resources, "pods") && slices.Contains(rule.Verbs, "patch") {
-			patch = true
+		if slices.Contains(rule.APIGroups, "") && slices.Contains(rule.Resources, "pods") {
+			patch = patch || slices.Contains(rule.Verbs, "patch")
+			get = get || slices.Contains(rule.Verbs, "get")
 		}
-		if slices.Contains(rule.Verbs, "*") || slices.Contains(rule.Resources, "*") || len(rule.Verbs) != 1 {
-			t.Errorf("Role rule %+v grants more than patching pods", rule)
+		extra := slices.DeleteFunc(slices.Clone(rule.Verbs), func(v string) bool { return v == "get" || v == "patch" })
+		if len(extra) > 0 || !slices.Equal(rule.APIGroups, []string{""}) || !slices.Equal(rule.Resources, []string{"pods"}) {
+			t.Errorf("Role rule %+v grants more than getting and patching pods", rule)
 		}
 	}
-	if !patch {
-		t.Errorf("Role %+v: lockex cannot patch its pod", role.Rules)
+	if !patch || !get {
+		t.Errorf("Role %+v: lockex cannot get and patch pods (get %v, patch %v)", role.Rules, get, patch)
 	}
 }
 
@@ -413,7 +415,12 @@ func checkSelectors(t *testing.T, objs manifests, dep *appsv1.Deployment) {
 	services := all[*corev1.Service](objs)
 	// An active pod: what lockex labels with --active-label.
 	active := maps.Clone(podLabels)
-	if key, value, ok := strings.Cut(flagValue(argv(&dep.Spec.Template.Spec.Containers[0]), "--active-label"), "="); ok {
+	label := flagValue(argv(&dep.Spec.Template.Spec.Containers[0]), "--active-label")
+	if label == "" && len(main.EnvFrom) == 1 && main.EnvFrom[0].ConfigMapRef != nil {
+		// kustomize's: in the ConfigMap lockex reads its variables from.
+		label = lockexConfig(t, objs, main).Data["LOCKEX_ACTIVE_LABEL"]
+	}
+	if key, value, ok := strings.Cut(label, "="); ok {
 		active[key] = value
 	}
 	for _, svc := range services {
@@ -478,9 +485,9 @@ func TestHelmRefuses(t *testing.T) {
 			"needs routeToActive: true. Without it the Service would send traffic to standbys"},
 		{"semaphore Service to standbys", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "concurrency=2", "--set", "service.enabled=true", "--set", "service.ports[0].port=80"},
 			"needs routeToActive: true"},
-		{"routeToActive without an account", []string{"--set", "command={/app}", "--set", "routeToActive=true"}, "routeToActive needs a service account that may patch pods"},
+		{"routeToActive without an account", []string{"--set", "command={/app}", "--set", "routeToActive=true"}, "routeToActive needs a service account that may get and patch pods"},
 		{"routeToActive without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "routeToActive=true"}, "routeToActive needs lockex"},
-		{"deletionCost without an account", []string{"--set", "command={/app}", "--set", "deletionCost=true"}, "deletionCost needs a service account that may patch pods"},
+		{"deletionCost without an account", []string{"--set", "command={/app}", "--set", "deletionCost=true"}, "deletionCost needs a service account that may get and patch pods"},
 		{"deletionCost without lockex", []string{"--set", "command={/app}", "--set", "singleton=false", "--set", "deletionCost=true"}, "deletionCost needs lockex"},
 		{"two checks", []string{"--set", "command={/app}", "--set", "activeCheck.httpGet.port=80", "--set", "activeCheck.tcpSocket.port=80"}, "give httpGet or tcpSocket, not both"},
 		{"check port name unknown", []string{"--set", "command={/app}", "--set", "activeCheck.tcpSocket.port=http"}, `activeCheck.tcpSocket.port "http": no port of that name in ports`},

@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -39,11 +40,15 @@ func TestKustomize(t *testing.T) {
 		replicas  int32
 		config    map[string]string // LOCKEX_ variables the overlay sets
 		hardened  bool
+		token     bool // lockex patches its pod: the route-to-active component
 	}{
-		{"base", "", []string{"ConfigMap", "Deployment", "PodDisruptionBudget"}, 2, nil, false},
+		{"base", "", []string{"ConfigMap", "Deployment", "PodDisruptionBudget"}, 2, nil, false, false},
 		{"overlays/example", "lockex-example",
 			[]string{"Namespace", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "PrometheusRule", "ServiceMonitor"}, 3,
-			map[string]string{"LOCKEX_CONCURRENT": "2", "LOCKEX_LOCKPATH": "lockex/lockex-example"}, true},
+			map[string]string{"LOCKEX_CONCURRENT": "2", "LOCKEX_LOCKPATH": "lockex/lockex-example"}, true, false},
+		{"overlays/route-to-active", "lockex-web",
+			[]string{"Namespace", "ConfigMap", "ServiceAccount", "Role", "RoleBinding", "Service", "Deployment", "PodDisruptionBudget"}, 2,
+			map[string]string{"LOCKEX_ACTIVE_LABEL": "lockex.io/active=true", "LOCKEX_DELETION_COST": "true"}, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.dir, func(t *testing.T) {
@@ -67,9 +72,19 @@ func TestKustomize(t *testing.T) {
 			if n := len(main.Command); n == 0 || main.Command[n-1] != "--" {
 				t.Errorf("command %q: want lockex's, ending in --", main.Command)
 			}
-			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, hardened: tc.hardened})
+			checkPod(t, &dep.Spec.Template, podWant{wrapped: true, workload: main.Args, hardened: tc.hardened, token: tc.token})
 			checkIdentity(t, &dep.Spec.Template.Spec, main)
 			checkSelectors(t, objs, dep)
+			if tc.token {
+				checkPodPatching(t, objs, dep)
+				for _, b := range all[*rbacv1.RoleBinding](objs) {
+					for _, s := range b.Subjects {
+						if s.Namespace != tc.namespace {
+							t.Errorf("RoleBinding %s binds %s of namespace %q, want the overlay's %q", b.Name, s.Name, s.Namespace, tc.namespace)
+						}
+					}
+				}
+			}
 			if *dep.Spec.Replicas != tc.replicas {
 				t.Errorf("replicas %d, want %d", *dep.Spec.Replicas, tc.replicas)
 			}
@@ -163,6 +178,48 @@ func TestKustomizeMatchesChart(t *testing.T) {
 	}
 	if diff := cmp.Diff(hhard.Containers[0].VolumeMounts, khard.Containers[0].VolumeMounts); diff != "" {
 		t.Errorf("hardened mounts: chart (-) and kustomize (+) differ:\n%s", diff)
+	}
+
+	// The route-to-active component matches the chart's routeToActive:
+	// lockex's flags, the rights, where the token is mounted, and what the
+	// Service selects.
+	robjs := kustomizeBuild(t, "overlays/route-to-active")
+	rdep := only[*appsv1.Deployment](t, robjs)
+	rcfg := lockexConfig(t, robjs, &rdep.Spec.Template.Spec.Containers[0])
+	hrta := helmTemplate(t, "rel", "ns",
+		"--set", "image.repository=busybox", "--set", "command={sh}", "--set", "zookeeper.hosts=zk:2181",
+		"--set", "routeToActive=true", "--set", "serviceAccount.create=true", "--set", "service.enabled=true",
+		"--set-json", `ports=[{"name":"http","containerPort":8080}]`,
+		"--set-json", `service.ports=[{"name":"http","port":80,"targetPort":"http"}]`)
+	hrdep := only[*appsv1.Deployment](t, hrta)
+	for _, f := range argv(&hrdep.Spec.Template.Spec.Containers[0]) {
+		name, val, hasVal := strings.Cut(strings.TrimPrefix(f, "--"), "=")
+		if name != "active-label" && name != "deletion-cost" {
+			continue
+		}
+		if !hasVal { // a bare boolean flag
+			val = "true"
+		}
+		env := "LOCKEX_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		if got := rcfg.Data[env]; got != val {
+			t.Errorf("chart passes %s; the route-to-active component has %s=%q", f, env, got)
+		}
+	}
+	if diff := cmp.Diff(only[*rbacv1.Role](t, hrta).Rules, only[*rbacv1.Role](t, robjs).Rules); diff != "" {
+		t.Errorf("chart (-) and route-to-active (+) Role rules differ:\n%s", diff)
+	}
+	if diff := cmp.Diff(only[*corev1.ServiceAccount](t, hrta).AutomountServiceAccountToken, only[*corev1.ServiceAccount](t, robjs).AutomountServiceAccountToken); diff != "" {
+		t.Errorf("chart (-) and route-to-active (+) ServiceAccount automount differ:\n%s", diff)
+	}
+	if diff := cmp.Diff(hrdep.Spec.Template.Spec.AutomountServiceAccountToken, rdep.Spec.Template.Spec.AutomountServiceAccountToken); diff != "" {
+		t.Errorf("chart (-) and route-to-active (+) pod token mounting differ:\n%s", diff)
+	}
+	hsel, ksel := only[*corev1.Service](t, hrta).Spec.Selector, only[*corev1.Service](t, robjs).Spec.Selector
+	if hsel["lockex.io/active"] != "true" || ksel["lockex.io/active"] != hsel["lockex.io/active"] {
+		t.Errorf("Service selectors: chart %v, route-to-active %v; both want lockex.io/active=true", hsel, ksel)
+	}
+	if diff := cmp.Diff(hrdep.Spec.Strategy, rdep.Spec.Strategy); diff != "" {
+		t.Errorf("chart (-) and route-to-active (+) strategies differ:\n%s", diff)
 	}
 
 	// The monitoring component matches the chart's.

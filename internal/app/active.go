@@ -73,7 +73,10 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 			f.health.checker.Running(pid)
 		}
 		if f.labeler != nil {
-			f.labeler.Set(podlabel.Wish{Active: s.Active(), Held: s.Held()})
+			// A holder that has not heard from zookeeper for half its
+			// budget may soon have to stop: traffic leaves first, while
+			// the workload still runs (design.md §8).
+			f.labeler.Set(podlabel.Wish{Active: s.Active() && !s.Silent, Held: s.Held()})
 		}
 	}
 }
@@ -95,6 +98,18 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 		go f.labeler.Run(ctx)
 		f.stops = append(f.stops, func() { cancel(); f.labeler.Clear(labelClearMax) })
 	}
+}
+
+// lockHooks are what the labeler learns from the lock: whose pods it may
+// have to correct once it holds (zklock.Options.Behind), and each
+// session's SureUntil, which bounds when a read of such a pod still counts
+// as made while holding (podlabel.Labeler.Behind, Session). Nil without a
+// labeler.
+func (f *activeFollowers) lockHooks() (behind func(data []byte), sessionUp func(sureUntil func() time.Time)) {
+	if f.labeler == nil {
+		return nil, nil
+	}
+	return f.labeler.Behind, f.labeler.Session
 }
 
 // drain is the supervisor's Drain: nil unless lockex keeps a label that

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/lockex/lockex/internal/config"
 	"github.com/lockex/lockex/internal/exitcode"
@@ -28,7 +29,10 @@ type zkLocker struct {
 	log     *slog.Logger
 	obs     zklock.SessionObserver
 	session *zklock.Session
-	data    string // the identity written into this lockex's nodes
+	data    string            // the identity written into this lockex's nodes
+	behind  func(data []byte) // zklock.Options.Behind; nil for none
+	// sessionUp, if not nil, is given each new session's SureUntil.
+	sessionUp func(sureUntil func() time.Time)
 	// shared guards session for readers beside the supervisor (/status);
 	// the supervisor's own goroutine alone changes it.
 	shared sync.Mutex
@@ -45,6 +49,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	l.Close()
 	opts := sessionOptions(c, l.log, l.obs)
+	opts.Behind = l.behind
 	var self identity.Identity
 	opts.EarlierSelf, self = earlierSelf(c.Identity(version()), l.log)
 	l.data = self.String()
@@ -55,6 +60,9 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	l.shared.Lock()
 	l.session = s
 	l.shared.Unlock()
+	if l.sessionUp != nil {
+		l.sessionUp(s.SureUntil)
+	}
 	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
 			"--kill-grace %s leaves no room: it must be less than %s, 57.5%% of the session timeout the server granted, %s (asked for %s)",

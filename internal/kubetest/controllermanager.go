@@ -15,14 +15,18 @@ import (
 const controllerManagerUser = "system:kube-controller-manager"
 
 // controllers are the only ones ControllerManager runs: what a Deployment
-// of lockex pods needs to roll, scale and keep a disruption budget. No
+// of lockex pods needs to roll, scale and keep a disruption budget, and
+// what turns a Service's selector into the EndpointSlices a proxy routes
+// by. No
 // node, namespace or garbage-collector controller runs, so nothing here
 // evicts, taints or collects behind the test's back.
-var controllers = []string{"deployment-controller", "replicaset-controller", "disruption-controller"}
+var controllers = []string{"deployment-controller", "replicaset-controller", "disruption-controller", "endpointslice-controller"}
 
 // ControllerManager also starts a real kube-controller-manager, with the
 // controllers of a Deployment: a Deployment then makes ReplicaSets and a
-// ReplicaSet makes and deletes pods, choosing which as a cluster would.
+// ReplicaSet makes and deletes pods, choosing which as a cluster would; and
+// a Service's EndpointSlices list the Ready pods it selects, by the IP
+// their status reports (SetPodRunning).
 // No scheduler or kubelet runs: the test binds pods to a node (CreateNode,
 // BindPod), reports them running (SetPodReady) and finishes their
 // deletion (FinishDeletion), as a kubelet would.

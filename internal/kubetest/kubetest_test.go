@@ -75,7 +75,8 @@ func TestTokensAndRBAC(t *testing.T) {
 
 // TestControllerManager checks what the pod helpers stand in for and what
 // tests of the deletion order rely on: the Deployment and ReplicaSet
-// controllers run, pods bound and reported Ready count as available, a
+// controllers run, pods bound and reported Ready count as available, the
+// EndpointSlice controller lists a Service's pods by the IP reported, a
 // scale-down deletes the pod with the lowest deletion cost gracefully, and
 // FinishDeletion removes it.
 func TestControllerManager(t *testing.T) {
@@ -98,16 +99,47 @@ func TestControllerManager(t *testing.T) {
 	})
 
 	var pods []Pod
+	bound := 0
 	within(t, 60*time.Second, "the ReplicaSet makes 3 pods, bound and Ready", func() bool {
 		pods = c.Pods(t, ns, "app%3Dweb")
 		for _, p := range pods {
 			if p.Spec.NodeName == "" {
 				c.BindPod(t, ns, p.Metadata.Name, "node-1")
-				c.SetPodReady(t, ns, p.Metadata.Name, true)
+				bound++
+				c.SetPodRunning(t, ns, p.Metadata.Name, PodIP(bound), true)
 			}
 		}
 		return len(pods) == 3 && pods[0].Ready() && pods[1].Ready() && pods[2].Ready()
 	})
+	c.Create(t, "/api/v1/namespaces/"+ns+"/services", map[string]any{
+		"apiVersion": "v1", "kind": "Service", "metadata": map[string]any{"name": "web"},
+		"spec": map[string]any{"selector": map[string]any{"app": "web"}, "ports": []any{map[string]any{"port": 80}}},
+	})
+	var ready []string
+	if !eventually(30*time.Second, func() bool {
+		var slices struct {
+			Items []struct {
+				Endpoints []struct {
+					Addresses  []string `json:"addresses"`
+					Conditions struct {
+						Ready bool `json:"ready"`
+					} `json:"conditions"`
+				} `json:"endpoints"`
+			} `json:"items"`
+		}
+		c.Get(t, "/apis/discovery.k8s.io/v1/namespaces/"+ns+"/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb", &slices)
+		ready = nil
+		for _, s := range slices.Items {
+			for _, e := range s.Endpoints {
+				if e.Conditions.Ready {
+					ready = append(ready, e.Addresses...)
+				}
+			}
+		}
+		return len(ready) == 3
+	}) {
+		t.Fatalf("the Service's EndpointSlices list %v ready, want the 3 pods' addresses\n%s", ready, c.logTails())
+	}
 	within(t, 30*time.Second, "the Deployment counts 3 available", func() bool {
 		var d struct {
 			Status struct {
@@ -151,6 +183,18 @@ func TestControllerManager(t *testing.T) {
 	if left := c.Pods(t, ns, "app%3Dweb"); len(left) != 1 || left[0].Metadata.Name != pods[1].Metadata.Name {
 		t.Errorf("after the scale-down: %d pods, want only %s", len(left), pods[1].Metadata.Name)
 	}
+}
+
+// eventually polls cond until it holds, for at most d.
+func eventually(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
 }
 
 // within polls cond until it holds, failing the test after d.

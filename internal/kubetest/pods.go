@@ -1,6 +1,7 @@
 package kubetest
 
 import (
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -37,24 +38,43 @@ func (c *ControlPlane) BindPod(t testing.TB, ns, pod, node string) {
 // delete one that is not.
 func (c *ControlPlane) SetPodReady(t testing.TB, ns, pod string, ready bool) {
 	t.Helper()
+	c.SetPodRunning(t, ns, pod, "", ready)
+}
+
+// SetPodRunning is SetPodReady with the pod's IP, which the kubelet reports
+// with the pod's status and an EndpointSlice needs to list a pod; "" leaves
+// the pod without one. No test sends a packet to it: nothing here routes
+// to pods. It cannot be a loopback address all the same, since the API
+// server refuses an EndpointSlice that lists one; PodIP gives addresses
+// from TEST-NET-1 (192.0.2.0/24, RFC 5737), which is for documentation
+// and routed nowhere.
+func (c *ControlPlane) SetPodRunning(t testing.TB, ns, pod, ip string, ready bool) {
+	t.Helper()
 	now := time.Now().UTC().Format(time.RFC3339)
 	status := map[bool]string{true: "True", false: "False"}[ready]
 	cond := func(typ, status string) map[string]any {
 		return map[string]any{"type": typ, "status": status, "lastTransitionTime": now}
 	}
-	patch := map[string]any{"status": map[string]any{
+	st := map[string]any{
 		"phase": "Running", "startTime": now,
 		// A merge patch replaces the whole list.
 		"conditions": []any{
 			cond("PodScheduled", "True"), cond("Initialized", "True"),
 			cond("ContainersReady", status), cond("Ready", status),
 		},
-	}}
+	}
+	if ip != "" {
+		st["podIP"], st["podIPs"] = ip, []any{map[string]any{"ip": ip}}
+	}
+	patch := map[string]any{"status": st}
 	path := "/api/v1/namespaces/" + ns + "/pods/" + pod + "/status"
 	if code, body, err := c.Do(http.MethodPatch, path, c.adminToken, patch); err != nil || code != http.StatusOK {
 		t.Fatalf("kubetest: PATCH %s: %d %v\n%s", path, code, err, body)
 	}
 }
+
+// PodIP is the n-th address (0 to 253) a test gives pods: see SetPodRunning.
+func PodIP(n int) string { return fmt.Sprintf("192.0.2.%d", 1+n%254) }
 
 // FinishDeletion removes a pod whose deletion has begun, once what ran in
 // it has stopped, as the kubelet does: with no grace left, and only if
@@ -93,6 +113,7 @@ type Pod struct {
 	} `json:"spec"`
 	Status struct {
 		Phase      string `json:"phase"`
+		PodIP      string `json:"podIP"`
 		Conditions []struct {
 			Type   string `json:"type"`
 			Status string `json:"status"`

@@ -57,7 +57,7 @@ func New(lock string, maxHolders int, version string, logDropped func() uint64) 
 		earlierDeleted: f.counter("lockex_earlier_nodes_deleted_total",
 			"Nodes of this container's earlier, dead incarnation (same pod UID and container name, another session) deleted at start, so that the next in line took over without waiting for that session to expire."),
 		podPatchFailures: f.counter("lockex_pod_patch_failures_total",
-			"Patches of lockex's own pod (--active-label, --deletion-cost) that the Kubernetes API server refused or that did not reach it."),
+			"Requests to the Kubernetes API server for --active-label and --deletion-cost that it refused or that did not reach it: patches of lockex's own pod, and reads and patches of the pod of a holder it took over from."),
 	}
 	m.maxHolders.Set(float64(maxHolders))
 	// Each reason's series exists from the start at 0, so that an alert
@@ -112,8 +112,9 @@ func (m *Metrics) Observe(ev status.Event, s status.Snapshot) {
 	}
 }
 
-// PodPatchFailed counts a patch of the pod that failed. The lock never
-// waits on the API server; this is how one sees that it did not answer.
+// PodPatchFailed counts a patch of the pod, or a read or patch of a
+// previous holder's, that failed. The lock never waits on the API server;
+// this is how one sees that it did not answer.
 func (m *Metrics) PodPatchFailed() { m.podPatchFailures.Inc() }
 
 func bool01(b bool) float64 {

@@ -7,22 +7,20 @@
 // before the holder. It talks to the API server with the pod's service
 // account, with one JSON merge patch of the pod's metadata for both, and
 // never blocks the run: the pod follows the state from its own goroutine,
-// and a failure is retried.
+// and a failure is retried. Once it holds, it also clears what a holder it
+// took over from, dead without a word, left on that one's pod (correct.go).
 package podlabel
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,6 +115,9 @@ type Labeler struct {
 	// recheckAfter is how long after a streak of failures ends Run sends
 	// its wish once more.
 	recheckAfter time.Duration
+	// corrector clears what a holder that died without a word left on its
+	// pod (correct.go).
+	corrector
 }
 
 // requestTimeout bounds one call to the API server.
@@ -148,6 +149,7 @@ func New(cfg Config, log *slog.Logger, failed func()) *Labeler {
 // Set says what the pod should carry. It never blocks: the status recorder
 // calls it while it holds its lock.
 func (l *Labeler) Set(w Wish) {
+	l.holdChanged(w.Held)
 	w = l.relevant(w)
 	for {
 		select {
@@ -349,26 +351,12 @@ func (l *Labeler) patch(ctx context.Context, w Wish) error {
 	if err != nil {
 		return err
 	}
-	token, err := os.ReadFile(l.cfg.TokenFile)
-	if err != nil {
-		return fmt.Errorf("service account token: %w", err)
-	}
-	u := fmt.Sprintf("%s/api/v1/namespaces/%s/pods/%s", l.cfg.Server, url.PathEscape(l.cfg.Namespace), url.PathEscape(l.cfg.Pod))
-	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, u, bytes.NewReader(body))
+	code, msg, err := l.call(ctx, http.MethodPatch, l.cfg.Namespace, l.cfg.Pod, body)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/merge-patch+json")
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
-	resp, err := l.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("PATCH pods/%s in %s: %s: %s", l.cfg.Pod, l.cfg.Namespace, resp.Status, apiMessage(msg))
+	if code != http.StatusOK {
+		return fmt.Errorf("PATCH pods/%s in %s: %d %s: %s", l.cfg.Pod, l.cfg.Namespace, code, http.StatusText(code), apiMessage(msg))
 	}
 	return nil
 }

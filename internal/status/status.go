@@ -27,7 +27,10 @@ type Snapshot struct {
 	// Connected: a live session that answers. Suspended: disconnected, but
 	// the session may still be alive. SessionLost: it expired.
 	Connected, Suspended, SessionLost bool
-	Ahead                             int // contenders ahead while waiting (mutex), once Queued
+	// Silent: holding, and no evidence from zookeeper for half the
+	// holder's budget (zklock.SessionObserver.Silent): a loss may follow.
+	Silent bool
+	Ahead  int // contenders ahead while waiting (mutex), once Queued
 	// Queued is set once the recipe, waiting, has seen the lock taken.
 	Queued     bool
 	Contenders int // contenders (mutex) or lease holders (semaphore) last seen
@@ -234,6 +237,7 @@ func (r *Recorder) Changed(ch supervisor.Change) {
 		case supervisor.Holding:
 			s.Pid = 0
 			if ch.From == supervisor.Waiting {
+				s.Silent = false // a new lease; the last one's silence ended with it
 				s.Node, s.Token, s.Ahead, s.WaitedSinceStart = ch.Node, ch.Token, 0, now.Sub(r.started)
 			}
 		case supervisor.Running:
@@ -435,8 +439,8 @@ func (r *Recorder) StandbyChecked(round int, fit bool, failures int, err error) 
 	r.changed(ev, r.s)
 }
 
-// Connecting, Connected, Disconnected, Reconnected, Expired, Contenders,
-// Waiting and EarlierDeleted implement zklock.SessionObserver.
+// Connecting, Connected, Disconnected, Reconnected, Silent, Expired,
+// Contenders, Waiting and EarlierDeleted implement zklock.SessionObserver.
 
 func (r *Recorder) Connecting(servers []string, timeout time.Duration) {
 	r.log.Info("connecting to zookeeper", "servers", servers, "session_timeout", timeout)
@@ -459,6 +463,15 @@ func (r *Recorder) Disconnected() {
 func (r *Recorder) Reconnected(server string) {
 	r.update(EvOther, func(s *Snapshot) { s.Connected, s.Suspended = true, false })
 	r.log.Info("reconnected to zookeeper with the same session", "server", server)
+}
+
+func (r *Recorder) Silent(silent bool) {
+	r.update(EvOther, func(s *Snapshot) { s.Silent = silent })
+	if silent {
+		r.log.Warn("no word from zookeeper for half the holder's budget; the lock may be lost")
+		return
+	}
+	r.log.Info("zookeeper answers again")
 }
 
 func (r *Recorder) Expired() {

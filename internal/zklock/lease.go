@@ -224,6 +224,11 @@ func (l *Lease) watchDeadline() {
 	defer heartbeat.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// silent is what the observer was last told (Silent): half the
+	// budget without evidence warns of the deadline while there is time
+	// to act on it (a pod's label drained before the stop), checked at
+	// each heartbeat.
+	silent := false
 	for {
 		select {
 		case <-timer.C:
@@ -236,6 +241,10 @@ func (l *Lease) watchDeadline() {
 			l.lose(l.suspendedTooLong(evidence))
 			return
 		case <-heartbeat.C:
+			if aging := l.s.live.aging(time.Now()); aging != silent {
+				silent = aging
+				l.s.obs.Silent(silent)
+			}
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
 				go l.beat()
 			}
@@ -305,11 +314,7 @@ func (l *Lease) firstBeat() {
 // for the difference between its clock and ours. A holder that learns of a
 // loss late (it was frozen) must not wait out a whole stop grace past it.
 // It moves on as the evidence does.
-func (l *Lease) KillBy() time.Time {
-	_, evidence := l.s.live.snapshot()
-	granted := l.s.Granted()
-	return evidence.Add(granted - granted/10)
-}
+func (l *Lease) KillBy() time.Time { return l.s.SureUntil() }
 
 // MaxStopGrace is the longest stop grace a session timeout leaves a holder
 // any time to run with: the evidence that the leader renewed the session

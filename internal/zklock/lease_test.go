@@ -3,6 +3,8 @@ package zklock
 import (
 	"context"
 	"errors"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,5 +163,62 @@ func TestLeaseRelease(t *testing.T) {
 	}
 	if err := l.Release(); err != nil {
 		t.Errorf("a second Release: %v", err)
+	}
+}
+
+// silence records what a lease tells Silent, with when.
+type silence struct {
+	nopObserver
+	mu   sync.Mutex
+	told []bool
+	at   []time.Time
+}
+
+func (s *silence) Silent(silent bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.told, s.at = append(s.told, silent), append(s.at, time.Now())
+}
+
+func (s *silence) said() ([]bool, []time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.told), slices.Clone(s.at)
+}
+
+// TestLeaseSilentBeforeLoss: a stalled holder is told it is silent (half
+// its budget without evidence) before its lease is lost, with time left
+// between the two; a stall that ends sooner is told over, and the lease
+// is kept.
+func TestLeaseSilentBeforeLoss(t *testing.T) {
+	zkc := zktest.Start(t)
+	px := zktest.StartProxy(t, zkc.Servers[0].Addr())
+	obs := &silence{}
+	s := connectWith(t, px.Addr(), func(o *Options) { o.StopGrace = time.Second; o.Observer = obs })
+	l := hold(t, s, "/lease-silent")
+	if told, _ := obs.said(); len(told) != 0 {
+		t.Fatalf("told %v while the holder hears from zookeeper", told)
+	}
+
+	// Short: silent, then heard from again.
+	px.Stall()
+	waitUntil(t, "silent", func() bool { told, _ := obs.said(); return len(told) == 1 })
+	px.Pass()
+	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
+	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
+		t.Fatalf("told %v, lease error %v; want [true false] and the lease kept", told, l.Err())
+	}
+
+	// Long: silent, then lost.
+	px.Stall()
+	<-l.Done()
+	lost := time.Now()
+	told, at := obs.said()
+	if len(told) != 3 || !told[2] {
+		t.Fatalf("told %v before the loss (%v), want a third, true", told, l.Err())
+	}
+	t.Logf("silent %v before the loss (%v)", lost.Sub(at[2]).Round(time.Millisecond), l.Err())
+	if lost.Sub(at[2]) <= 0 {
+		t.Errorf("silent %v after the loss, want before", at[2].Sub(lost))
 	}
 }

@@ -40,12 +40,15 @@ type Mutex struct {
 	// created is set once a create of a node with prefix was sent: from
 	// then on a node of ours may exist that no answer named.
 	created bool
+	// behind, if not nil, is told the data of each node this contender
+	// waits directly behind (Options.Behind).
+	behind func(data []byte)
 }
 
 // NewMutex returns a mutex at path whose node carries identifier.
 func NewMutex(s *Session, path, identifier string) *Mutex {
 	return &Mutex{s: s, path: path, data: []byte(identifier), prefix: newPrefix() + "__lock__", sizeCheck: true, obs: s.obs,
-		stamp: s.opts.HeldSince}
+		stamp: s.opts.HeldSince, behind: s.opts.Behind}
 }
 
 // giveUpFunc decides, while a contender waits, whether to stop waiting
@@ -215,9 +218,18 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time, done <-c
 	if stop {
 		return nil, nil, fmt.Errorf("%w: %s has %d contenders ahead", ErrBusy, m.path, ahead)
 	}
-	ok, _, watch, err := m.s.existsUntilGone(m.s.abs(join(m.path, pred)), done)
+	// The watch is set with a read of the predecessor's data when someone
+	// wants to know whom it waits behind: the same one round trip.
+	var data *[]byte
+	if m.behind != nil {
+		data = new([]byte)
+	}
+	ok, _, watch, err := m.s.existsUntilGone(m.s.abs(join(m.path, pred)), data, done)
 	if err != nil || !ok {
 		return nil, nil, err // gone already: look again at once
+	}
+	if m.behind != nil {
+		m.behind(*data)
 	}
 	return nil, merge(watch, wake), nil
 }

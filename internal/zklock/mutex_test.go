@@ -117,3 +117,48 @@ func TestCancelDeletesNode(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestBehindNamesTheHolderTakenOverFrom: a waiter is told the data of the
+// node it waits directly behind, with the watch's own round trip; when it
+// holds at last, the last it was told is the holder it took over from.
+func TestBehindNamesTheHolderTakenOverFrom(t *testing.T) {
+	zkc := zktest.Start(t)
+	holder := connect(t, zkc.Hosts())
+	first, err := NewMutex(holder, "/behind", "the holder").Acquire(context.Background(), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := make(chan string, 8)
+	s, err := Connect(context.Background(), Options{
+		Servers: strings.Split(zkc.Hosts(), ","), SessionTimeout: 4 * time.Second,
+		ConnectTimeout: 5 * time.Second, Attempts: 1, Retries: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Behind: func(data []byte) { told <- string(data) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	acquired := make(chan error, 1)
+	go func() {
+		lease, err := NewMutex(s, "/behind", "the waiter").Acquire(context.Background(), true)
+		if err == nil {
+			err = lease.Release()
+		}
+		acquired <- err
+	}()
+	select {
+	case got := <-told:
+		if got != "the holder" {
+			t.Errorf("told %q, want the holder's data", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter was never told whom it waits behind")
+	}
+	if err := first.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-acquired; err != nil {
+		t.Fatal(err)
+	}
+}

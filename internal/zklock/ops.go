@@ -176,9 +176,28 @@ func hasPrefixIn(names []string, prefix string) []string {
 // granted/heartbeats (Lease.beat); a waiter woken by each beat would list
 // the lock again, and log again that it waits, twenty times a session
 // timeout, though only a deletion changes what it waits for. Once stop is
-// closed, the watch is no longer set again.
-func (s *Session) existsUntilGone(sp string, stop <-chan struct{}) (bool, *zk.Stat, <-chan zk.Event, error) {
-	ok, stat, watch, err := s.conn.ExistsW(sp)
+// closed, the watch is no longer set again. With data not nil, the first
+// watch is set by a GetW instead, in the same one round trip, and *data is
+// the node's data: who the waiter waits behind.
+func (s *Session) existsUntilGone(sp string, data *[]byte, stop <-chan struct{}) (bool, *zk.Stat, <-chan zk.Event, error) {
+	var (
+		ok    bool
+		stat  *zk.Stat
+		watch <-chan zk.Event
+		err   error
+	)
+	if data != nil {
+		// A GetW of an existing node sets the watch an ExistsW sets (data
+		// changes and the deletion); of a missing one, none, which
+		// ExistsW's caller would not use either.
+		*data, stat, watch, err = s.conn.GetW(sp)
+		ok = err == nil
+		if errors.Is(err, zk.ErrNoNode) {
+			err = nil
+		}
+	} else {
+		ok, stat, watch, err = s.conn.ExistsW(sp)
+	}
 	if err != nil || !ok {
 		return ok, stat, nil, err
 	}

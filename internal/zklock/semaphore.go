@@ -29,6 +29,9 @@ func NewSemaphore(s *Session, path, identifier string, size int) *Semaphore {
 	mutex.obs = nopObserver{}
 	mutex.sizeCheck = false
 	mutex.stamp = nil
+	// Who waits for the turn ahead of this contender holds no lease for
+	// that: the leases' holders are not known this way.
+	mutex.behind = nil
 	return &Semaphore{s: s, path: path, data: []byte(identifier), size: size, lease: newPrefix(), mutex: mutex}
 }
 
@@ -196,7 +199,7 @@ func (m *Semaphore) take(turn *Lease, blocking bool, start time.Time, stop <-cha
 // turn is not lost while the session is merely suspended: the check in
 // create keeps a stale turn from taking a lease all the same.
 func (m *Semaphore) watchTurn(turn *Lease, stop <-chan struct{}) (<-chan zk.Event, error) {
-	ok, stat, gone, err := m.s.existsUntilGone(m.s.abs(turn.Node()), stop)
+	ok, stat, gone, err := m.s.existsUntilGone(m.s.abs(turn.Node()), nil, stop)
 	switch {
 	case err != nil:
 		return nil, err

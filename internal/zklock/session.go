@@ -67,6 +67,11 @@ type Options struct {
 	// first beat's write was committed, the moment it held. Nil: the data
 	// stays as created.
 	HeldSince func(data []byte, since time.Time) []byte
+	// Behind, when set, is told the data of every node a mutex contender
+	// waits directly behind, as it sets its watch on it: the holder it
+	// takes over from is the last one it was told of. It must not block.
+	// Not told for a semaphore.
+	Behind func(data []byte)
 }
 
 // SessionObserver is told what the session and the recipes see, for logs, metrics
@@ -85,6 +90,11 @@ type SessionObserver interface {
 	// EarlierDeleted: the node of an earlier incarnation at node, with
 	// data identifier and owned by session, was deleted (takeOver).
 	EarlierDeleted(node, identifier string, session int64)
+	// Silent, while a lease is held: true once the evidence that the
+	// session lives is older than half the holder's budget, so the lease
+	// may be lost before long; false once it is fresh again. Nothing is
+	// said as the lease ends.
+	Silent(silent bool)
 }
 
 type nopObserver struct{}
@@ -97,6 +107,7 @@ func (nopObserver) Expired()                               {}
 func (nopObserver) Contenders(int)                         {}
 func (nopObserver) Waiting(int)                            {}
 func (nopObserver) EarlierDeleted(string, string, int64)   {}
+func (nopObserver) Silent(bool)                            {}
 
 // Session is one ZooKeeper session. The recipes built on it never watch the
 // connection themselves; they ask the session to wait for it.
@@ -286,6 +297,18 @@ func (s *Session) heartbeat() {
 			return
 		}
 	}
+}
+
+// SureUntil is the instant until which the server cannot have expired the
+// session, as far as the evidence shows (wire.go), less a tenth of the
+// granted timeout: a Lease's KillBy. A clock reading before it, taken
+// after an answer arrived, shows that the answer was given while the
+// session, and any lease of it, was alive, even across a pause of the
+// process that no goroutine saw yet.
+func (s *Session) SureUntil() time.Time {
+	_, evidence := s.live.snapshot()
+	granted := s.Granted()
+	return evidence.Add(granted - granted/10)
 }
 
 // Granted is the session timeout the server granted, which may differ from
