@@ -46,7 +46,8 @@ func TestReviewStandbyAfreshAfterLeaving(t *testing.T) {
 		checker: activecheck.New(activecheck.Config{
 			Probe: probe, Period: 10 * time.Millisecond, Timeout: time.Minute, FailureThreshold: 2,
 		}),
-		results: make(chan supervisor.StandbyResult, 1),
+		results: make(chan supervisor.StandbyResult),
+		over:    make(chan struct{}),
 	}
 	rec := status.New(slog.New(slog.NewTextHandler(io.Discard, nil)), "/review", 1, func(status.Event, status.Snapshot) {})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -32,10 +32,13 @@ type standbyCheck struct {
 	// state from before, a pass during the leave, would carry over. So
 	// each stretch of checks that Check asks for has a number of its
 	// own, which stands where the checker expects a pid, and results of
-	// a stretch that is over are dropped.
+	// a stretch that is over are dropped, also one waiting to be taken:
+	// results is unbuffered, and over closes as the stretch ends, in the
+	// supervisor's Check, when it is not taking results.
 	mu      sync.Mutex
-	round   int // the round asked for, 0 for none
-	stretch int // the checker's pid for it
+	round   int           // the round asked for, 0 for none
+	stretch int           // the checker's pid for it
+	over    chan struct{} // closes as the stretch ends
 }
 
 // newStandbyCheck returns nil without --standby-url or --standby-cmd. A
@@ -61,7 +64,8 @@ func newStandbyCheck(cfg *config.Config, reaper *proc.Reaper, env []string) *sta
 			Timeout:          cfg.HealthTimeout.D(),
 			FailureThreshold: cfg.HealthFailures,
 		}),
-		results: make(chan supervisor.StandbyResult, 1),
+		results: make(chan supervisor.StandbyResult),
+		over:    make(chan struct{}),
 	}
 }
 
@@ -81,6 +85,8 @@ func (s *standbyCheck) Check(round int) {
 		return
 	}
 	s.round = round
+	close(s.over)
+	s.over = make(chan struct{})
 	if round == 0 {
 		s.checker.Running(0)
 		return
@@ -89,12 +95,12 @@ func (s *standbyCheck) Check(round int) {
 	s.checker.Running(s.stretch)
 }
 
-// roundOf is the round a result of stretch speaks for; false once that
-// stretch is over.
-func (s *standbyCheck) roundOf(stretch int) (int, bool) {
+// roundOf is the round a result of stretch speaks for, and a channel
+// that closes once the stretch is over; false if it is over already.
+func (s *standbyCheck) roundOf(stretch int) (int, <-chan struct{}, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.round, s.round != 0 && stretch == s.stretch
+	return s.round, s.over, s.round != 0 && stretch == s.stretch
 }
 
 func (s *standbyCheck) Results() <-chan supervisor.StandbyResult { return s.results }
@@ -112,13 +118,14 @@ func (s *standbyCheck) start(ctx context.Context, rec *status.Recorder) {
 	go func() {
 		defer s.wg.Done()
 		s.checker.Run(ctx, func(r activecheck.Result) {
-			round, current := s.roundOf(r.Pid)
+			round, over, current := s.roundOf(r.Pid)
 			if !current {
 				return
 			}
 			rec.StandbyChecked(round, r.Ready, r.Failures, r.Err)
 			select {
 			case s.results <- supervisor.StandbyResult{Round: round, Fit: r.Ready, Failures: r.Failures, Err: r.Err}:
+			case <-over:
 			case <-ctx.Done():
 			}
 		})
