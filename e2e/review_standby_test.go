@@ -77,3 +77,47 @@ func flappingStandby(t *testing.T, id string, size, contenders int) {
 func TestReviewStandbyFlappingMutex(t *testing.T) { flappingStandby(t, "flap-mutex", 1, 4) }
 
 func TestReviewStandbyFlappingSemaphore(t *testing.T) { flappingStandby(t, "flap-sem", 2, 5) }
+
+// TestReviewStandbyRejoinKeepsIdentity: a standby that is PID 1 of its
+// container, with its pod's identity, writes that identity into its node,
+// so that its next incarnation, after a crash, deletes the node at once
+// (docs/design.md §3.4). Leaving the queue for its check replaces its
+// session (§4.7); the node it queues with again is the same lockex's and
+// must carry the same identity, and nothing may say that another live
+// lockex has it: the claim on the identity is this lockex's own.
+func TestReviewStandbyRejoinKeepsIdentity(t *testing.T) {
+	zkc := startZK(t)
+	conn := zkClient(t, zkc.Hosts())
+	const id = "standby-identity"
+	r := newTakeoverRun(t, zkc, conn, id)
+	s := newStandbyTest(t)
+	a := s.holderOf(zkc.Hosts(), id, "a-done")
+	pod := newPod("app")
+	s.touch("b-fit")
+	args := append(append([]string{"-z", zkc.Hosts(), "-i", id}, s.flags("b-fit")...), append([]string{"--"}, s.waitFor("b-done")...)...)
+	b := pid1Mode.start(t, pod.env(), args...)
+	eventually(t, 15*time.Second, "b queues with its pod's identity", func() bool { return len(r.nodesOf(pod)) == 1 })
+	first := r.nodesOf(pod)[0]
+
+	s.remove("b-fit")
+	eventually(t, 15*time.Second, "b leaves the queue", func() bool { return len(r.nodes()) == 1 })
+	s.touch("b-fit")
+	eventually(t, 15*time.Second, "b queues again", func() bool { return len(r.nodes()) == 2 })
+	kids, _ := lockStat(t, conn, "/lockex/"+id) // a's, then b's
+	again, _, err := conn.Get("/lockex/" + id + "/" + kids[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(again), " uid="+pod.uid+" ") {
+		t.Errorf("b's node after it queued again is %q, without its pod's uid %s (the first was %q): a crash of b would leave it for its session's expiry", again, pod.uid, first.data)
+	}
+	if line := "another live lockex may have this container's identity"; strings.Contains(b.stderr.String(), line) {
+		t.Errorf("b's log says %q of its own claim:\n%s", line, b.stderr)
+	}
+	s.touch("a-done")
+	s.touch("b-done")
+	a.wait(t, 15*time.Second)
+	if code := b.wait(t, 15*time.Second); code != 0 {
+		t.Fatalf("b: exit %d:\n%s", code, b.stderr)
+	}
+}
