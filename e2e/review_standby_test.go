@@ -38,7 +38,7 @@ func flappingStandby(t *testing.T, id string, size, contenders int) {
 		}
 		all = append(all, startLockex(t, nil, append(args, "--", "sh", "-c", script)...))
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 		for i, s := range all {
