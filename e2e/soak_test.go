@@ -71,6 +71,10 @@ type contender struct {
 	// health gives lockex a --health-cmd that fails at random (soakHealth):
 	// some of its runs end with the workload stopped for its health (77).
 	health bool
+	// standby gives lockex a --standby-cmd that fails at random
+	// (soakStandby): it leaves the queue, replaces its session and queues
+	// again while the soak's faults go on.
+	standby bool
 }
 
 // soakHealth is the health check of the health-gated contenders: each
@@ -79,6 +83,13 @@ type contender struct {
 // and SIGKILL of a loss, racing the soak's faults.
 var soakHealth = []string{"--health-cmd", "sh -c 'case $(cat /proc/sys/kernel/random/uuid) in [0-3]*) exit 1;; esac'",
 	"--health-period", "200ms", "--health-failure-threshold", "2"}
+
+// soakStandby is the standby check of the standby-gated contenders: each
+// check fails with a chance of 1 in 4, and two failures in a row (about
+// every 1.6s at 10 checks a second) take a queued standby out of the
+// queue, racing grants and the soak's faults.
+var soakStandby = []string{"--standby-cmd", "sh -c 'case $(cat /proc/sys/kernel/random/uuid) in [0-3]*) exit 1;; esac'",
+	"--health-period", "100ms", "--health-failure-threshold", "2"}
 
 type runner int
 
@@ -102,11 +113,11 @@ const (
 
 var soakKinds = []soakKind{
 	{"mutex", 1, []contender{
-		{"c0", onHost, false, false}, {"c1", onHost, true, false}, {"c2", asPID1, false, false}, {"c3", asPID1, false, true},
+		{"c0", onHost, false, false, false}, {"c1", onHost, true, false, true}, {"c2", asPID1, false, false, true}, {"c3", asPID1, false, true, false},
 	}},
 	{"semaphore", 2, []contender{
-		{"c0", onHost, false, true}, {"c1", onHost, true, false}, {"c2", asPID1, false, false}, {"c3", asPID1, false, true},
-		{"k0", kazooPeer, false, false}, {"k1", kazooPeer, false, false},
+		{"c0", onHost, false, true, false}, {"c1", onHost, true, false, true}, {"c2", asPID1, false, false, true}, {"c3", asPID1, false, true, false},
+		{"k0", kazooPeer, false, false, false}, {"k1", kazooPeer, false, false, false},
 	}},
 }
 
@@ -310,6 +321,9 @@ func (s *soak) start(i int, hosts, who string, hold time.Duration, child bool) *
 	args := append([]string{"-z", hosts, "-i", "soak", "-c", strconv.Itoa(s.kind.size), "-T", "3s"}, lossFlags...)
 	if c.health {
 		args = append(args, soakHealth...)
+	}
+	if c.standby {
+		args = append(args, soakStandby...)
 	}
 	args = append(append(args, "--"), workload...)
 	cmd := exec.Command(lockexBin, args...)
@@ -582,9 +596,15 @@ func (s *soak) report(t *testing.T) {
 			exits = append(exits, prog+" "+strings.Join(codes, " "))
 		}
 	}
-	fmt.Printf("soak %s (%d contenders, at most %d at once): %d runs (%d with a background writer), %d faults (%s), exits %s, wedged %d, stale writes %d, violations %d\n",
+	// Left the queue for the standby check, as far as logs that were read
+	// tell (not those of a full stderr).
+	leaves := 0
+	for _, lx := range s.logs {
+		leaves += strings.Count(lx.stderr.String(), "standby check failed; left the queue")
+	}
+	fmt.Printf("soak %s (%d contenders, at most %d at once): %d runs (%d with a background writer), %d faults (%s), exits %s, standby leaves %d, wedged %d, stale writes %d, violations %d\n",
 		s.kind.name, len(s.kind.fleet), s.kind.size, v.runs, s.withBackground(), total, strings.Join(faults, ", "),
-		strings.Join(exits, "; "), len(s.wedged), v.stale, len(v.problems))
+		strings.Join(exits, "; "), leaves, len(s.wedged), v.stale, len(v.problems))
 	for _, p := range v.problems {
 		t.Error(p)
 	}

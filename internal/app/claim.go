@@ -21,6 +21,12 @@ var identityClaim *net.UnixConn
 // its own beside it (unshare --pid in the container, or on the host with
 // the same variables), which PID 1 alone cannot rule out.
 func claimIdentity(self identity.Identity) error {
+	if identityClaim != nil {
+		// Claimed by this lockex for an earlier session (a round of
+		// --requeue, a standby's session after it left the queue): the
+		// identity is still its own, and so are the nodes it writes.
+		return nil
+	}
 	key := identity.Identity{Host: self.Host, PID: 1, Version: "-", Namespace: self.Namespace, Pod: self.Pod, UID: self.UID, Container: self.Container}
 	sum := sha256.Sum256([]byte(key.String()))
 	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: "@lockex-identity/" + hex.EncodeToString(sum[:]), Net: "unixgram"})

@@ -15,8 +15,9 @@ func TestReviewClaimOnce(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	self := identity.Identity{Host: "h", PID: 1, Version: "v", Pod: "p", UID: "review-claim-" + t.Name(), Container: "app"}
 	held := identityClaim
+	identityClaim = nil // this test's process has claimed nothing yet
 	t.Cleanup(func() {
-		if identityClaim != held {
+		if identityClaim != nil {
 			identityClaim.Close()
 		}
 		identityClaim = held
@@ -25,7 +26,16 @@ func TestReviewClaimOnce(t *testing.T) {
 	if first == nil || firstID != self {
 		t.Fatalf("the first claim: %v, %+v", first != nil, firstID)
 	}
+	// The same lockex's next session claims nothing anew.
+	again, againID := earlierSelf(self, log)
+	if again == nil || againID != self {
+		t.Fatalf("the same lockex's next session: takes over %v, writes %q", again != nil, againID.String())
+	}
+	// A twin is another process, which does not hold the claim.
+	mine := identityClaim
+	identityClaim = nil
 	twin, twinID := earlierSelf(self, log)
+	identityClaim = mine
 	if twin != nil || twinID.UID != "" {
 		t.Fatalf("the twin: takes over %v, writes %q", twin != nil, twinID.String())
 	}

@@ -16,8 +16,8 @@ import (
 // every result to the supervisor, which decides whether to queue or to
 // leave the queue (docs/design.md §4.7). The readiness checker's counting
 // is exactly what it needs: not fit until a check passes, unfit again
-// after the threshold of failures in a row, afresh for each round, whose
-// number stands where the checker expects a workload's pid.
+// after the threshold of failures in a row, afresh for each stretch of
+// checks the supervisor asks for (Check).
 type standbyCheck struct {
 	probe     activecheck.Probe
 	threshold int
@@ -25,6 +25,20 @@ type standbyCheck struct {
 	results   chan supervisor.StandbyResult
 	wg        sync.WaitGroup
 	cancel    context.CancelFunc
+
+	// The checker starts afresh only when it sees another pid, and a
+	// Check(0) that Check(round) follows within one check (leaving the
+	// queue replaces a session in milliseconds) would go unseen: its
+	// state from before, a pass during the leave, would carry over. So
+	// each stretch of checks that Check asks for has a number of its
+	// own, which stands where the checker expects a pid, and results of
+	// a stretch that is over are dropped, also one waiting to be taken:
+	// results is unbuffered, and over closes as the stretch ends, in the
+	// supervisor's Check, when it is not taking results.
+	mu      sync.Mutex
+	round   int           // the round asked for, 0 for none
+	stretch int           // the checker's pid for it
+	over    chan struct{} // closes as the stretch ends
 }
 
 // newStandbyCheck returns nil without --standby-url or --standby-cmd. A
@@ -50,7 +64,8 @@ func newStandbyCheck(cfg *config.Config, reaper *proc.Reaper, env []string) *sta
 			Timeout:          cfg.HealthTimeout.D(),
 			FailureThreshold: cfg.HealthFailures,
 		}),
-		results: make(chan supervisor.StandbyResult, 1),
+		results: make(chan supervisor.StandbyResult),
+		over:    make(chan struct{}),
 	}
 }
 
@@ -63,7 +78,30 @@ func (s *standbyCheck) forSupervisor() supervisor.Standby {
 	return s
 }
 
-func (s *standbyCheck) Check(round int) { s.checker.Running(round) }
+func (s *standbyCheck) Check(round int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if round == s.round {
+		return
+	}
+	s.round = round
+	close(s.over)
+	s.over = make(chan struct{})
+	if round == 0 {
+		s.checker.Running(0)
+		return
+	}
+	s.stretch++
+	s.checker.Running(s.stretch)
+}
+
+// roundOf is the round a result of stretch speaks for, and a channel
+// that closes once the stretch is over; false if it is over already.
+func (s *standbyCheck) roundOf(stretch int) (int, <-chan struct{}, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.round, s.over, s.round != 0 && stretch == s.stretch
+}
 
 func (s *standbyCheck) Results() <-chan supervisor.StandbyResult { return s.results }
 
@@ -80,9 +118,14 @@ func (s *standbyCheck) start(ctx context.Context, rec *status.Recorder) {
 	go func() {
 		defer s.wg.Done()
 		s.checker.Run(ctx, func(r activecheck.Result) {
-			rec.StandbyChecked(r.Pid, r.Ready, r.Failures, r.Err)
+			round, over, current := s.roundOf(r.Pid)
+			if !current {
+				return
+			}
+			rec.StandbyChecked(round, r.Ready, r.Failures, r.Err)
 			select {
-			case s.results <- supervisor.StandbyResult{Round: r.Pid, Fit: r.Ready, Failures: r.Failures, Err: r.Err}:
+			case s.results <- supervisor.StandbyResult{Round: round, Fit: r.Ready, Failures: r.Failures, Err: r.Err}:
+			case <-over:
 			case <-ctx.Done():
 			}
 		})

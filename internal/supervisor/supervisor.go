@@ -380,9 +380,11 @@ func (r *run) timeWait() {
 
 func (r *run) onAcquired(res acquired) {
 	r.acquired = nil
-	if r.leaving && res.err != nil && res.lease == nil && r.cause() == nil {
+	if r.leaving && res.lease == nil && errors.Is(res.err, context.Canceled) && r.cause() == nil {
 		// Left the queue for the standby's check, not for the round's
-		// end: check until it passes, then queue again at the back.
+		// end: check until it passes, then queue again at the back. An
+		// answer the recipe had before it saw the cancel (the lock
+		// taken, with one look) is acted on as ever.
 		r.leftQueue()
 		return
 	}
