@@ -52,11 +52,11 @@ func HTTP(rawURL string) (Probe, error) {
 		return nil, fmt.Errorf("%q: want an http:// or https:// URL", rawURL)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("%q: no host", u.Redacted())
+		return nil, fmt.Errorf("%q: no host", shown(rawURL, u))
 	}
 	if p := u.Port(); p != "" {
 		if _, err := parsePort(p); err != nil {
-			return nil, fmt.Errorf("%q: %w", u.Redacted(), err)
+			return nil, fmt.Errorf("%q: %w", shown(rawURL, u), err)
 		}
 	}
 	transport := &http.Transport{
@@ -71,6 +71,15 @@ func HTTP(rawURL string) (Probe, error) {
 		},
 	}
 	return &httpProbe{url: u.String(), shown: u.Redacted(), client: client}, nil
+}
+
+// shown is rawURL as an error names it: as given, so the user finds the
+// value they wrote, unless it carries a password.
+func shown(rawURL string, u *url.URL) string {
+	if _, ok := u.User.Password(); ok {
+		return u.Redacted()
+	}
+	return rawURL
 }
 
 func (p *httpProbe) Check(ctx context.Context) error {
