@@ -45,6 +45,7 @@ func labelerOf(t *testing.T, c *kubetest.ControlPlane, name string) *Labeler {
 // the resourceVersion stays the one web-1 read, and web-1's patch, sent as
 // it resumes, passes its precondition: the holder's label and cost go,
 // and web-0's labeler, which knows it sent them, never sends them again.
+// Unless each hold is a write of its own (Wish.Hold).
 func TestReviewCorrectAfterNoopRelabel(t *testing.T) {
 	c, l, web0 := correctCluster(t, nil)
 	// The session's SureUntil: fresh evidence until the pause, which
@@ -60,6 +61,10 @@ func TestReviewCorrectAfterNoopRelabel(t *testing.T) {
 	l.held = true
 	l.mu.Unlock()
 	holder := labelerOf(t, c, "web-0")
+	// Its earlier hold, as its lockex last told it before the freeze.
+	if err := holder.patch(context.Background(), Wish{Active: true, Held: true, Hold: "4294967301"}); err != nil {
+		t.Fatal(err)
+	}
 	var before, after struct {
 		Metadata struct {
 			ResourceVersion string `json:"resourceVersion"`
@@ -75,7 +80,7 @@ func TestReviewCorrectAfterNoopRelabel(t *testing.T) {
 		c.Get(t, "/api/v1/namespaces/team-a/pods/web-0", &before)
 		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 		defer cancel()
-		if err := holder.patch(ctx, Wish{Active: true, Held: true}); err != nil {
+		if err := holder.patch(ctx, Wish{Active: true, Held: true, Hold: "8589934597"}); err != nil {
 			t.Errorf("web-0's own patch: %v", err)
 		}
 		c.Get(t, "/api/v1/namespaces/team-a/pods/web-0", &after)
