@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/lockex/lockex/internal/activecheck"
@@ -76,7 +77,11 @@ func (f *activeFollowers) observe(next func(status.Event, status.Snapshot)) func
 			// A holder that has not heard from zookeeper for half its
 			// budget may soon have to stop: traffic leaves first, while
 			// the workload still runs (design.md §8).
-			f.labeler.Set(podlabel.Wish{Active: s.Active() && !s.Silent, Held: s.Held()})
+			w := podlabel.Wish{Active: s.Active() && !s.Silent, Held: s.Held()}
+			if w.Held {
+				w.Hold = strconv.FormatInt(s.Token, 10)
+			}
+			f.labeler.Set(w)
 		}
 	}
 }

@@ -176,9 +176,11 @@ func (l *Labeler) correctOnce(id identity.Identity, attrs []any) (done bool, err
 	if l.cfg.Key != "" {
 		patch["labels"] = map[string]any{l.cfg.Key: nil}
 	}
+	annotations := map[string]any{HoldAnnotation: nil}
 	if l.cfg.DeletionCost {
-		patch["annotations"] = map[string]any{DeletionCostAnnotation: StandbyCost}
+		annotations[DeletionCostAnnotation] = StandbyCost
 	}
+	patch["annotations"] = annotations
 	b, err := json.Marshal(map[string]any{"metadata": patch})
 	if err != nil {
 		return false, err

@@ -92,10 +92,20 @@ func InCluster(getenv func(string) string, dir string) (Config, error) {
 	}, nil
 }
 
+// HoldAnnotation names the hold lockex's pod tells of (Wish.Hold).
+const HoldAnnotation = "lockex.io/hold"
+
 // Wish is what lockex is, as its pod should tell it.
 type Wish struct {
 	Active bool // /active answers 200: the label
 	Held   bool // the lock or a lease is held: the deletion cost
+	// Hold names the hold (its fencing token), "" while none is held:
+	// HoldAnnotation. Each new hold is a write of the pod, even one whose
+	// label and cost the pod still carries from an earlier hold, which the
+	// API server would otherwise not write at all. So a holder it took
+	// over from that holds again has changed its pod's resourceVersion,
+	// and a correction read before then is refused (correct.go).
+	Hold string
 }
 
 // Labeler keeps the pod's label and deletion cost in step with Set.
@@ -200,7 +210,7 @@ func (l *Labeler) Drain() <-chan struct{} {
 // relevant keeps of w what this Labeler patches, so that a change of what
 // it does not patch (Held without --deletion-cost) costs no call.
 func (l *Labeler) relevant(w Wish) Wish {
-	return Wish{Active: w.Active && l.cfg.Key != "", Held: w.Held && l.cfg.DeletionCost}
+	return Wish{Active: w.Active && l.cfg.Key != "", Held: w.Held && l.cfg.DeletionCost, Hold: w.Hold}
 }
 
 // Run applies the wishes until ctx ends. It first makes the pod tell a
@@ -344,9 +354,15 @@ func (l *Labeler) patch(ctx context.Context, w Wish) error {
 		}
 		meta["labels"] = map[string]any{l.cfg.Key: value}
 	}
-	if l.cfg.DeletionCost {
-		meta["annotations"] = map[string]any{DeletionCostAnnotation: cost(w.Held)}
+	var hold any // null removes the key
+	if w.Hold != "" {
+		hold = w.Hold
 	}
+	annotations := map[string]any{HoldAnnotation: hold}
+	if l.cfg.DeletionCost {
+		annotations[DeletionCostAnnotation] = cost(w.Held)
+	}
+	meta["annotations"] = annotations
 	body, err := json.Marshal(map[string]any{"metadata": meta})
 	if err != nil {
 		return err

@@ -70,8 +70,8 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	for field, kv := range patch.Metadata {
 		m := map[string]map[string]string{"labels": a.labels, "annotations": a.annotations}[field]
-		if m == nil || len(kv) != 1 {
-			a.t.Errorf("patch %s: want at most one label and one annotation", body)
+		if m == nil || len(kv) == 0 || (field == "labels" && len(kv) != 1) || (field == "annotations" && (len(kv) > 2 || !hasKey(kv, HoldAnnotation))) {
+			a.t.Errorf("patch %s: want at most one label, and the hold's annotation with at most the cost", body)
 			continue
 		}
 		for k, v := range kv {
@@ -89,6 +89,8 @@ func (a *apiServer) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	_, _ = w.Write([]byte(`{"kind":"Pod"}`))
 }
+
+func hasKey(kv map[string]*string, k string) bool { _, ok := kv[k]; return ok }
 
 func (a *apiServer) cost() string {
 	a.mu.Lock()

@@ -218,12 +218,13 @@ func (m *Mutex) round(node *string, giveUp giveUpFunc, start time.Time, done <-c
 	if stop {
 		return nil, nil, fmt.Errorf("%w: %s has %d contenders ahead", ErrBusy, m.path, ahead)
 	}
-	// The watch is set with a read of the predecessor's data when someone
-	// wants to know whom it waits behind: the same one round trip.
-	var data *[]byte
-	if m.behind != nil {
-		data = new([]byte)
-	}
+	// The watch is set with a read of the predecessor's data, which also
+	// tells whom it waits behind (Options.Behind): the same one round
+	// trip. A read, not an exists: ZooKeeper sets an exists watch on a
+	// node this session may not read but never delivers its deletion, so
+	// a waiter behind such a node would wait for ever; the read is refused
+	// at once (ErrNotAuthorized).
+	data := new([]byte)
 	ok, _, watch, err := m.s.existsUntilGone(m.s.abs(join(m.path, pred)), data, done)
 	if err != nil || !ok {
 		return nil, nil, err // gone already: look again at once
