@@ -106,15 +106,15 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 }
 
 // lockHooks are what the labeler learns from the lock: whose pods it may
-// have to correct once it holds (zklock.Options.Behind), and each
-// session's SureUntil, which bounds when a read of such a pod still counts
-// as made while holding (podlabel.Labeler.Behind, Session). Nil without a
-// labeler.
-func (f *activeFollowers) lockHooks() (behind func(data []byte), sessionUp func(sureUntil func() time.Time)) {
+// have to correct once it holds (zklock.Options.Behind), each session's
+// SureUntil, which bounds when a read of such a pod still counts as made
+// while holding, and that a release begins, after which none does
+// (podlabel.Labeler.Behind, Session, Releasing). Nil without a labeler.
+func (f *activeFollowers) lockHooks() (behind func(data []byte), sessionUp func(sureUntil func() time.Time), releasing func()) {
 	if f.labeler == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
-	return f.labeler.Behind, f.labeler.Session
+	return f.labeler.Behind, f.labeler.Session, f.labeler.Releasing
 }
 
 // drain is the supervisor's Drain: nil unless lockex keeps a label that

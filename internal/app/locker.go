@@ -33,6 +33,8 @@ type zkLocker struct {
 	behind  func(data []byte) // zklock.Options.Behind; nil for none
 	// sessionUp, if not nil, is given each new session's SureUntil.
 	sessionUp func(sureUntil func() time.Time)
+	// releasing, if not nil, is called before a lease is released.
+	releasing func()
 	// shared guards session for readers beside the supervisor (/status);
 	// the supervisor's own goroutine alone changes it.
 	shared sync.Mutex
@@ -86,7 +88,24 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 	if err != nil {
 		return nil, classify(err)
 	}
+	if l.releasing != nil {
+		return &announcedLease{Lease: lease, releasing: l.releasing}, nil
+	}
 	return lease, nil
+}
+
+// announcedLease tells releasing before it releases: a read made from then
+// on no longer counts as made while holding (podlabel.Labeler.Releasing),
+// though the status says held until the delete was answered, and the next
+// holder may hold and label its pod before that.
+type announcedLease struct {
+	*zklock.Lease
+	releasing func()
+}
+
+func (a *announcedLease) Release() error {
+	a.releasing()
+	return a.Lease.Release()
 }
 
 // earlierSelf recognises the nodes of this container's earlier

@@ -82,6 +82,16 @@ func (l *Labeler) holdChanged(held bool) {
 	go l.correct(pods)
 }
 
+// Releasing is told that this lockex begins to release the lock: from
+// then on the next holder may hold and label its pod before the status
+// says released, so no read made after this counts as made while holding,
+// until the lock is held again.
+func (l *Labeler) Releasing() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.held = false
+}
+
 // surelyHolding reports whether the lock is held as far as the status
 // says, and the session surely alive now: a read answered before this
 // call was answered while this lockex held the lock, even if the process

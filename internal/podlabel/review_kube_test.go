@@ -91,3 +91,22 @@ func TestReviewCorrectAfterNoopRelabel(t *testing.T) {
 		t.Errorf("web-0, which holds again and said so, now has label %q and cost %s; want true and %s", label, cost, HolderCost)
 	}
 }
+
+// TestCorrectNotOnceReleasing: the status says held until the release's
+// delete is answered, but the next holder may hold, and label its pod,
+// from the moment the delete is sent. A predecessor's pod read from then
+// on may be that holder's: once this lockex begins to release, it writes
+// nothing, even with its session surely alive.
+func TestCorrectNotOnceReleasing(t *testing.T) {
+	c, l, web0 := correctCluster(t, nil)
+	l.Session(func() time.Time { return time.Now().Add(time.Hour) })
+	l.mu.Lock()
+	l.held = true
+	l.mu.Unlock()
+	l.beforeCorrect = func() { t.Error("judged web-0 stale after the release began") }
+	l.Releasing()
+	l.correctOne(web0)
+	if label, _, cost := podMeta(t, c, "web-0"); label != "true" || cost != HolderCost {
+		t.Errorf("web-0 has label %q and cost %s after a correction begun while releasing; want true and %s", label, cost, HolderCost)
+	}
+}
