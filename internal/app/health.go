@@ -28,13 +28,7 @@ type healthCheck struct {
 // command runs through the reaper, which waits for every child of lockex,
 // with the workload's environment.
 func newHealthCheck(cfg *config.Config, reaper *proc.Reaper, env []string) *healthCheck {
-	probe := cfg.HealthCheck
-	if cfg.HealthCommand != nil {
-		path := cfg.HealthCommandPath
-		probe = activecheck.Command(cfg.HealthCommand, func(ctx context.Context, argv []string) (int, []byte, error) {
-			return reaper.RunCheck(ctx, path, argv, env)
-		})
-	}
+	probe := reaped(cfg.HealthCheck, cfg.HealthCommand, cfg.HealthCommandPath, reaper, env)
 	if probe == nil {
 		return nil
 	}
@@ -84,4 +78,16 @@ func (h *healthCheck) start(ctx context.Context, rec *status.Recorder) {
 func (h *healthCheck) stop() {
 	h.cancel()
 	h.wg.Wait()
+}
+
+// reaped is the check a flag pair asks for: the URL's probe, or with a
+// command, the command run through the reaper, which waits for every child
+// of lockex (as PID 1 too), with env. Nil for neither.
+func reaped(url activecheck.Probe, argv []string, path string, reaper *proc.Reaper, env []string) activecheck.Probe {
+	if argv == nil {
+		return url
+	}
+	return activecheck.Command(argv, func(ctx context.Context, argv []string) (int, []byte, error) {
+		return reaper.RunCheck(ctx, path, argv, env)
+	})
 }

@@ -45,13 +45,7 @@ type standbyCheck struct {
 // command runs through the reaper, which waits for every child of lockex
 // (as PID 1 too), with the workload's environment.
 func newStandbyCheck(cfg *config.Config, reaper *proc.Reaper, env []string) *standbyCheck {
-	probe := cfg.StandbyCheck
-	if cfg.StandbyCommand != nil {
-		path := cfg.StandbyCommandPath
-		probe = activecheck.Command(cfg.StandbyCommand, func(ctx context.Context, argv []string) (int, []byte, error) {
-			return reaper.RunCheck(ctx, path, argv, env)
-		})
-	}
+	probe := reaped(cfg.StandbyCheck, cfg.StandbyCommand, cfg.StandbyCommandPath, reaper, env)
 	if probe == nil {
 		return nil
 	}
