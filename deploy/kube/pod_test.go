@@ -242,7 +242,10 @@ func (r *release) runTestHook() (int, string) {
 //   - Secrets for env become podman secrets in the form podman reads;
 //   - the downward API's metadata.namespace becomes the namespace's name
 //     (podman resolves metadata.name and metadata.uid, the pod's ID, which
-//     a restart of a container in the pod keeps, but not the namespace);
+//     a restart of a container in the pod keeps, but not the namespace),
+//     and status.podIP, which podman refuses, the host's loopback address,
+//     as the kubelet gives a pod on the host's network the host's address
+//     (lockex only writes it into its nodes);
 //   - containerPorts are dropped (podman maps them, and host networking
 //     refuses mappings);
 //   - probes are dropped (podman would run them from systemd timers, which
@@ -285,8 +288,13 @@ func (r *release) adapt(p *pod, spec *corev1.Pod) {
 			if ref := c.Env[j].ValueFrom; ref != nil && ref.SecretKeyRef != nil {
 				ref.SecretKeyRef.Name = r.podmanSecret(p, ref.SecretKeyRef.Name)
 			}
-			if ref := c.Env[j].ValueFrom; ref != nil && ref.FieldRef != nil && ref.FieldRef.FieldPath == "metadata.namespace" {
-				c.Env[j].Value, c.Env[j].ValueFrom = namespace, nil
+			if ref := c.Env[j].ValueFrom; ref != nil && ref.FieldRef != nil {
+				switch ref.FieldRef.FieldPath {
+				case "metadata.namespace":
+					c.Env[j].Value, c.Env[j].ValueFrom = namespace, nil
+				case "status.podIP":
+					c.Env[j].Value, c.Env[j].ValueFrom = "127.0.0.1", nil
+				}
 			}
 		}
 	}

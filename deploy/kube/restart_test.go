@@ -161,8 +161,10 @@ func nodeOf(t *testing.T, conn *zk.Conn, lock string, p *pod) lockNode {
 			found = append(found, lockNode{lock + "/" + kid, string(data), stat.EphemeralOwner})
 		}
 	}
-	if len(found) != 1 || !strings.Contains(found[0].data, ":1 lockex/") || !strings.HasSuffix(found[0].data, " container=app") {
-		t.Fatalf("%s's nodes under %s: %+v, want one written by lockex as PID 1 with its pod and container", p.name, lock, found)
+	// Words after container= (ip=, a holder's since=) may follow.
+	if len(found) != 1 || !strings.Contains(found[0].data, ":1 lockex/") || !strings.Contains(found[0].data+" ", " container=app ") ||
+		!strings.Contains(found[0].data+" ", " ip=127.0.0.1 ") {
+		t.Fatalf("%s's nodes under %s: %+v, want one written by lockex as PID 1 with its pod, container and IP", p.name, lock, found)
 	}
 	return found[0]
 }
