@@ -360,7 +360,7 @@ func TestActiveLabel(t *testing.T) {
 // from the downward API; the pod UID and the container name go together,
 // or the takeover of a dead earlier incarnation would be off unsaid.
 func TestIdentity(t *testing.T) {
-	env := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app", "LOCKEX_POD_IP=10.1.2.3"}
+	env := []string{"LOCKEX_POD_NAMESPACE=prod", "LOCKEX_POD_NAME=web-0", "LOCKEX_POD_UID=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b", "LOCKEX_CONTAINER_NAME=app", "LOCKEX_POD_IP=192.0.2.3"}
 	c, err := Parse([]string{"cmd"}, env, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -368,7 +368,7 @@ func TestIdentity(t *testing.T) {
 	host, _ := os.Hostname()
 	id := c.Identity("v1.2.3")
 	if id.Host != host || id.PID != os.Getpid() || id.Version != "v1.2.3" || id.Namespace != "prod" || id.Pod != "web-0" ||
-		id.UID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || id.Container != "app" || id.IP != "10.1.2.3" {
+		id.UID != "3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b" || id.Container != "app" || id.IP != "192.0.2.3" {
 		t.Errorf("Identity = %+v", id)
 	}
 	if c, err := Parse([]string{"--pod-ip", "FD00:0::1", "cmd"}, nil, io.Discard); err != nil || c.Identity("v").IP != "fd00::1" {

@@ -25,9 +25,9 @@ func TestString(t *testing.T) {
 		{"pod", pod, "web-7d9f-x2k4:1 lockex/v0.4.0 pod=prod/web-7d9f-x2k4 uid=3f1e2a4b-5c6d-4e7f-8a9b-0c1d2e3f4a5b container=app"},
 		{"pod name alone", Identity{Host: "h", PID: 1, Version: "dev", Pod: "web-0"}, "h:1 lockex/dev pod=web-0"},
 		{"namespace without a name is not shown", Identity{Host: "h", PID: 1, Version: "dev", Namespace: "prod"}, "h:1 lockex/dev"},
-		{"pod IP", with(func(i *Identity) { i.IP = "10.1.2.3" }), pod.String() + " ip=10.1.2.3"},
+		{"pod IP", with(func(i *Identity) { i.IP = "192.0.2.3" }), pod.String() + " ip=192.0.2.3"},
 		{"pod IPv6", with(func(i *Identity) { i.IP = "fd00::1" }), pod.String() + " ip=fd00::1"},
-		{"holding since", with(func(i *Identity) { i.IP = "10.1.2.3"; i.Since = heldAt }), pod.String() + " ip=10.1.2.3 since=2026-12-03T12:08:45.123Z"},
+		{"holding since", with(func(i *Identity) { i.IP = "192.0.2.3"; i.Since = heldAt }), pod.String() + " ip=192.0.2.3 since=2026-12-03T12:08:45.123Z"},
 		{"since without pod", Identity{Host: "vm1", PID: 4242, Version: "v0.4.0", Since: heldAt}, "vm1:4242 lockex/v0.4.0 since=2026-12-03T12:08:45.123Z"},
 		{"escapes", Identity{Host: "a b:c", PID: 7, Version: "1+dirty %", Namespace: "n/s", Pod: "p=q", UID: "ü", Container: "c\nd"},
 			"a%20b%3Ac:7 lockex/1+dirty%20%25 pod=n%2Fs/p=q uid=%C3%BC container=c%0Ad"},
@@ -78,13 +78,13 @@ func TestParseRefuses(t *testing.T) {
 		"h:01 lockex/v",
 		"h:1 uid=u container=c", // fields without lockex's own word
 		full + " ip=10.1.2",
-		full + " ip=010.1.2.3",
+		full + " ip=192.0.2.03",
 		full + " ip=FD00::1", // not as String writes it
 		full + " ip=",
 		full + " since=2026-12-03T12:08:45Z",
 		full + " since=2026-12-03T13:08:45.123+01:00",
 		full + " since=yesterday",
-		full + " since=2026-12-03T12:08:45.123Z ip=10.1.2.3", // out of order
+		full + " since=2026-12-03T12:08:45.123Z ip=192.0.2.3", // out of order
 		"h:1 since=2026-12-03T12:08:45.123Z",
 	} {
 		if id, ok := Parse(data); ok {
@@ -101,8 +101,8 @@ func TestCanTakeOver(t *testing.T) {
 	}{
 		{"same container, new version", pod, with(func(i *Identity) { i.Version = "v0.3.9" }), true},
 		{"same container", pod, pod, true},
-		{"a holder that said since when, with its IP", pod, with(func(i *Identity) { i.IP = "10.1.2.3"; i.Since = heldAt }), true},
-		{"another IP", with(func(i *Identity) { i.IP = "10.1.2.4" }), with(func(i *Identity) { i.IP = "10.1.2.3" }), true},
+		{"a holder that said since when, with its IP", pod, with(func(i *Identity) { i.IP = "192.0.2.3"; i.Since = heldAt }), true},
+		{"another IP", with(func(i *Identity) { i.IP = "192.0.2.4" }), with(func(i *Identity) { i.IP = "192.0.2.3" }), true},
 		{"self not PID 1", with(func(i *Identity) { i.PID = 7 }), pod, false},
 		{"other not PID 1", pod, with(func(i *Identity) { i.PID = 7 }), false},
 		{"other container", pod, with(func(i *Identity) { i.Container = "sidecar" }), false},
@@ -128,7 +128,7 @@ func TestCanTakeOver(t *testing.T) {
 func TestWithSince(t *testing.T) {
 	for _, tc := range []struct{ data, want string }{
 		{pod.String(), pod.String() + " since=2026-12-03T12:08:45.123Z"},
-		{pod.String() + " ip=10.1.2.3 since=2026-01-01T00:00:00.000Z", pod.String() + " ip=10.1.2.3 since=2026-12-03T12:08:45.123Z"},
+		{pod.String() + " ip=192.0.2.3 since=2026-01-01T00:00:00.000Z", pod.String() + " ip=192.0.2.3 since=2026-12-03T12:08:45.123Z"},
 		{"vm1:4242", "vm1:4242"},
 		{"kazoo-holder", "kazoo-holder"},
 		{"", ""},

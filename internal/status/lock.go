@@ -126,9 +126,9 @@ func (st *Lock) WriteJSON(w io.Writer) error {
 // known) and when a waiter queued:
 //
 //	/lockex/job (lock): held, 1 waiting
-//	ROLE     NODE                                                            IDENTIFIER  POD         IP        CONTAINER  SINCE                           TOKEN
-//	holder   /lockex/job/7080c080982b4fc6980d279488f44543__lock__0000000000  web-0:1     prod/web-0  10.1.2.3  app        2026-11-26T09:16:05+01:00 (9s)  7
-//	waiting  /lockex/job/2c14f40316374f839810ba4b548e5404__lock__0000000001  vm:10022    -           -         -          2026-11-26T09:16:06+01:00 (8s)  10
+//	ROLE     NODE                                                            IDENTIFIER  POD         IP         CONTAINER  SINCE                           TOKEN
+//	holder   /lockex/job/7080c080982b4fc6980d279488f44543__lock__0000000000  web-0:1     prod/web-0  192.0.2.3  app        2026-11-26T09:16:05+01:00 (9s)  7
+//	waiting  /lockex/job/2c14f40316374f839810ba4b548e5404__lock__0000000001  vm:10022    -           -          -          2026-11-26T09:16:06+01:00 (8s)  10
 func (st *Lock) WriteTable(w io.Writer, now time.Time) error {
 	kind := st.Kind
 	if st.Kind == "semaphore" {

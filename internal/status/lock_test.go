@@ -17,7 +17,7 @@ func TestLockSince(t *testing.T) {
 	node := func(data string) []zklock.Contender {
 		return []zklock.Contender{{Node: "/lockex/x/n", Identifier: data, Created: created, Token: 7, Position: 1}}
 	}
-	stamped := "web-0:1 lockex/v1 pod=prod/web-0 ip=10.1.2.3 since=2026-12-03T12:08:45.123Z"
+	stamped := "web-0:1 lockex/v1 pod=prod/web-0 ip=192.0.2.3 since=2026-12-03T12:08:45.123Z"
 	for _, tc := range []struct {
 		name string
 		c    zklock.Contenders

@@ -21,7 +21,7 @@ func TestHolderSaysSince(t *testing.T) {
 	zkc := zktest.Start(t)
 	first, second := connectWith(t, zkc.Hosts(), withSince), connectWith(t, zkc.Hosts(), withSince)
 	look := connect(t, zkc.Hosts())
-	self := identity.Identity{Host: "h", PID: 1, Version: "v1", Pod: "web-0", IP: "10.1.2.3"}
+	self := identity.Identity{Host: "h", PID: 1, Version: "v1", Pod: "web-0", IP: "192.0.2.3"}
 	ctx, cancel := context.WithTimeout(context.Background(), patience)
 	defer cancel()
 	a, err := NewMutex(first, "/since", self.String()).Acquire(ctx, false)
