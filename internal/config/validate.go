@@ -183,50 +183,40 @@ func (c *Config) activeCheck() (activecheck.Probe, error) {
 }
 
 // healthCheck makes the probe of --health-url, or splits --health-cmd.
-func (c *Config) healthCheck() error {
-	var err error
-	switch {
-	case c.HealthURL != "":
-		if c.HealthCheck, err = activecheck.HTTP(c.HealthURL); err != nil {
-			return fmt.Errorf("%s: %w", c.name("health-url"), err)
-		}
-	case c.HealthCmd != "":
-		if c.HealthCommand, err = activecheck.ParseCommand(c.HealthCmd); err != nil {
-			return fmt.Errorf("%s: %w", c.name("health-cmd"), err)
-		}
-		if c.IsMode() {
-			return nil
-		}
-		// Found now, as the workload is: a typo is a usage error before
-		// ZooKeeper is asked, not a failing check that stops the workload.
-		if c.HealthCommandPath, err = proc.Resolve(c.HealthCommand[0], c.getenv("PATH")); err != nil {
-			return fmt.Errorf("%s %q: %w", c.name("health-cmd"), c.HealthCmd, err)
-		}
-	}
-	return nil
+func (c *Config) healthCheck() (err error) {
+	c.HealthCheck, c.HealthCommand, c.HealthCommandPath, err = c.check("health", c.HealthURL, c.HealthCmd)
+	return err
 }
 
-// standbyCheck makes the probe of --standby-url, or splits --standby-cmd,
-// as healthCheck does for the workload's.
-func (c *Config) standbyCheck() error {
-	var err error
+// standbyCheck makes the probe of --standby-url, or splits --standby-cmd.
+func (c *Config) standbyCheck() (err error) {
+	c.StandbyCheck, c.StandbyCommand, c.StandbyCommandPath, err = c.check("standby", c.StandbyURL, c.StandbyCmd)
+	return err
+}
+
+// check makes the probe of --KIND-url (rawURL), or splits --KIND-cmd (cmd)
+// and finds its program; both "" is no check.
+func (c *Config) check(kind, rawURL, cmd string) (probe activecheck.Probe, argv []string, path string, err error) {
 	switch {
-	case c.StandbyURL != "":
-		if c.StandbyCheck, err = activecheck.HTTP(c.StandbyURL); err != nil {
-			return fmt.Errorf("%s: %w", c.name("standby-url"), err)
+	case rawURL != "":
+		if probe, err = activecheck.HTTP(rawURL); err != nil {
+			return nil, nil, "", fmt.Errorf("%s: %w", c.name(kind+"-url"), err)
 		}
-	case c.StandbyCmd != "":
-		if c.StandbyCommand, err = activecheck.ParseCommand(c.StandbyCmd); err != nil {
-			return fmt.Errorf("%s: %w", c.name("standby-cmd"), err)
+	case cmd != "":
+		if argv, err = activecheck.ParseCommand(cmd); err != nil {
+			return nil, nil, "", fmt.Errorf("%s: %w", c.name(kind+"-cmd"), err)
 		}
 		if c.IsMode() {
-			return nil
+			return nil, argv, "", nil
 		}
-		if c.StandbyCommandPath, err = proc.Resolve(c.StandbyCommand[0], c.getenv("PATH")); err != nil {
-			return fmt.Errorf("%s %q: %w", c.name("standby-cmd"), c.StandbyCmd, err)
+		// Found now, as the workload is: a typo is a usage error before
+		// ZooKeeper is asked, not a failing check that stops the workload
+		// or keeps a standby out of the queue.
+		if path, err = proc.Resolve(argv[0], c.getenv("PATH")); err != nil {
+			return nil, nil, "", fmt.Errorf("%s %q: %w", c.name(kind+"-cmd"), cmd, err)
 		}
 	}
-	return nil
+	return probe, argv, path, nil
 }
 
 // podLabel checks --active-label and --deletion-cost and finds the API
