@@ -354,30 +354,39 @@ func TestMissingLockPathCreated(t *testing.T) {
 
 // TestReleaseRightAfterAcquire: a lease released before its first beat
 // (which went out beside the workload's start) is not reported lost when
-// that beat, or the node's watch set after it, finds the node gone.
+// that beat, or the node's watch set after it, finds the node gone; nor
+// when that beat's answer would have its later beats stamp the node with
+// since when it holds (§3.2); and no node is left behind.
 func TestReleaseRightAfterAcquire(t *testing.T) {
-	const leases = 30
-	zkc := zktest.Start(t)
-	s := connect(t, zkc.Hosts())
-	var released []*Lease
-	for range leases {
-		l, err := NewMutex(s, "/released", "me").Acquire(context.Background(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Release(); err != nil {
-			t.Fatal(err)
-		}
-		released = append(released, l)
-	}
-	time.Sleep(settle) // the span in which a late beat or watch would report
-	for i, l := range released {
-		if l.Err() != nil {
-			t.Errorf("lease %d lost after its release: %v", i, l.Err())
-		}
-	}
-	if kids, err := s.children("/released"); err != nil || len(kids) != 0 {
-		t.Errorf("children %v, %v; want none", kids, err)
+	for _, tc := range []struct {
+		name string
+		tune func(*Options)
+	}{{"plain", nil}, {"stamped", withSince}} {
+		t.Run(tc.name, func(t *testing.T) {
+			const leases = 30
+			zkc := zktest.Start(t)
+			s := connectWith(t, zkc.Hosts(), tc.tune)
+			var released []*Lease
+			for range leases {
+				l, err := NewMutex(s, "/released", "h:1 lockex/v1").Acquire(context.Background(), false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.Release(); err != nil {
+					t.Fatal(err)
+				}
+				released = append(released, l)
+			}
+			time.Sleep(settle) // the span in which a late beat or watch would report
+			for i, l := range released {
+				if l.Err() != nil {
+					t.Errorf("lease %d lost after its release: %v", i, l.Err())
+				}
+			}
+			if kids, err := s.children("/released"); err != nil || len(kids) != 0 {
+				t.Errorf("children %v, %v; want none", kids, err)
+			}
+		})
 	}
 }
 

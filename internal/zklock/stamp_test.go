@@ -85,35 +85,6 @@ func TestHolderSaysSince(t *testing.T) {
 	}
 }
 
-// TestStampReleasedNode: holders that release at once, before or while
-// their first beat and its stamp go out, are never reported lost and
-// leave no node behind.
-func TestStampReleasedNode(t *testing.T) {
-	const leases = 30
-	zkc := zktest.Start(t)
-	s := connectWith(t, zkc.Hosts(), withSince)
-	var released []*Lease
-	for range leases {
-		l, err := NewMutex(s, "/released", "h:1 lockex/v1").Acquire(context.Background(), false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := l.Release(); err != nil {
-			t.Fatal(err)
-		}
-		released = append(released, l)
-	}
-	time.Sleep(settle) // the span in which a late beat or watch would report
-	for i, l := range released {
-		if l.Err() != nil {
-			t.Errorf("lease %d lost after its release: %v", i, l.Err())
-		}
-	}
-	if kids, err := s.children("/released"); err != nil || len(kids) != 0 {
-		t.Errorf("children %v, %v; want none", kids, err)
-	}
-}
-
 // TestSemaphoreNotStamped: a lease is created as it is taken, so its
 // ctime says since when; its data stays as created. Nor does the turn's
 // holder, waiting for a lease, say since when it holds the turn: it holds
