@@ -105,16 +105,13 @@ func (f *activeFollowers) start(ctx context.Context, rec *status.Recorder) {
 	}
 }
 
-// lockHooks are what the labeler learns from the lock: whose pods it may
-// have to correct once it holds (zklock.Options.Behind), each session's
-// SureUntil, which bounds when a read of such a pod still counts as made
-// while holding, and that a release begins, after which none does
-// (podlabel.Labeler.Behind, Session, Releasing). Nil without a labeler.
-func (f *activeFollowers) lockHooks() (behind func(data []byte), sessionUp func(sureUntil func() time.Time), releasing func()) {
+// lockWatcher is the labeler as the locker tells it of the lock; nil
+// without a labeler.
+func (f *activeFollowers) lockWatcher() lockWatcher {
 	if f.labeler == nil {
-		return nil, nil, nil
+		return nil // not a nil *Labeler in a non-nil interface
 	}
-	return f.labeler.Behind, f.labeler.Session, f.labeler.Releasing
+	return f.labeler
 }
 
 // drain is the supervisor's Drain: nil unless lockex keeps a label that

@@ -123,7 +123,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	standby.start(ctx, rec)
 	defer standby.stop()
 
-	locker.behind, locker.sessionUp, locker.releasing = active.lockHooks()
+	locker.labels = active.lockWatcher()
 	// Closed before the server, as before /status read through it: the
 	// session's end does not wait for a request in flight.
 	defer locker.Close()

@@ -29,12 +29,10 @@ type zkLocker struct {
 	log     *slog.Logger
 	obs     zklock.SessionObserver
 	session *zklock.Session
-	data    string            // the identity written into this lockex's nodes
-	behind  func(data []byte) // zklock.Options.Behind; nil for none
-	// sessionUp, if not nil, is given each new session's SureUntil.
-	sessionUp func(sureUntil func() time.Time)
-	// releasing, if not nil, is called before a lease is released.
-	releasing func()
+	data    string // the identity written into this lockex's nodes
+	// labels is told what the pod's labeler learns from the lock; nil
+	// without one.
+	labels lockWatcher
 	// shared guards session for readers beside the supervisor (/status);
 	// the supervisor's own goroutine alone changes it.
 	shared sync.Mutex
@@ -51,7 +49,9 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	c := l.cfg
 	l.Close()
 	opts := sessionOptions(c, l.log, l.obs)
-	opts.Behind = l.behind
+	if l.labels != nil {
+		opts.Behind = l.labels.Behind
+	}
 	var self identity.Identity
 	opts.EarlierSelf, self = earlierSelf(c.Identity(version()), l.log)
 	l.data = self.String()
@@ -62,8 +62,8 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	l.shared.Lock()
 	l.session = s
 	l.shared.Unlock()
-	if l.sessionUp != nil {
-		l.sessionUp(s.SureUntil)
+	if l.labels != nil {
+		l.labels.Session(s.SureUntil)
 	}
 	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
@@ -88,23 +88,34 @@ func (l *zkLocker) Acquire(ctx context.Context, blocking bool) (supervisor.Lease
 	if err != nil {
 		return nil, classify(err)
 	}
-	if l.releasing != nil {
-		return &announcedLease{Lease: lease, releasing: l.releasing}, nil
+	if l.labels != nil {
+		return &announcedLease{Lease: lease, labels: l.labels}, nil
 	}
 	return lease, nil
 }
 
-// announcedLease tells releasing before it releases: a read made from then
-// on no longer counts as made while holding (podlabel.Labeler.Releasing),
-// though the status says held until the delete was answered, and the next
-// holder may hold and label its pod before that.
+// lockWatcher is what a pod's labeler learns from the lock
+// (podlabel.Labeler): whose pods it may have to correct once it holds
+// (zklock.Options.Behind), each session's SureUntil, which bounds when a
+// read of such a pod still counts as made while holding, and that a
+// release begins, after which none does.
+type lockWatcher interface {
+	Behind(data []byte)
+	Session(sureUntil func() time.Time)
+	Releasing()
+}
+
+// announcedLease tells labels before it releases: a read made from then
+// on no longer counts as made while holding, though the status says held
+// until the delete was answered, and the next holder may hold and label
+// its pod before that.
 type announcedLease struct {
 	*zklock.Lease
-	releasing func()
+	labels lockWatcher
 }
 
 func (a *announcedLease) Release() error {
-	a.releasing()
+	a.labels.Releasing()
 	return a.Lease.Release()
 }
 
