@@ -15,6 +15,24 @@ import (
 // in a row, unless LOCKEX_ROLLOUTS says otherwise.
 const defaultRollouts = 20
 
+// chartNamespace makes namespace ns with the service account web bound to
+// the chart's Role for --active-label and --deletion-cost: get and patch
+// pods, in ns only.
+func (a *kubeAPI) chartNamespace(t *testing.T, ns string) {
+	t.Helper()
+	a.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
+	a.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
+	a.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
+		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
+	})
+	a.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
+		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},
+		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web"},
+		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "web", "namespace": ns}},
+	})
+}
+
 // startDeploymentCluster is a real kube-apiserver and kube-controller-manager
 // with namespace ns, the service account web bound to the chart's Role
 // (get and patch pods), a Deployment "web" of replicas singleton pods (lockex with
@@ -23,17 +41,7 @@ const defaultRollouts = 20
 func startDeploymentCluster(t *testing.T, ns string, replicas int) (*kubeAPI, *kubelet) {
 	api := &kubeAPI{kubetest.Start(t, kubetest.ControllerManager())}
 	zk := startZK(t)
-	api.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
-	api.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
-	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
-		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
-	})
-	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},
-		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web"},
-		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "web", "namespace": ns}},
-	})
+	api.chartNamespace(t, ns)
 	k := newKubelet(t, api, zk.Hosts(), ns,
 		"-i", "web", "--active-label", activeLabel+"=true", "--deletion-cost")
 	api.Create(t, "/apis/apps/v1/namespaces/"+ns+"/deployments", map[string]any{

@@ -16,23 +16,12 @@ import (
 	"github.com/lockex/lockex/internal/zktest"
 )
 
-// labelledNamespace makes namespace ns with the service account web bound
-// to the chart's Role for --active-label and --deletion-cost (get and
-// patch pods), and one pod per name, not running: a test runs their
-// lockex on the host. It returns the pods' UIDs by name.
+// labelledNamespace makes namespace ns as chartNamespace does, and one pod
+// per name, not running: a test runs their lockex on the host. It returns
+// the pods' UIDs by name.
 func labelledNamespace(t *testing.T, api *kubeAPI, ns string, pods ...string) map[string]string {
 	t.Helper()
-	api.Create(t, "/api/v1/namespaces", map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}})
-	api.Create(t, "/api/v1/namespaces/"+ns+"/serviceaccounts", map[string]any{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": map[string]any{"name": "web"}})
-	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": map[string]any{"name": "web"},
-		"rules": []any{map[string]any{"apiGroups": []string{""}, "resources": []string{"pods"}, "verbs": []string{"get", "patch"}}},
-	})
-	api.Create(t, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/rolebindings", map[string]any{
-		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": map[string]any{"name": "web"},
-		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "web"},
-		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "web", "namespace": ns}},
-	})
+	api.chartNamespace(t, ns)
 	uids := map[string]string{}
 	for _, name := range pods {
 		p := api.Create(t, "/api/v1/namespaces/"+ns+"/pods", map[string]any{
