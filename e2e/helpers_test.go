@@ -184,6 +184,24 @@ func recorder(logPath, who string, hold time.Duration) []string {
 	return []string{"sh", "-c", script}
 }
 
+// stoppableRecorder is a recorder whose workload records its end also
+// when a TERM cuts its hold short, and exits 0 then. lockex signals the
+// workload's whole process group, so a record must not fork: a `date` in
+// it would die of the same TERM and leave a record without its time. bash
+// stamps with EPOCHREALTIME instead, and holds TERM back while it writes
+// the start, so that a start is always followed by exactly one end.
+func stoppableRecorder(logPath, who string, hold time.Duration) []string {
+	script := fmt.Sprintf(`rec() { echo "$1 ${EPOCHREALTIME/[.,]/}000 %s $LOCKEX_FENCING_TOKEN" >> %s; }
+trap 'stop=1' TERM
+rec start
+trap 'rec end; exit 0' TERM
+[ -z "$stop" ] || { rec end; exit 0; }
+sleep %.3f & wait
+trap '' TERM
+rec end`, who, logPath, hold.Seconds())
+	return []string{"bash", "-c", script}
+}
+
 // interval is one holder's time under the lock, from a recorder's log.
 type interval struct {
 	who        string

@@ -238,13 +238,8 @@ func TestRequeueSemaphore(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "holders.log")
 	var all []*started
 	for _, who := range []string{"a", "b", "c"} {
-		rec := func(kind string) string {
-			return `echo "` + kind + ` $(date +%s%N) ` + who + ` $LOCKEX_FENCING_TOKEN" >> ` + logPath
-		}
-		// The end is recorded also when TERM cuts the round short.
-		script := `trap '` + rec("end") + `; exit 0' TERM; ` + rec("start") + `; sleep 0.3 & wait; ` + rec("end")
-		all = append(all, startLockex(t, nil, "-z", zk.Hosts(), "-i", id, "-c", "2", "--requeue",
-			"--requeue-backoff", "0.1", "--requeue-backoff-max", "0.2", "--", "sh", "-c", script))
+		all = append(all, startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "-c", "2", "--requeue",
+			"--requeue-backoff", "0.1", "--requeue-backoff-max", "0.2", "--"}, stoppableRecorder(logPath, who, 300*time.Millisecond)...)...))
 	}
 	eventually(t, 60*time.Second, "each ran three rounds", func() bool {
 		b, _ := os.ReadFile(logPath)
@@ -349,16 +344,10 @@ func TestRequeueAfterSuspendDeadline(t *testing.T) {
 	proxy := zktest.StartProxy(t, zk.Servers[0].Addr())
 	const id = "requeue-deadline"
 	logPath := filepath.Join(t.TempDir(), "holders.log")
-	workload := func(who, hold string) []string {
-		rec := func(kind string) string {
-			return `echo "` + kind + ` $(date +%s%N) ` + who + ` $LOCKEX_FENCING_TOKEN" >> ` + logPath
-		}
-		return []string{"sh", "-c", `trap '` + rec("end") + `; exit 0' TERM; ` + rec("start") + `; sleep ` + hold + ` & wait; ` + rec("end")}
-	}
 	a := startLockex(t, nil, append([]string{"-z", proxy.Addr(), "-i", id, "--session-timeout", "4s", "--kill-grace", "1s",
-		"--requeue", "--requeue-backoff", "0.2", "--requeue-backoff-max", "0.2", "--"}, workload("a", "60")...)...)
+		"--requeue", "--requeue-backoff", "0.2", "--requeue-backoff-max", "0.2", "--"}, stoppableRecorder(logPath, "a", time.Minute)...)...)
 	waitRecord(t, logPath, "a")
-	b := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, workload("b", "0.5")...)...)
+	b := startLockex(t, nil, append([]string{"-z", zk.Hosts(), "-i", id, "--"}, stoppableRecorder(logPath, "b", 500*time.Millisecond)...)...)
 	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/"+id)) == 2 })
 	proxy.HoldWrites()
 	eventually(t, 20*time.Second, "a lost the lock at its deadline and ended the round", func() bool {

@@ -24,11 +24,6 @@ func flappingStandby(t *testing.T, id string, size, contenders int) {
 	for i := range contenders {
 		who := fmt.Sprintf("c%d", i)
 		checks := filepath.Join(dir, who+".checks")
-		rec := func(kind string) string {
-			return `echo "` + kind + ` $(date +%s%N) ` + who + ` $LOCKEX_FENCING_TOKEN" >> ` + logPath
-		}
-		// The end is recorded also when TERM cuts the round short.
-		script := `trap '` + rec("end") + `; exit 0' TERM; ` + rec("start") + `; sleep 0.05 & wait; ` + rec("end")
 		check := `sh -c 'echo x >> ` + checks + `; test $(( $(od -An -N1 -tu1 /dev/urandom) % 3 )) -ne 0'`
 		args := []string{"-z", zkc.Hosts(), "-i", id, "-c", fmt.Sprint(size), "--requeue",
 			"--requeue-backoff", "10ms", "--requeue-backoff-max", "20ms",
@@ -36,7 +31,7 @@ func flappingStandby(t *testing.T, id string, size, contenders int) {
 		if i%2 == 1 {
 			args = append(args, "-t", "0.3")
 		}
-		all = append(all, startLockex(t, nil, append(args, "--", "sh", "-c", script)...))
+		all = append(all, startLockex(t, nil, append(append(args, "--"), stoppableRecorder(logPath, who, 50*time.Millisecond)...)...))
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
