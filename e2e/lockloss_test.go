@@ -150,7 +150,11 @@ func TestEnsembleDown(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "log")
 	a := startLockex(t, nil, lossArgs(ens.Hosts(), "down", ticker(logPath, "a", 0, false))...)
 	waitRecord(t, logPath, "a")
-	b := startLockex(t, nil, lossArgs(ens.Hosts(), "down", ticker(logPath, "b", 300*time.Millisecond, false))...)
+	// The servers die one after another, and the waiter may move to one
+	// still up in between: each close fails its step in flight, which
+	// counts against --lockretry (docs/design.md §5.5). One retry per
+	// server lets it wait out the outage, as a standby meant to should.
+	b := startLockex(t, nil, append([]string{"-r", "3"}, lossArgs(ens.Hosts(), "down", ticker(logPath, "b", 300*time.Millisecond, false))...)...)
 	eventually(t, 10*time.Second, "b waits", func() bool { return len(children(t, conn, "/lockex/down")) == 2 })
 
 	for _, s := range ens.Servers {
