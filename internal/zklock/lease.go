@@ -227,7 +227,7 @@ func (l *Lease) watchDeadline() {
 	// silent is what the observer was last told (Silent): half the
 	// budget without evidence warns of the deadline while there is time
 	// to act on it (a pod's label drained before the stop), checked at
-	// each heartbeat.
+	// each heartbeat (stillSilent).
 	silent := false
 	for {
 		select {
@@ -241,8 +241,9 @@ func (l *Lease) watchDeadline() {
 			l.lose(l.suspendedTooLong(evidence))
 			return
 		case <-heartbeat.C:
-			if aging := l.s.live.aging(time.Now()); aging != silent {
-				silent = aging
+			age, half := l.s.live.age(time.Now())
+			if now := stillSilent(silent, age, half); now != silent {
+				silent = now
 				l.s.obs.Silent(silent)
 			}
 			if state, _, _ := l.s.current(); state == zk.StateHasSession {
@@ -252,6 +253,19 @@ func (l *Lease) watchDeadline() {
 			return
 		}
 	}
+}
+
+// stillSilent tells whether a holder is silent, given whether it was and
+// the evidence's age against half its budget. Silence begins past half
+// the budget and ends only below a quarter: answers that take close to
+// half the budget would otherwise begin and end it at every beat, and a
+// pod's label with it. The evidence cannot be younger than the round trip
+// that brought it, so under such answers it stays silent until they speed up.
+func stillSilent(was bool, age, half time.Duration) bool {
+	if was {
+		return age > half/2
+	}
+	return age > half
 }
 
 // overdue is the loss watchDeadline reports once the deadline, given the

@@ -222,3 +222,50 @@ func TestLeaseSilentBeforeLoss(t *testing.T) {
 		t.Errorf("silent %v after the loss, want before", at[2].Sub(lost))
 	}
 }
+
+// TestLeaseSilentUntilPromptAgain: answers that come late, but not so late
+// that the lease is lost, make a holder silent once and keep it silent,
+// rather than silent and heard from again at every other beat: a silence
+// ends only once the evidence is younger than a quarter of the budget, not
+// as soon as it is younger than half. Prompt answers end it. The lease is
+// kept throughout.
+//
+// The evidence lags an answer by three round trips and more (a request, a
+// sync a while after its answer, a write after that, wire.go E2), so with
+// 600ms round trips it is at least 1.8s old, above a quarter of the budget
+// (1.5s), and at times younger than half (3s). The watchdog's patience
+// (1s) outlasts the answers, so they close no connection.
+func TestLeaseSilentUntilPromptAgain(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
+	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
+	obs := &silence{}
+	s := connectWith(t, slow.Addr(), func(o *Options) {
+		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
+	})
+	l := hold(t, s, "/lease-slow")
+	if _, half := s.live.age(time.Now()); half != 3*time.Second {
+		t.Fatalf("half the budget is %v, want 3s (granted %v)", half, s.Granted())
+	}
+
+	// 800ms round trips make it silent; then 600ms ones, with which the
+	// evidence is at times younger than half the budget, never than a quarter.
+	slow.SetDelay(400 * time.Millisecond) // each way
+	waitUntil(t, "silent", func() bool { told, _ := obs.said(); return len(told) > 0 })
+	slow.SetDelay(300 * time.Millisecond)
+	youngest, oldest := time.Hour, time.Duration(0)
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		age, _ := s.live.age(time.Now())
+		youngest, oldest = min(youngest, age), max(oldest, age)
+		if told, _ := obs.said(); !slices.Equal(told, []bool{true}) || l.Err() != nil {
+			t.Fatalf("told %v with 600ms round trips (evidence %v old), lease error %v; want [true] until the answers are prompt, and the lease kept",
+				told, age.Round(time.Millisecond), l.Err())
+		}
+	}
+	t.Logf("with 600ms round trips the evidence was %v to %v old over 8s", youngest.Round(time.Millisecond), oldest.Round(time.Millisecond))
+
+	slow.SetDelay(0)
+	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
+	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
+		t.Fatalf("told %v, lease error %v; want [true false] and the lease kept", told, l.Err())
+	}
+}

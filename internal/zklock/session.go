@@ -92,8 +92,8 @@ type SessionObserver interface {
 	EarlierDeleted(node, identifier string, session int64)
 	// Silent, while a lease is held: true once the evidence that the
 	// session lives is older than half the holder's budget, so the lease
-	// may be lost before long; false once it is fresh again. Nothing is
-	// said as the lease ends.
+	// may be lost before long; false once it is younger than a quarter of
+	// the budget again. Nothing is said as the lease ends.
 	Silent(silent bool)
 }
 

@@ -328,11 +328,17 @@ func (l *liveness) lastResort(server string, now time.Time) bool {
 // aging reports whether the evidence is older than half the holder's
 // budget, so that a stuck connection is worth leaving.
 func (l *liveness) aging(now time.Time) bool {
+	age, half := l.age(now)
+	return age > half
+}
+
+// age is how old the evidence is at now, and half the holder's budget,
+// the age at which it counts as aging.
+func (l *liveness) age(now time.Time) (age, half time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := l.grantedLocked()
-	half := max((g-l.grace-g/10)/2, 0)
-	return now.Sub(l.evidence) > half
+	return now.Sub(l.evidence), max((g-l.grace-g/10)/2, 0)
 }
 
 // exchange is one request and its answer, as seen from here.
