@@ -224,10 +224,10 @@ func (l *Lease) watchDeadline() {
 	defer heartbeat.Stop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	// silent is what the observer was last told (Silent): half the
-	// budget without evidence warns of the deadline while there is time
-	// to act on it (a pod's label drained before the stop), checked at
-	// each heartbeat (stillSilent).
+	// silent is what the observer was last told (Silent): evidence older
+	// than half the budget warns of the deadline while there is time to
+	// act on it (a pod's label drained before the stop), checked at each
+	// heartbeat, and the warning ends once it is young again (silence).
 	silent := false
 	for {
 		select {
@@ -241,8 +241,8 @@ func (l *Lease) watchDeadline() {
 			l.lose(l.suspendedTooLong(evidence))
 			return
 		case <-heartbeat.C:
-			age, half := l.s.live.age(time.Now())
-			if now := stillSilent(silent, age, half); now != silent {
+			age, begins, ends := l.s.live.silence(time.Now())
+			if now := age > begins || silent && age > ends; now != silent {
 				silent = now
 				l.s.obs.Silent(silent)
 			}
@@ -253,19 +253,6 @@ func (l *Lease) watchDeadline() {
 			return
 		}
 	}
-}
-
-// stillSilent tells whether a holder is silent, given whether it was and
-// the evidence's age against half its budget. Silence begins past half
-// the budget and ends only below a quarter: answers that take close to
-// half the budget would otherwise begin and end it at every beat, and a
-// pod's label with it. The evidence cannot be younger than the round trip
-// that brought it, so under such answers it stays silent until they speed up.
-func stillSilent(was bool, age, half time.Duration) bool {
-	if was {
-		return age > half/2
-	}
-	return age > half
 }
 
 // overdue is the loss watchDeadline reports once the deadline, given the

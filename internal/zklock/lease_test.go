@@ -3,6 +3,7 @@ package zklock
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -226,15 +227,17 @@ func TestLeaseSilentBeforeLoss(t *testing.T) {
 // TestLeaseSilentUntilPromptAgain: answers that come late, but not so late
 // that the lease is lost, make a holder silent once and keep it silent,
 // rather than silent and heard from again at every other beat: a silence
-// ends only once the evidence is younger than a quarter of the budget, not
-// as soon as it is younger than half. Prompt answers end it. The lease is
-// kept throughout.
+// ends only once the evidence is three quarters of the way back from
+// where silence begins to the lag prompt answers leave (wire.go, silence),
+// not as soon as it is younger than where it began. Prompt answers end it. The lease is kept
+// throughout.
 //
 // The evidence lags an answer by three round trips and more (a request, a
 // sync a while after its answer, a write after that, wire.go E2), so with
-// 600ms round trips it is at least 1.8s old, above a quarter of the budget
-// (1.5s), and at times younger than half (3s). The watchdog's patience
-// (1s) outlasts the answers, so they close no connection.
+// 700ms round trips it is at least 2.1s old, above where a silence ends
+// (1.575s with this server's m of 0.1s), and at times younger than where
+// it begins (3s, half the budget). The watchdog's patience (1s) outlasts
+// the answers, so they close no connection.
 func TestLeaseSilentUntilPromptAgain(t *testing.T) {
 	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
 	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
@@ -243,29 +246,86 @@ func TestLeaseSilentUntilPromptAgain(t *testing.T) {
 		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
 	})
 	l := hold(t, s, "/lease-slow")
-	if _, half := s.live.age(time.Now()); half != 3*time.Second {
-		t.Fatalf("half the budget is %v, want 3s (granted %v)", half, s.Granted())
+	waitUntil(t, "m learned from the server", func() bool { return s.live.margin() == 100*time.Millisecond })
+	if _, begins, ends := s.live.silence(time.Now()); begins != 3*time.Second || ends != 1575*time.Millisecond {
+		t.Fatalf("silence begins at %v and ends at %v, want 3s and 1.575s (granted %v)", begins, ends, s.Granted())
 	}
 
-	// 800ms round trips make it silent; then 600ms ones, with which the
-	// evidence is at times younger than half the budget, never than a quarter.
+	// 800ms round trips make it silent; then 700ms ones, with which the
+	// evidence is at times younger than where silence begins.
 	slow.SetDelay(400 * time.Millisecond) // each way
 	waitUntil(t, "silent", func() bool { told, _ := obs.said(); return len(told) > 0 })
-	slow.SetDelay(300 * time.Millisecond)
+	slow.SetDelay(350 * time.Millisecond)
 	youngest, oldest := time.Hour, time.Duration(0)
 	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
-		age, _ := s.live.age(time.Now())
+		age, _, _ := s.live.silence(time.Now())
 		youngest, oldest = min(youngest, age), max(oldest, age)
 		if told, _ := obs.said(); !slices.Equal(told, []bool{true}) || l.Err() != nil {
-			t.Fatalf("told %v with 600ms round trips (evidence %v old), lease error %v; want [true] until the answers are prompt, and the lease kept",
+			t.Fatalf("told %v with 700ms round trips (evidence %v old), lease error %v; want [true] until the answers are prompt, and the lease kept",
 				told, age.Round(time.Millisecond), l.Err())
 		}
 	}
-	t.Logf("with 600ms round trips the evidence was %v to %v old over 8s", youngest.Round(time.Millisecond), oldest.Round(time.Millisecond))
+	t.Logf("with 700ms round trips the evidence was %v to %v old over 8s", youngest.Round(time.Millisecond), oldest.Round(time.Millisecond))
 
 	slow.SetDelay(0)
 	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
 	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
 		t.Fatalf("told %v, lease error %v; want [true false] and the lease kept", told, l.Err())
 	}
+}
+
+// TestLeaseSilenceEndsWithDefaultTick: with ZooKeeper's default bounds
+// (minSessionTimeout 4s, twice the default tickTime), m is 1s, and prompt
+// answers leave the evidence up to 2s old at a beat: a silence must end
+// all the same once they are prompt again, or a pod's label would stay off
+// for good after one slow spell.
+func TestLeaseSilenceEndsWithDefaultTick(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(4*time.Second, 20*time.Second))
+	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
+	obs := &silence{}
+	s := connectWith(t, slow.Addr(), func(o *Options) {
+		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
+	})
+	l := hold(t, s, "/lease-default-tick")
+	waitUntil(t, "m learned from the server", func() bool { return s.live.margin() == time.Second })
+	slow.SetDelay(400 * time.Millisecond)
+	waitUntil(t, "silent", func() bool { told, _ := obs.said(); return len(told) > 0 })
+	slow.SetDelay(0)
+	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
+	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
+		t.Fatalf("told %v, lease error %v; want [true false] and the lease kept", told, l.Err())
+	}
+}
+
+// TestLeaseNotSilentWithAServerDown: while a listed server has never
+// answered the probe for its minSessionTimeout, m is a quarter of the
+// timeout, and prompt answers leave the evidence older than half the
+// budget at every beat. That is no silence: a holder whose answers are
+// prompt is never told it is silent, or its pod would never get its label.
+func TestLeaseNotSilentWithAServerDown(t *testing.T) {
+	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := ln.Addr().String()
+	ln.Close() // nothing listens there: connections are refused
+	obs := &silence{}
+	s := connectWith(t, zkc.Hosts()+","+down, func(o *Options) {
+		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
+	})
+	l := hold(t, s, "/lease-server-down")
+	oldest := time.Duration(0)
+	for end := time.Now().Add(6 * time.Second); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		age, begins, _ := s.live.silence(time.Now())
+		oldest = max(oldest, age)
+		if told, _ := obs.said(); len(told) != 0 || l.Err() != nil {
+			t.Fatalf("told %v with prompt answers and m %v (evidence %v old, silence begins at %v), lease error %v",
+				told, s.live.margin(), age.Round(time.Millisecond), begins, l.Err())
+		}
+	}
+	if m := s.live.margin(); m != 2500*time.Millisecond {
+		t.Errorf("m is %v, want a quarter of the timeout while a server has not answered the probe", m)
+	}
+	t.Logf("with m %v the evidence was at most %v old over 6s", s.live.margin(), oldest.Round(time.Millisecond))
 }

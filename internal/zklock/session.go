@@ -91,9 +91,9 @@ type SessionObserver interface {
 	// data identifier and owned by session, was deleted (takeOver).
 	EarlierDeleted(node, identifier string, session int64)
 	// Silent, while a lease is held: true once the evidence that the
-	// session lives is older than half the holder's budget, so the lease
-	// may be lost before long; false once it is younger than a quarter of
-	// the budget again. Nothing is said as the lease ends.
+	// session lives is older than half the holder's budget (or more, see
+	// liveness.silence), so the lease may be lost before long; false once
+	// it is young again. Nothing is said as the lease ends.
 	Silent(silent bool)
 }
 

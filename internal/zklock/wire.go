@@ -217,6 +217,10 @@ func (l *liveness) killByLocked() time.Time {
 func (l *liveness) margin() time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.marginLocked()
+}
+
+func (l *liveness) marginLocked() time.Duration {
 	g := l.grantedLocked()
 	if l.minSession > 0 {
 		g = min(g, l.minSession)
@@ -328,17 +332,34 @@ func (l *liveness) lastResort(server string, now time.Time) bool {
 // aging reports whether the evidence is older than half the holder's
 // budget, so that a stuck connection is worth leaving.
 func (l *liveness) aging(now time.Time) bool {
-	age, half := l.age(now)
-	return age > half
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return now.Sub(l.evidence) > l.halfBudgetLocked()
 }
 
-// age is how old the evidence is at now, and half the holder's budget,
-// the age at which it counts as aging.
-func (l *liveness) age(now time.Time) (age, half time.Duration) {
+func (l *liveness) halfBudgetLocked() time.Duration {
+	g := l.grantedLocked()
+	return max((g-l.grace-g/10)/2, 0)
+}
+
+// silence is how old the evidence is at now, the age past which a holder
+// is silent (Lease.watchDeadline), and the age under which its silence
+// ends. With prompt answers, a heartbeat finds the evidence up to lag =
+// m + granted/10 old (R0's and S1's sync periods, m, and the beat before
+// it, E2). A silence begins past half the budget, where the watchdog
+// begins to act, or a tenth of the timeout past lag if that is later:
+// while a server has not answered the probe for minSession, m is
+// granted/4, and prompt answers alone would leave a holder silent for
+// good. It ends only three quarters of the way back to lag, not on the
+// way down past its beginning: slow answers whose evidence hovers around
+// the beginning would otherwise begin and end it at every other beat.
+func (l *liveness) silence(now time.Time) (age, begins, ends time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	g := l.grantedLocked()
-	return now.Sub(l.evidence), max((g-l.grace-g/10)/2, 0)
+	lag := l.marginLocked() + g/10
+	begins = max(l.halfBudgetLocked(), lag+g/10)
+	return now.Sub(l.evidence), begins, lag + (begins-lag)/4
 }
 
 // exchange is one request and its answer, as seen from here.
