@@ -35,12 +35,12 @@ func waitRecord(t *testing.T, logPath, who string) {
 	})
 }
 
-// TestKillGraceLeavesNoRoom: a --kill-grace of 57.5% of the session timeout
+// TestKillGraceLeavesNoRoom: a --kill-grace of 55% of the session timeout
 // or more (zklock.MaxStopGrace) is refused with 64: at once when asked for, and once connected
 // when the server granted less than asked; nothing is left in ZooKeeper.
 func TestKillGraceLeavesNoRoom(t *testing.T) {
 	// Port 1 is never ZooKeeper: 64 comes before any attempt to connect.
-	r := lockex(t, nil, "-z", "127.0.0.1:1", "--session-timeout", "2s", "--kill-grace", "1.15s", "--", "true")
+	r := lockex(t, nil, "-z", "127.0.0.1:1", "--session-timeout", "2s", "--kill-grace", "1.1s", "--", "true")
 	if r.code != 64 || !strings.Contains(r.stderr, "--kill-grace") || !strings.Contains(r.stderr, "2s") {
 		t.Errorf("asked: exit %d, want 64 naming both values; log:\n%s", r.code, r.stderr)
 	}

@@ -10,7 +10,7 @@ import (
 )
 
 // The lock's timings in every scenario. zktest's server grants sessions of
-// at most 4s (20 ticks of 200ms); the grace must stay under 57.5% of it.
+// at most 4s (20 ticks of 200ms); the grace must stay under 55% of it.
 const (
 	sessionTimeout = 4 * time.Second
 	killGrace      = "2s"

@@ -67,7 +67,7 @@ func (l *zkLocker) Connect(ctx context.Context) error {
 	}
 	if granted := s.Granted(); c.KillGrace.D() >= zklock.MaxStopGrace(granted) {
 		return exitcode.With(exitcode.Usage, fmt.Errorf(
-			"--kill-grace %s leaves no room: it must be less than %s, 57.5%% of the session timeout the server granted, %s (asked for %s)",
+			"--kill-grace %s leaves no room: it must be less than %s, 55%% of the session timeout the server granted, %s (asked for %s)",
 			c.KillGrace, zklock.MaxStopGrace(granted), granted, c.SessionTimeout))
 	}
 	return nil

@@ -82,7 +82,7 @@ func TestParseErrors(t *testing.T) {
 		{[]string{"x"}, []string{"LOCKEX_REQUEUE_BACKOFF_MAX=500ms"}, `LOCKEX_REQUEUE_BACKOFF_MAX "500ms": want at least --requeue-backoff (1s)`},
 		{[]string{"x"}, []string{"LOCKEX_SESSION_TIMEOUT=10 s"}, `LOCKEX_SESSION_TIMEOUT="10 s"`},
 		{[]string{"--kill-signal", "STOP", "x"}, nil, `"STOP"`},
-		{[]string{"--kill-grace", "5.75s", "x"}, nil, `--kill-grace "5.75s": want less than 5.75s, 57.5% of --session-timeout (10s)`},
+		{[]string{"--kill-grace", "5.5s", "x"}, nil, `--kill-grace "5.5s": want less than 5.5s, 55% of --session-timeout (10s)`},
 		{[]string{"--log-format", "xml", "x"}, nil, `--log-format "xml"`},
 		{[]string{"--log-level", "loud", "x"}, nil, `--log-level "loud"`},
 		{[]string{"x"}, []string{"LOCKEX_BLOCKING=maybe"}, `LOCKEX_BLOCKING="maybe"`},

@@ -60,11 +60,11 @@ func (c *Config) validate() error {
 		{c.PodIP != "" && !isIP(c.PodIP), "pod-ip", c.PodIP, "an IPv4 or IPv6 address, as the downward API's status.podIP gives it"},
 		// The workload is told to stop the kill grace, and a tenth of the
 		// timeout, before the server may expire the session, counted from
-		// evidence that lags; a grace of 57.5% of the timeout or more
+		// evidence that lags; a grace of 55% of the timeout or more
 		// leaves no time at all (zklock.MaxStopGrace). The server may
 		// grant less than asked; lockex checks again once it knows.
 		{c.KillGrace.D() >= zklock.MaxStopGrace(c.SessionTimeout.D()), "kill-grace", c.KillGrace,
-			fmt.Sprintf("less than %s, 57.5%% of %s (%s), or the lock could be lost before the workload is stopped",
+			fmt.Sprintf("less than %s, 55%% of %s (%s), or the lock could be lost before the workload is stopped",
 				zklock.MaxStopGrace(c.SessionTimeout.D()), c.name("session-timeout"), c.SessionTimeout)},
 	}
 	for _, ch := range checks {

@@ -320,11 +320,12 @@ func (l *Lease) KillBy() time.Time { return l.s.SureUntil() }
 // MaxStopGrace is the longest stop grace a session timeout leaves a holder
 // any time to run with: the evidence that the leader renewed the session
 // lags by up to m (a quarter of the timeout), a holder's heartbeat (a
-// twentieth) and the sync before it (a fortieth, session.go), and a tenth
-// of the timeout is kept back. Anything longer
-// would tell the workload to stop the moment it started.
+// twentieth) and two syncs' periods (a fortieth each: the one R0 was
+// answered in and the one before the beat, session.go, wire.go E2), and
+// a tenth of the timeout is kept back. Anything longer would tell the
+// workload to stop the moment it started, or soon after with prompt answers.
 func MaxStopGrace(timeout time.Duration) time.Duration {
-	return timeout - timeout/10 - timeout/4 - 3*timeout/40
+	return timeout - timeout/10 - timeout/4 - timeout/10
 }
 
 func (l *Lease) budget(granted time.Duration) time.Duration {
