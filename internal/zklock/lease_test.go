@@ -239,14 +239,7 @@ func TestLeaseSilentBeforeLoss(t *testing.T) {
 // it begins (3s, half the budget). The watchdog's patience (1s) outlasts
 // the answers, so they close no connection.
 func TestLeaseSilentUntilPromptAgain(t *testing.T) {
-	zkc := zktest.Start(t, zktest.SessionTimeouts(400*time.Millisecond, 20*time.Second))
-	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
-	obs := &silence{}
-	s := connectWith(t, slow.Addr(), func(o *Options) {
-		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
-	})
-	l := hold(t, s, "/lease-slow")
-	waitUntil(t, "m learned from the server", func() bool { return s.live.margin() == 100*time.Millisecond })
+	slow, s, l, obs := slowHolder(t, 400*time.Millisecond)
 	if _, begins, ends := s.live.silence(time.Now()); begins != 3*time.Second || ends != 1575*time.Millisecond {
 		t.Fatalf("silence begins at %v and ends at %v, want 3s and 1.575s (granted %v)", begins, ends, s.Granted())
 	}
@@ -266,7 +259,30 @@ func TestLeaseSilentUntilPromptAgain(t *testing.T) {
 		}
 	}
 	t.Logf("with 700ms round trips the evidence was %v to %v old over 8s", youngest.Round(time.Millisecond), oldest.Round(time.Millisecond))
+	heardOncePrompt(t, slow, l, obs)
+}
 
+// slowHolder holds a lease through a zktest.Latency in front of a server
+// that grants no session shorter than minSession, with a 10s session and
+// a stop grace of 3s, once the session has learned m (a quarter of
+// minSession) from the server.
+func slowHolder(t *testing.T, minSession time.Duration) (*zktest.Latency, *Session, *Lease, *silence) {
+	t.Helper()
+	zkc := zktest.Start(t, zktest.SessionTimeouts(minSession, 20*time.Second))
+	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
+	obs := &silence{}
+	s := connectWith(t, slow.Addr(), func(o *Options) {
+		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
+	})
+	l := hold(t, s, "/lease-slow")
+	waitUntil(t, "m learned from the server", func() bool { return s.live.margin() == minSession/4 })
+	return slow, s, l, obs
+}
+
+// heardOncePrompt makes the answers prompt again and expects the silence
+// that was told to end, with the lease kept.
+func heardOncePrompt(t *testing.T, slow *zktest.Latency, l *Lease, obs *silence) {
+	t.Helper()
 	slow.SetDelay(0)
 	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
 	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
@@ -280,21 +296,10 @@ func TestLeaseSilentUntilPromptAgain(t *testing.T) {
 // all the same once they are prompt again, or a pod's label would stay off
 // for good after one slow spell.
 func TestLeaseSilenceEndsWithDefaultTick(t *testing.T) {
-	zkc := zktest.Start(t, zktest.SessionTimeouts(4*time.Second, 20*time.Second))
-	slow := zktest.StartLatency(t, zkc.Servers[0].Addr())
-	obs := &silence{}
-	s := connectWith(t, slow.Addr(), func(o *Options) {
-		o.SessionTimeout, o.StopGrace, o.Observer = 10*time.Second, 3*time.Second, obs
-	})
-	l := hold(t, s, "/lease-default-tick")
-	waitUntil(t, "m learned from the server", func() bool { return s.live.margin() == time.Second })
+	slow, _, l, obs := slowHolder(t, 4*time.Second)
 	slow.SetDelay(400 * time.Millisecond)
 	waitUntil(t, "silent", func() bool { told, _ := obs.said(); return len(told) > 0 })
-	slow.SetDelay(0)
-	waitUntil(t, "heard from again", func() bool { told, _ := obs.said(); return len(told) == 2 })
-	if told, _ := obs.said(); !slices.Equal(told, []bool{true, false}) || l.Err() != nil {
-		t.Fatalf("told %v, lease error %v; want [true false] and the lease kept", told, l.Err())
-	}
+	heardOncePrompt(t, slow, l, obs)
 }
 
 // TestLeaseNotSilentWithAServerDown: while a listed server has never
