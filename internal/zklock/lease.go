@@ -322,8 +322,8 @@ func (l *Lease) KillBy() time.Time { return l.s.SureUntil() }
 // lags by up to m (a quarter of the timeout), a holder's heartbeat (a
 // twentieth) and two syncs' periods (a fortieth each: the one R0 was
 // answered in and the one before the beat, session.go, wire.go E2), and
-// a tenth of the timeout is kept back. Anything longer would tell the
-// workload to stop the moment it started, or soon after with prompt answers.
+// a tenth of the timeout is kept back. With anything longer, evidence
+// that lags its most, with every answer prompt, would stop the workload.
 func MaxStopGrace(timeout time.Duration) time.Duration {
 	return timeout - timeout/10 - timeout/4 - timeout/10
 }
