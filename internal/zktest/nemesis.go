@@ -92,9 +92,9 @@ func (n *nemesis) remove(rules []*rule) error {
 		if err := iptables(append([]string{"-t", r.table, "-D", "OUTPUT"}, r.spec...)); err != nil {
 			errs = append(errs, fmt.Errorf("zktest: deleting iptables rule %s: %w", r, err))
 		}
-		if iptables(append([]string{"-t", r.table, "-C", "OUTPUT"}, r.spec...)) == nil {
-			errs = append(errs, fmt.Errorf("zktest: iptables rule %s still there after deleting it", r))
-			continue
+		if gone, err := absent(r); !gone {
+			errs = append(errs, fmt.Errorf("zktest: iptables rule %s still there after deleting it, or not known to be gone: %v", r, err))
+			continue // still ours: close tries again
 		}
 		n.mu.Lock()
 		for i, a := range n.added {
@@ -206,12 +206,25 @@ func (x *Cut) Heal() error {
 	return x.err
 }
 
+// absent reports whether r is known not to be in place: iptables -C
+// exits 1 for a rule that is not there. Any other failure (the xtables
+// lock held past the wait, say) tells nothing, and r must stay on the
+// list of rules to delete, or it would outlive the test.
+func absent(r *rule) (bool, error) {
+	err := iptables(append([]string{"-t", r.table, "-C", "OUTPUT"}, r.spec...))
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 {
+		return true, nil
+	}
+	return false, err
+}
+
 func iptables(args []string) error {
 	// -w: wait for the xtables lock rather than fail when another
 	// iptables runs at the same moment.
 	out, err := exec.Command(iptablesPath, append([]string{"-w", "5"}, args...)...).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%v: %s", err, strings.TrimSpace(string(out)))
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
 }

@@ -132,3 +132,32 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestAbsent: a rule counts as gone only when iptables -C says it is not
+// there (exit 1), never when the check itself fails (here, a table that
+// does not exist: exit 3; under load, a busy nf_tables or xtables lock):
+// a rule so misjudged would be forgotten and outlive the test.
+func TestAbsent(t *testing.T) {
+	r := &rule{table: "filter", spec: []string{
+		"-d", "127.0.0.254/32", "-m", "comment", "--comment", fmt.Sprintf("zktest-absent-%d", time.Now().UnixNano()), "-j", "ACCEPT",
+	}}
+	if gone, err := absent(r); !gone || err != nil {
+		t.Fatalf("a rule never added: gone %v (%v)", gone, err)
+	}
+	n := &nemesis{}
+	if err := n.add(r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := n.close(); err != nil {
+			t.Error(err)
+		}
+	})
+	if gone, err := absent(r); gone || err != nil {
+		t.Errorf("a rule in place: gone %v (%v)", gone, err)
+	}
+	broken := &rule{table: "nosuchtable", spec: r.spec}
+	if gone, err := absent(broken); gone || err == nil {
+		t.Errorf("a check that failed: gone %v (%v), want not known to be gone, with the error", gone, err)
+	}
+}
