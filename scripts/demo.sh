@@ -26,7 +26,9 @@ CFG
 java -Xmx128m -XX:+UseSerialGC -cp "/usr/share/java/zookeeper.jar:$dir" \
 	org.apache.zookeeper.server.quorum.QuorumPeerMain "$dir/zoo.cfg" >"$dir/zookeeper.log" 2>&1 &
 zk_pid=$!
-srvr() { (exec 3<>"/dev/tcp/127.0.0.1/$port" && echo srvr >&3 && cat <&3) 2>/dev/null; }
+# Bounded: a server that has taken the connection but never answers would
+# otherwise keep cat waiting for ever.
+srvr() { timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0" && echo srvr >&3 && cat <&3' "$port" 2>/dev/null; }
 for _ in $(seq 100); do srvr | grep -q '^Mode:' && break; sleep 0.1; done
 srvr | grep -q '^Mode:' || { echo "ZooKeeper did not start; its log:" >&2; cat "$dir/zookeeper.log" >&2; exit 1; }
 echo "== ZooKeeper serving on 127.0.0.1:$port (data in $dir, removed at exit)"
